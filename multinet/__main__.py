@@ -1,0 +1,5 @@
+import sys
+
+from multinet.cli import main
+
+sys.exit(main())

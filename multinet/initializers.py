@@ -1,0 +1,58 @@
+"""Starting weights, drawn on the host with NumPy and then moved to the backend.
+
+Drawing on the host with one seeded generator (instead of each library's own RNG) is what
+makes every backend, and every dtype, start from the same numbers: float32 weights are
+the float64 draws rounded once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from multinet.registry import Backend, as_backend
+
+#: ``uniform``: U(-0.5, 0.5) for weights and biases, the notebook's ``rand(...) - 0.5``.
+#: ``he``: N(0, 2 / fan_in) weights and zero biases, the usual choice for ReLU nets.
+SCHEMES = ("uniform", "he")
+
+
+def draw_params(sizes, *, seed: int, init: str = "uniform") -> dict[str, np.ndarray]:
+    """float64 NumPy parameters for layer sizes such as ``(784, 10, 10)``."""
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"sizes must be at least (inputs, outputs), all >= 1; got {sizes}")
+    if init not in SCHEMES:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(SCHEMES)}")
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        if init == "uniform":
+            params[f"W{i}"] = rng.random((fan_in, fan_out)) - 0.5
+            params[f"b{i}"] = rng.random(fan_out) - 0.5
+        else:
+            params[f"W{i}"] = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
+            params[f"b{i}"] = np.zeros(fan_out)
+    return params
+
+
+def to_backend(host_params, backend: Backend | str | None, dtype: str | None = None):
+    """Move a dict of NumPy arrays onto a backend (``dtype=None`` keeps each dtype)."""
+    backend = as_backend(backend)
+    return {name: backend.asarray(value, dtype) for name, value in host_params.items()}
+
+
+def to_host(params, backend: Backend | str | None):
+    """NumPy copies of a dict of backend arrays."""
+    backend = as_backend(backend)
+    return {name: np.asarray(backend.to_numpy(value)) for name, value in params.items()}
+
+
+def init_params(sizes, *, seed: int, backend: Backend | str | None = None,
+                dtype: str = "float32", init: str = "uniform"):
+    """Parameters ``{"W1", "b1", ..., "Wk", "bk"}`` on ``backend``, in ``dtype``.
+
+    ``sizes=(784, 10, 10)`` is the notebook's network: 784 inputs, 10 hidden ReLU units,
+    10 outputs. Any number of hidden layers works. On JAX, float64 needs
+    ``backend.enable_dtype("float64")`` first (it switches JAX to 64-bit mode).
+    """
+    return to_backend(draw_params(sizes, seed=seed, init=init), backend, dtype)

@@ -1,0 +1,136 @@
+"""The network: a multilayer perceptron as small pure functions over a dict of arrays.
+
+Written once against the Python array API standard. The namespace comes from the arrays
+themselves (``array_api_compat.array_namespace``), so the same code runs on NumPy, CuPy,
+jax.numpy (also inside ``jax.jit``) and array-api-strict. This module imports no array
+library and never asks which one it is running on.
+
+Layout is samples-first: ``x`` is ``(batch, features)``, layer ``i`` has weights ``Wi``
+of shape ``(fan_in, fan_out)`` and bias ``bi`` of shape ``(fan_out,)``, so a layer is
+``x @ W + b``. Hidden layers use ReLU; the last layer's outputs are logits for a softmax.
+
+Two fixes over the notebook this started from, both visible in ``loss_and_grads``:
+
+* the softmax subtracts each row's maximum before ``exp``: the notebook's
+  ``exp(Z) / sum(exp(Z))`` overflows to ``inf/inf = nan`` once a logit passes ~709
+  (float64) or ~88 (float32);
+* the bias gradient is the sum over samples *per unit* (shape ``(fan_out,)``); the
+  notebook's ``np.sum(dZ)`` summed over units too, giving every unit the same scalar.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+
+def layer_count(params) -> int:
+    """Number of weight layers (hidden layers + 1)."""
+    return len(params) // 2
+
+
+def layer_sizes(params) -> tuple[int, ...]:
+    """``(inputs, hidden..., outputs)``, the ``sizes`` that ``init_params`` was given."""
+    count = layer_count(params)
+    return (params["W1"].shape[0],) + tuple(params[f"W{i}"].shape[1] for i in range(1, count + 1))
+
+
+def _relu(xp, z):
+    return xp.where(z > 0, z, 0.0)
+
+
+def _forward_keeping_activations(params, x):
+    """Logits, and the input of every layer (what backprop needs; ``inputs[0]`` is ``x``)."""
+    xp = array_namespace(x)
+    count = layer_count(params)
+    inputs = [x]
+    a = x
+    for i in range(1, count):
+        a = _relu(xp, a @ params[f"W{i}"] + params[f"b{i}"])
+        inputs.append(a)
+    logits = a @ params[f"W{count}"] + params[f"b{count}"]
+    return logits, inputs
+
+
+def forward(params, x):
+    """Logits, shape ``(batch, classes)``."""
+    return _forward_keeping_activations(params, x)[0]
+
+
+def predict(params, x):
+    """Predicted class labels, shape ``(batch,)``."""
+    xp = array_namespace(x)
+    return xp.argmax(forward(params, x), axis=1)
+
+
+def one_hot(y, classes: int, dtype):
+    """``(batch, classes)`` array with a 1 at each label, in ``dtype``."""
+    xp = array_namespace(y)
+    # Inside jax.jit, device() of a tracer is None, which means "the default device".
+    columns = xp.arange(classes, dtype=y.dtype, device=device(y))
+    return xp.astype(y[:, None] == columns[None, :], dtype)
+
+
+def _softmax_cross_entropy(logits, targets):
+    """Mean cross-entropy and softmax probabilities, computed without overflow.
+
+    Shifting each row by its maximum leaves the softmax unchanged and makes every
+    exponent <= 0, so ``exp`` cannot overflow and the row sum is at least 1, so the
+    ``log`` is finite too.
+    """
+    xp = array_namespace(logits)
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    exps = xp.exp(shifted)
+    sums = xp.sum(exps, axis=1, keepdims=True)
+    log_likelihood = xp.sum(shifted * targets, axis=1) - xp.log(sums[:, 0])
+    return -xp.mean(log_likelihood), exps / sums
+
+
+def _loss_grads_logits(params, x, y):
+    xp = array_namespace(x)
+    logits, inputs = _forward_keeping_activations(params, x)
+    targets = one_hot(y, logits.shape[1], logits.dtype)
+    loss, probs = _softmax_cross_entropy(logits, targets)
+
+    # d(mean loss)/d(logits) for softmax + cross-entropy; then the chain rule, layer by
+    # layer, backwards. ReLU's derivative is where its output (the next layer's input) is > 0.
+    delta = (probs - targets) / x.shape[0]
+    grads = {}
+    for i in range(layer_count(params), 0, -1):
+        a = inputs[i - 1]
+        grads[f"W{i}"] = a.T @ delta
+        grads[f"b{i}"] = xp.sum(delta, axis=0)
+        if i > 1:
+            delta = xp.where(a > 0, delta @ params[f"W{i}"].T, 0.0)
+    return loss, {key: grads[key] for key in params}, logits
+
+
+def loss_and_grads(params, x, y):
+    """Mean cross-entropy over the batch and its gradient for every parameter.
+
+    ``y`` holds integer labels. The gradients are written out by hand (backpropagation),
+    not derived by a library: the tests check them against finite differences and
+    ``jax.grad``.
+    """
+    loss, grads, _ = _loss_grads_logits(params, x, y)
+    return loss, grads
+
+
+def sgd_step(params, grads, lr):
+    """``params - lr * grads``, as a new dict: nothing is mutated (JAX arrays cannot be)."""
+    return {key: value - lr * grads[key] for key, value in params.items()}
+
+
+def accuracy(logits, y):
+    """Fraction of rows whose largest logit is at the label, as a 0-d array."""
+    xp = array_namespace(logits)
+    return xp.mean(xp.astype(xp.argmax(logits, axis=1) == y, logits.dtype))
+
+
+def train_step(params, x, y, lr):
+    """One full gradient-descent step: ``(new_params, loss, accuracy)``.
+
+    Accuracy comes from the logits the step computes anyway, so a progress bar costs no
+    second forward pass. Pure, so ``backend.compile`` can turn it into one XLA program.
+    """
+    loss, grads, logits = _loss_grads_logits(params, x, y)
+    return sgd_step(params, grads, lr), loss, accuracy(logits, y)

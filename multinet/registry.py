@@ -1,0 +1,149 @@
+"""The one place that picks the array library.
+
+A *backend* bundles what the network cannot get from the array API standard itself:
+which namespace and device to use, how to move NumPy data on and off the device, how to
+wait for asynchronous work and how to compile a function. Backends are registered under
+the entry-point group ``multinet.backends`` (multinet's own four included) and loaded
+lazily, so choosing one never imports the others.
+
+Precedence for the name: the explicit argument (``--backend``), then the environment
+variable ``MULTINET_BACKEND``, then ``numpy``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable
+
+from multinet.backends import DEFAULT_BACKEND
+from multinet.errors import BackendUnavailable, UnknownBackend
+
+ENTRY_POINT_GROUP = "multinet.backends"
+ENV_VAR = "MULTINET_BACKEND"
+
+
+def _any_dtype_works(dtype: str) -> None:
+    """Default for ``Backend.enable_dtype``: most libraries support every float dtype."""
+
+
+def _no_compilation(fn):
+    return fn
+
+
+def _nothing_to_wait_for(*arrays) -> None:
+    """Default for ``Backend.synchronize``: eager CPU libraries are never behind."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the core needs from an array library, beyond its array-API namespace."""
+
+    name: str
+    #: The array-API namespace, as ``array_api_compat.array_namespace`` returns it.
+    xp: Any
+    #: The device new arrays are placed on.
+    device: Any
+    #: ``asarray(numpy_array, dtype=None)``: copy host data onto ``device``; ``dtype`` is
+    #: a name ("float32"); ``None`` keeps the NumPy dtype (so uint8 images travel small).
+    asarray: Callable[..., Any]
+    #: ``to_numpy(array)``: a NumPy copy on the host.
+    to_numpy: Callable[[Any], Any]
+    #: ``version``: the library's version string, for reports.
+    version: str
+    #: ``synchronize(*arrays)``: block until queued work (on ``arrays``, or all) is done.
+    #: Call it before reading a clock.
+    synchronize: Callable[..., None] = _nothing_to_wait_for
+    #: ``compile(fn)``: a faster equivalent of a pure function (``jax.jit`` on JAX).
+    compile: Callable[[Callable], Callable] = _no_compilation
+    #: ``enable_dtype(name)``: make a dtype usable, or raise ``BackendUnavailable``. This
+    #: may change the library's process-wide settings (JAX's 64-bit mode), which is why
+    #: it is an explicit call and never a side effect of importing multinet.
+    enable_dtype: Callable[[str], None] = _any_dtype_works
+    #: Every device the library can see, as text, for ``multinet backends``.
+    devices: tuple[str, ...] = field(default=())
+    #: What kind of device ``device`` is: "cpu" or "gpu" (for reports and test ids).
+    platform: str = "cpu"
+
+    def dtype(self, name: str):
+        """The namespace's dtype object for a name such as ``"float32"``."""
+        try:
+            return getattr(self.xp, name)
+        except AttributeError:
+            raise UnknownDtype(f"backend {self.name!r} has no dtype {name!r}") from None
+
+
+class UnknownDtype(BackendUnavailable):
+    """The backend's namespace has no such dtype."""
+
+
+@functools.cache
+def _registered() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        # multinet's own entry wins a name clash, so a stray plugin cannot hijack "numpy".
+        if ep.name not in found or ep.value.startswith("multinet.backends."):
+            found[ep.name] = ep
+    return found
+
+
+def backend_names() -> list[str]:
+    """Every registered backend name, available here or not."""
+    return sorted(_registered())
+
+
+def resolve_name(name: str | None = None) -> str:
+    """Apply the precedence rule: argument, then ``MULTINET_BACKEND``, then the default."""
+    return name or os.environ.get(ENV_VAR) or DEFAULT_BACKEND
+
+
+@functools.cache
+def _load(name: str) -> Backend:
+    registered = _registered()
+    if name not in registered:
+        known = ", ".join(sorted(registered)) or "none (is multinet installed?)"
+        raise UnknownBackend(f"unknown backend {name!r}; known backends: {known}")
+    try:
+        loader = registered[name].load()
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} could not be imported: {exc}") from exc
+    backend = loader()
+    if backend.name != name:
+        raise BackendUnavailable(
+            f"entry point {name!r} returned a backend named {backend.name!r}"
+        )
+    return backend
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """The backend for ``name`` (after the precedence rule), loaded once per process.
+
+    Raises ``UnknownBackend`` for a name nobody registered and ``BackendUnavailable``
+    (with the reason and the fix) for one that cannot run here.
+    """
+    return _load(resolve_name(name))
+
+
+def as_backend(backend: Backend | str | None) -> Backend:
+    """Accept a ``Backend``, a name or ``None`` wherever a backend is expected."""
+    return backend if isinstance(backend, Backend) else get_backend(backend)
+
+
+def describe_backends() -> list[dict[str, Any]]:
+    """One record per registered backend: available or not and why, version, devices.
+
+    This loads every backend, so it imports every installed array library.
+    """
+    rows = []
+    for name in backend_names():
+        try:
+            backend = _load(name)
+        except BackendUnavailable as exc:
+            rows.append({"name": name, "available": False, "reason": str(exc),
+                         "version": None, "devices": []})
+        else:
+            rows.append({"name": name, "available": True, "reason": None,
+                         "version": backend.version, "devices": list(backend.devices)})
+    return rows

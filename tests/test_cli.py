@@ -1,0 +1,81 @@
+"""The command line: JSON output, and one-line errors with exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from multinet.cli import main
+
+
+def run_cli(*args, env=None):
+    """Run ``multinet`` in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "multinet", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("multinet: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_train_json_summary(mnist, capsys):
+    code = main(["train", "--data-dir", str(mnist.directory), "--iterations", "3",
+                 "--hidden", "8", "--json", "--no-progress"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("backend", "device", "dtype", "iterations", "train_accuracy", "dev_accuracy",
+                "test_accuracy", "seconds", "samples_per_second"):
+        assert key in summary
+    assert summary["iterations"] == 3 and summary["sizes"] == [784, 8, 10]
+
+
+def test_train_text_summary_and_backend_from_environment(mnist, capsys, monkeypatch):
+    monkeypatch.setenv("MULTINET_BACKEND", "strict")
+    assert main(["train", "--data-dir", str(mnist.directory), "--iterations", "2",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "backend strict" in out and "accuracy: train" in out and "samples/s" in out
+
+
+def test_unavailable_backend_is_one_line_and_exit_2():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("CuPy is installed here; this checks the no-CuPy message")
+    assert_one_line_error(run_cli("train", "--backend", "cupy"), "cupy", "pip install")
+
+
+def test_unknown_backend_is_one_line_listing_known_names():
+    assert_one_line_error(run_cli("train", "--backend", "torch"), "unknown backend 'torch'",
+                          "numpy")
+
+
+def test_missing_data_says_where_it_looked(tmp_path):
+    result = run_cli("train", "--data-dir", str(tmp_path), env={"MULTINET_DATA": ""})
+    assert_one_line_error(result, str(tmp_path), "--data-dir")
+
+
+@pytest.mark.parametrize("args", [["train", "--lr", "-1"], ["train", "--iterations", "x"],
+                                  ["train", "--dtype", "float16"], []])
+def test_bad_arguments_exit_2_without_traceback(args):
+    result = run_cli(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_backends_lists_every_backend(capsys):
+    assert main(["backends", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {row["name"] for row in rows}
+    assert {"numpy", "jax", "cupy", "strict"} <= names
+    assert main(["backends"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in names)

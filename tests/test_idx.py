@@ -1,0 +1,110 @@
+"""The IDX reader: real files, every malformed case, and fuzzing."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from multinet.data import load_dataset
+from multinet.errors import DatasetError
+from multinet.idx import parse_idx, read_idx
+
+
+def idx_bytes(array: np.ndarray, code=0x08) -> bytes:
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def test_real_mnist_shapes_and_dtypes(mnist):
+    assert mnist.train_images.shape == (60000, 28, 28) and mnist.train_images.dtype == np.uint8
+    assert mnist.train_labels.shape == (60000,) and mnist.train_labels.dtype == np.uint8
+    assert mnist.test_images.shape == (10000, 28, 28)
+    assert mnist.test_labels.shape == (10000,)
+    assert np.bincount(mnist.test_labels).tolist()[:2] == [980, 1135]  # the known class counts
+
+
+@pytest.mark.parametrize("code, dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16),
+                                         (0x0C, np.int32), (0x0D, np.float32),
+                                         (0x0E, np.float64)])
+def test_round_trip_every_element_type(code, dtype, tmp_path):
+    array = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
+    if dtype == np.uint8:
+        array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = idx_bytes(array, code)
+    np.testing.assert_array_equal(parse_idx(raw), array)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(raw))
+    np.testing.assert_array_equal(read_idx(path), array)
+
+
+GOOD = idx_bytes(np.zeros((2, 28, 28), np.uint8))
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"", "empty file"),
+    (b"\x08\x03\x00\x00" + GOOD[4:], "bad magic"),
+    (b"\x00\x00\x07\x03" + GOOD[4:], "unknown element type"),
+    (GOOD[:10], "truncated IDX header"),
+    (GOOD[:-1], "truncated"),
+    (GOOD + b"\x00", "trailing bytes"),
+    (b"\x00\x00\x08\x00", "zero dimensions"),
+])
+def test_malformed_bytes_name_the_problem(raw, message):
+    with pytest.raises(DatasetError, match=message):
+        parse_idx(raw, "file.idx")
+
+
+def test_gz_that_is_not_gzip_and_truncated_gzip(tmp_path):
+    not_gzip = tmp_path / "a.gz"
+    not_gzip.write_bytes(GOOD)
+    with pytest.raises(DatasetError, match="a.gz: named .gz but is not gzip"):
+        read_idx(not_gzip)
+    truncated = tmp_path / "b.gz"
+    truncated.write_bytes(gzip.compress(GOOD)[:-12])
+    with pytest.raises(DatasetError, match="b.gz: corrupt or truncated gzip"):
+        read_idx(truncated)
+
+
+def write_set(directory, train_images, train_labels, test_images=None, test_labels=None):
+    test_images = train_images if test_images is None else test_images
+    test_labels = train_labels if test_labels is None else test_labels
+    for stem, array in [("train-images-idx3-ubyte", train_images),
+                        ("train-labels-idx1-ubyte", train_labels),
+                        ("t10k-images-idx3-ubyte", test_images),
+                        ("t10k-labels-idx1-ubyte", test_labels)]:
+        (directory / stem).write_bytes(idx_bytes(array))
+
+
+def test_labels_outside_0_to_9_are_rejected(tmp_path):
+    write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 12, 3], np.uint8))
+    with pytest.raises(DatasetError, match="label 12 outside 0-9"):
+        load_dataset(tmp_path)
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 2], np.uint8))
+    with pytest.raises(DatasetError, match="holds 3 images but .* holds 2 labels"):
+        load_dataset(tmp_path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes_raise_nothing_but_dataset_error(raw):
+    try:
+        parse_idx(raw)
+    except DatasetError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_gz_files_raise_nothing_but_dataset_error(tmp_path_factory, raw):
+    path = tmp_path_factory.mktemp("fuzz") / "f.gz"
+    path.write_bytes(b"\x1f\x8b" + raw)
+    try:
+        read_idx(path)
+    except DatasetError:
+        pass
