@@ -15,6 +15,7 @@ from multinet.registry import ENV_VAR as BACKEND_ENV_VAR
 from multinet.registry import describe_backends, get_backend
 
 EXIT_USAGE = 2
+DTYPES = ("float32", "float64")
 EXIT_INTERRUPTED = 130
 
 
@@ -46,7 +47,7 @@ def _add_backend_options(parser):
     parser.add_argument("--backend", metavar="NAME",
                         help=f"array library: numpy, jax, cupy, strict, or a plugin "
                              f"(default: ${BACKEND_ENV_VAR}, else numpy)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="floating-point type of parameters and data (default: float32)")
 
 
@@ -98,6 +99,44 @@ def _cmd_backends(args) -> int:
     return 0
 
 
+def _cmd_parity(args) -> int:
+    from multinet import parity
+    from multinet.data import load_dataset
+    from multinet.registry import backend_names
+
+    dataset = load_dataset(args.data_dir)
+    if args.samples > len(dataset.train_labels):
+        raise MultinetError(f"--samples {args.samples} exceeds the "
+                            f"{len(dataset.train_labels)} training images")
+    problem = parity.mnist_problem(dataset, args.samples, args.steps)
+    rows = parity.report(problem, args.backend or backend_names(), args.dtype or DTYPES)
+    if args.json:
+        print(json.dumps({"samples": args.samples, "steps": args.steps, "rows": rows}))
+    else:
+        _print_parity_table(rows, args.steps)
+    return 1 if any(row["verdict"] == "fail" for row in rows) else 0
+
+
+def _print_parity_table(rows, steps):
+    columns = ("forward", "loss", "grads", "step", "train", "curve")
+    print(f"max relative error against NumPy float64 ({steps} steps on MNIST); "
+          "tolerance in brackets")
+    header = f"{'backend':<8} {'device':<6} {'dtype':<8}" + "".join(
+        f" {name if name != 'train' else f'{steps} steps':>20}" for name in columns)
+    print(header + "  verdict")
+    for row in rows:
+        start = f"{row['backend']:<8} {row.get('platform', '-'):<6} {row['dtype']:<8}"
+        if "errors" not in row:
+            print(f"{start} {row['verdict']}: {row['reason']}")
+            continue
+        cells = "".join(
+            f" {row['errors'][c]:>9.2e} [{row['tolerances'][c]:7.1e}]" if c in row["errors"]
+            else f" {'-':>20}" for c in columns)
+        mismatches = int(row["errors"]["predictions"])
+        verdict = row["verdict"] + (f" ({mismatches} predictions differ)" if mismatches else "")
+        print(f"{start}{cells}  {verdict}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multinet",
@@ -120,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_json_option(train)
     train.set_defaults(run=_cmd_train)
+
+    check = commands.add_parser(
+        "parity", help="compare every backend with the NumPy float64 reference on MNIST",
+        description="Run the network on every available backend and dtype and compare "
+                    "forward pass, gradients and a full-batch training run with NumPy "
+                    "float64. Exits 1 if any comparison is outside tolerance.")
+    check.add_argument("--backend", action="append", metavar="NAME",
+                       help="backend to check (repeatable; default: all registered)")
+    check.add_argument("--dtype", action="append", choices=DTYPES,
+                       help="dtype to check (repeatable; default: both)")
+    check.add_argument("--samples", type=_positive(int), default=2048,
+                       help="training images used (default: 2048)")
+    check.add_argument("--steps", type=_non_negative_int, default=100,
+                       help="full-batch training steps compared (default: 100)")
+    _add_data_options(check)
+    _add_json_option(check)
+    check.set_defaults(run=_cmd_parity)
 
     backends = commands.add_parser("backends", help="list backends and why any cannot run")
     _add_json_option(backends)

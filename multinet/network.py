@@ -85,11 +85,21 @@ def _softmax_cross_entropy(logits, targets):
     return -xp.mean(log_likelihood), exps / sums
 
 
+def loss(params, x, y):
+    """Mean cross-entropy of the softmax of the logits against integer labels ``y``.
+
+    The forward half of ``loss_and_grads``, for code that differentiates it another way
+    (the tests check the hand-written gradients against ``jax.grad`` of this).
+    """
+    logits = forward(params, x)
+    return _softmax_cross_entropy(logits, one_hot(y, logits.shape[1], logits.dtype))[0]
+
+
 def _loss_grads_logits(params, x, y):
     xp = array_namespace(x)
     logits, inputs = _forward_keeping_activations(params, x)
     targets = one_hot(y, logits.shape[1], logits.dtype)
-    loss, probs = _softmax_cross_entropy(logits, targets)
+    mean_loss, probs = _softmax_cross_entropy(logits, targets)
 
     # d(mean loss)/d(logits) for softmax + cross-entropy; then the chain rule, layer by
     # layer, backwards. ReLU's derivative is where its output (the next layer's input) is > 0.
@@ -101,7 +111,7 @@ def _loss_grads_logits(params, x, y):
         grads[f"b{i}"] = xp.sum(delta, axis=0)
         if i > 1:
             delta = xp.where(a > 0, delta @ params[f"W{i}"].T, 0.0)
-    return loss, {key: grads[key] for key in params}, logits
+    return mean_loss, {key: grads[key] for key in params}, logits
 
 
 def loss_and_grads(params, x, y):
@@ -111,8 +121,8 @@ def loss_and_grads(params, x, y):
     not derived by a library: the tests check them against finite differences and
     ``jax.grad``.
     """
-    loss, grads, _ = _loss_grads_logits(params, x, y)
-    return loss, grads
+    mean_loss, grads, _ = _loss_grads_logits(params, x, y)
+    return mean_loss, grads
 
 
 def sgd_step(params, grads, lr):
@@ -132,5 +142,5 @@ def train_step(params, x, y, lr):
     Accuracy comes from the logits the step computes anyway, so a progress bar costs no
     second forward pass. Pure, so ``backend.compile`` can turn it into one XLA program.
     """
-    loss, grads, logits = _loss_grads_logits(params, x, y)
-    return sgd_step(params, grads, lr), loss, accuracy(logits, y)
+    mean_loss, grads, logits = _loss_grads_logits(params, x, y)
+    return sgd_step(params, grads, lr), mean_loss, accuracy(logits, y)
