@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from multinet.data import DATASETS
 from multinet.errors import MultinetError
 from multinet.registry import ENV_VAR as BACKEND_ENV_VAR
 from multinet.registry import describe_backends, get_backend
@@ -51,10 +52,33 @@ def _add_backend_options(parser):
                         help="floating-point type of parameters and data (default: float32)")
 
 
-def _add_data_options(parser):
+def _add_data_options(parser, *, sources=True):
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist",
+                        help="dataset (default: mnist)")
     parser.add_argument("--data-dir", metavar="DIR",
-                        help="folder with the four MNIST IDX files, .gz or raw "
-                             "(default: $MULTINET_DATA)")
+                        help="folder with the four IDX files, .gz or raw, or a torchvision "
+                             "root (default: $MULTINET_DATA, else the cache)")
+    parser.add_argument("--mirror", action="append", metavar="URL",
+                        help="download from this base URL (repeatable, tried in order; "
+                             "default: $MULTINET_MIRRORS, else the dataset's mirrors)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never touch the network: use files already on disk")
+    if sources:
+        parser.add_argument("--data-source", choices=("multinet", "torchvision"),
+                            default="multinet",
+                            help="read the files with multinet (default) or load them "
+                                 "through torchvision.datasets, as the notebook did")
+
+
+def _load_data(args):
+    from multinet.data import load_dataset, load_with_torchvision
+    from multinet.download import ensure_dataset
+
+    if args.data_source == "torchvision":
+        return load_with_torchvision(args.dataset, args.data_dir, download=not args.offline)
+    ensure_dataset(args.dataset, args.data_dir, offline=args.offline, mirrors=args.mirror,
+                   progress=sys.stderr.isatty())
+    return load_dataset(args.data_dir, args.dataset)
 
 
 def _add_json_option(parser):
@@ -63,13 +87,12 @@ def _add_json_option(parser):
 
 
 def _cmd_train(args) -> int:
-    from multinet.data import load_dataset
     from multinet.train import TrainConfig, train
 
     backend = get_backend(args.backend)
     config = TrainConfig(hidden=tuple(args.hidden), lr=args.lr, iterations=args.iterations,
                          seed=args.seed, dtype=args.dtype)
-    dataset = load_dataset(args.data_dir)
+    dataset = _load_data(args)
     result = train(config, backend, dataset, progress=not args.no_progress)
     summary = result.summary
     if args.json:
@@ -101,10 +124,9 @@ def _cmd_backends(args) -> int:
 
 def _cmd_parity(args) -> int:
     from multinet import parity
-    from multinet.data import load_dataset
     from multinet.registry import backend_names
 
-    dataset = load_dataset(args.data_dir)
+    dataset = _load_data(args)
     if args.samples > len(dataset.train_labels):
         raise MultinetError(f"--samples {args.samples} exceeds the "
                             f"{len(dataset.train_labels)} training images")
@@ -135,6 +157,41 @@ def _print_parity_table(rows, steps):
         mismatches = int(row["errors"]["predictions"])
         verdict = row["verdict"] + (f" ({mismatches} predictions differ)" if mismatches else "")
         print(f"{start}{cells}  {verdict}")
+
+
+def _cmd_data(args) -> int:
+    from multinet import data
+    from multinet.download import fetch
+
+    spec = data.dataset_spec(args.dataset)
+    if args.action == "fetch":
+        if args.offline:
+            raise MultinetError("'multinet data fetch' downloads; it cannot run --offline")
+        target = data.explicit_dir(args.data_dir)
+        files = fetch(args.dataset, target, mirrors=args.mirror,
+                      progress=sys.stderr.isatty())
+        print(f"{spec.name}: {len(files)} files in {next(iter(files.values())).parent}")
+        return 0
+    if args.action == "where":
+        print(f"{spec.name}: searched, in order:")
+        for directory in data.search_dirs(spec, args.data_dir):
+            files = data.find_files(directory)
+            print(f"  {directory}{'  <- used' if files else ''}")
+            if files:
+                for path in files.values():
+                    print(f"    {path}")
+                return 0
+        print(f"not found: run 'multinet data fetch --dataset {spec.name}' or pass --data-dir")
+        return 1
+    files = data.locate(args.data_dir, args.dataset)
+    results = data.verify_files(files, args.dataset)
+    for role, path in files.items():
+        print(f"{'ok' if results[role] else 'MISMATCH':<8} {path}")
+    if not all(results.values()):
+        print(f"checksum mismatch: delete the files marked MISMATCH and run 'multinet data "
+              f"fetch --dataset {spec.name}'", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(check)
     _add_json_option(check)
     check.set_defaults(run=_cmd_parity)
+
+    data_cmd = commands.add_parser(
+        "data", help="where the dataset is, verify it, download it",
+        description="where: which files would be used; verify: check their contents "
+                    "against the known SHA-256; fetch: download into the cache (or "
+                    "--data-dir) from the mirrors, verifying each file.")
+    data_cmd.add_argument("action", choices=("where", "verify", "fetch"))
+    _add_data_options(data_cmd, sources=False)
+    data_cmd.set_defaults(run=_cmd_data)
 
     backends = commands.add_parser("backends", help="list backends and why any cannot run")
     _add_json_option(backends)

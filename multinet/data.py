@@ -1,4 +1,20 @@
-"""MNIST-format datasets: finding the four IDX files, reading them, splitting, moving them.
+"""MNIST-format datasets: where the four IDX files are, reading and checking them,
+splitting, and moving them to a device.
+
+Where files are looked for, in order (the first folder holding all four wins):
+
+1. ``--data-dir`` (``data_dir=``), else ``$MULTINET_DATA``: an explicit choice; if it
+   lacks the files, nothing else is tried.
+2. the per-user cache, ``platformdirs.user_cache_dir("multinet")`` (on Linux
+   ``$XDG_CACHE_HOME/multinet``, else ``~/.cache/multinet``), where ``multinet data
+   fetch`` downloads to;
+3. system folders where a distribution installs the data (Debian's
+   ``dataset-fashion-mnist`` package: ``/usr/share/datasets/fashion-mnist``).
+
+Each folder ``D`` is searched as ``D/<name>/`` (``D/mnist``), as a torchvision root
+``D/<TorchvisionName>/raw/`` (``D/MNIST/raw``, so files torchvision downloaded are
+reused) and as ``D`` itself. Every file read is checked against the SHA-256 of its
+uncompressed contents, so a damaged file, or another dataset's, is an error, not data.
 
 Images stay ``uint8`` on the host. They travel to the device as ``uint8`` (a quarter of
 float32's bytes) and are scaled to [0, 1] there, so every backend sees the same values.
@@ -7,14 +23,14 @@ float32's bytes) and are scaled to [0, 1] there, so every backend sees the same 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from multinet.errors import DatasetError
-from multinet.idx import read_idx
+from multinet.idx import file_content_sha256, read_idx
 
 ENV_VAR = "MULTINET_DATA"
 
@@ -29,6 +45,79 @@ CLASSES = 10
 
 
 @dataclass(frozen=True)
+class DatasetSpec:
+    """What identifies a dataset and where it can come from."""
+
+    name: str
+    torchvision_name: str
+    #: SHA-256 of each file's *uncompressed* IDX bytes: the dataset's identity.
+    content_sha256: dict[str, str]
+    #: The hashes of the ``.gz`` files that mirrors serve, as pooch wants them.
+    download_hashes: dict[str, str]
+    #: Base URLs, tried in order; each serves ``<stem>.gz``.
+    mirrors: tuple[str, ...]
+    system_dirs: tuple[str, ...] = ()
+    classes: tuple[str, ...] = field(default=tuple(str(i) for i in range(10)))
+
+
+DATASETS = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        torchvision_name="MNIST",
+        content_sha256={
+            "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        download_hashes={
+            "train_images": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train_labels": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "test_images": "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "test_labels": "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+    ),
+    "fashion-mnist": DatasetSpec(
+        name="fashion-mnist",
+        torchvision_name="FashionMNIST",
+        # Computed from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1.
+        content_sha256={
+            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        # The upstream MD5s published with the dataset (and used by torchvision).
+        download_hashes={
+            "train_images": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train_labels": "md5:25c81989df183df01b3e8a0aad5dffbe",
+            "test_images": "md5:bef4ecab320f06d8554ea6380940ec79",
+            "test_labels": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                 "Sneaker", "Bag", "Ankle boot"),
+    ),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Host copies of a dataset: images ``(n, 28, 28)`` uint8, labels ``(n,)`` uint8."""
 
@@ -40,6 +129,14 @@ class Dataset:
     test_labels: np.ndarray
 
 
+def cache_dir() -> Path:
+    """The per-user cache root (``$XDG_CACHE_HOME/multinet`` or ``~/.cache/multinet`` on
+    Linux; the platform's convention elsewhere)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("multinet", appauthor=False))
+
+
 def _file_in(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / f"{stem}.gz", directory / stem):
         if candidate.is_file():
@@ -48,30 +145,50 @@ def _file_in(directory: Path, stem: str) -> Path | None:
 
 
 def find_files(directory: str | os.PathLike) -> dict[str, Path] | None:
-    """The four files in ``directory`` (``.gz`` or raw), or None if any is missing."""
+    """The four files in exactly ``directory`` (``.gz`` or raw), or None if any is missing."""
     directory = Path(directory)
     found = {role: _file_in(directory, stem) for role, stem in FILES.items()}
     return None if None in found.values() else found
 
 
-def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where to look, in order: ``data_dir`` (``--data-dir``), else ``MULTINET_DATA``."""
+def explicit_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """``data_dir`` (``--data-dir``), else ``$MULTINET_DATA``, else None."""
     chosen = data_dir or os.environ.get(ENV_VAR)
-    return [Path(chosen).expanduser()] if chosen else []
+    return Path(chosen).expanduser() if chosen else None
 
 
-def locate(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+def search_roots(spec: DatasetSpec, data_dir=None) -> list[Path]:
+    """The folders searched, in order (see the module docstring)."""
+    chosen = explicit_dir(data_dir)
+    if chosen is not None:
+        return [chosen]
+    return [cache_dir(), *(Path(d) for d in spec.system_dirs)]
+
+
+def search_dirs(spec: DatasetSpec, data_dir=None) -> list[Path]:
+    """Every folder looked in, in order: each root as ``<name>/``, ``<Torchvision>/raw/``
+    and itself."""
+    return [directory for root in search_roots(spec, data_dir)
+            for directory in (root / spec.name, root / spec.torchvision_name / "raw", root)]
+
+
+def locate(data_dir: str | os.PathLike | None = None, name: str = "mnist") -> dict[str, Path]:
     """The dataset's four files, or a ``DatasetError`` saying where it looked."""
-    dirs = search_dirs(data_dir)
-    for directory in dirs:
+    spec = dataset_spec(name)
+    for directory in search_dirs(spec, data_dir):
         files = find_files(directory)
         if files is not None:
             return files
+    raise not_found_error(spec, search_roots(spec, data_dir))
+
+
+def not_found_error(spec: DatasetSpec, roots: list[Path]) -> DatasetError:
     names = ", ".join(f"{stem}.gz" for stem in FILES.values())
-    where = ", ".join(str(d) for d in dirs) or f"nowhere (no --data-dir and no {ENV_VAR})"
-    raise DatasetError(
-        f"MNIST files not found; searched {where}. Put {names} in a folder and pass "
-        f"--data-dir FOLDER or set {ENV_VAR}=FOLDER"
+    return DatasetError(
+        f"{spec.name} files not found; searched {', '.join(map(str, roots))} (and their "
+        f"{spec.name}/ and {spec.torchvision_name}/raw/ subfolders). Run 'multinet data "
+        f"fetch --dataset {spec.name}', or put {names} in a folder and pass --data-dir "
+        f"FOLDER or set {ENV_VAR}=FOLDER"
     )
 
 
@@ -95,10 +212,11 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, image_path, label_path) 
         )
 
 
-def load_dataset(data_dir: str | os.PathLike | None = None, name: str = "mnist") -> Dataset:
-    """Read and validate the four files of an MNIST-format dataset."""
-    files = locate(data_dir)
-    arrays = {role: read_idx(path) for role, path in files.items()}
+def read_files(files: dict[str, Path], name: str, expected_sha256=None) -> Dataset:
+    """Read and validate four IDX files (checking contents against ``expected_sha256``,
+    a dict by role, when given)."""
+    arrays = {role: read_idx(path, (expected_sha256 or {}).get(role))
+              for role, path in files.items()}
     for split in ("train", "test"):
         _check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
                     files[f"{split}_images"], files[f"{split}_labels"])
@@ -108,6 +226,44 @@ def load_dataset(data_dir: str | os.PathLike | None = None, name: str = "mnist")
             f"{arrays['test_images'].shape[1:]}"
         )
     return Dataset(name=name, directory=files["train_images"].parent, **arrays)
+
+
+def load_dataset(data_dir: str | os.PathLike | None = None, name: str = "mnist", *,
+                 verify: bool = True) -> Dataset:
+    """Find, read and validate a dataset (see the module docstring for where it looks).
+
+    ``verify=False`` skips the content checksums, for MNIST-format data of your own.
+    """
+    spec = dataset_spec(name)
+    return read_files(locate(data_dir, name), name, spec.content_sha256 if verify else None)
+
+
+def load_with_torchvision(name: str = "mnist", root=None, *, download: bool = True) -> Dataset:
+    """Load through ``torchvision.datasets`` exactly as the notebook did
+    (``MNIST(root, download=True)``), for comparison; torchvision is optional."""
+    try:
+        from torchvision import datasets
+    except ImportError:
+        raise DatasetError("--data-source torchvision needs torchvision: "
+                           "pip install torchvision") from None
+    spec = dataset_spec(name)
+    root = Path(root) if root else cache_dir()
+    loader = getattr(datasets, spec.torchvision_name)
+    try:
+        train, test = (loader(str(root), train=flag, download=download) for flag in (True, False))
+    except RuntimeError as exc:  # torchvision's "Dataset not found. You can use download=True"
+        raise DatasetError(f"torchvision could not load {spec.name} from {root}: {exc}") from None
+    arrays = {"train_images": train.data.numpy(), "train_labels": train.targets.numpy(),
+              "test_images": test.data.numpy(), "test_labels": test.targets.numpy()}
+    arrays = {role: np.asarray(a, dtype=np.uint8) for role, a in arrays.items()}
+    return Dataset(name=name, directory=root / spec.torchvision_name / "raw", **arrays)
+
+
+def verify_files(files: dict[str, Path], name: str) -> dict[str, bool]:
+    """For each role, whether the file's uncompressed contents have the known checksum."""
+    spec = dataset_spec(name)
+    return {role: file_content_sha256(path) == spec.content_sha256[role]
+            for role, path in files.items()}
 
 
 def split_indices(n: int, dev_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ C order. Files may be gzip-compressed. Anything that does not add up raises
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import zlib
@@ -74,7 +75,24 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read a ``.gz`` or raw IDX file. Images stay ``uint8``: no float copy on the host."""
+def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
+    """Read a ``.gz`` or raw IDX file. Images stay ``uint8``: no float copy on the host.
+
+    ``sha256``: the expected SHA-256 of the uncompressed IDX bytes. Checking the content
+    rather than the file accepts the same data however it was compressed (Debian's
+    Fashion-MNIST ``.gz`` files differ byte-wise from the upstream ones, not in content).
+    """
     path = Path(path)
-    return parse_idx(_read_bytes(path), str(path))
+    raw = _read_bytes(path)
+    if sha256 is not None and content_sha256(raw) != sha256:
+        raise DatasetError(f"{path}: content checksum mismatch (a damaged or different file)")
+    return parse_idx(raw, str(path))
+
+
+def content_sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def file_content_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a ``.gz`` or raw file's uncompressed bytes."""
+    return content_sha256(_read_bytes(Path(path)))

@@ -1,0 +1,256 @@
+"""Downloading and finding data, against a local HTTP server on 127.0.0.1 (no internet).
+
+The server serves the real MNIST files from ../shared/data/mnist under /good/, and under
+other prefixes the failures users meet: /corrupt/ (one byte changed), /missing/ (404),
+/hang/ (never answers in time), /truncated/ (the connection drops halfway), /flaky/
+(fails the first request for each file, then works).
+"""
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multinet.data import FILES, load_dataset, locate
+from multinet.download import fetch, mirrors_for
+from multinet.errors import DatasetError
+
+HANG_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def mnist_files(mnist):
+    return {f"{stem}.gz": (mnist.directory / f"{stem}.gz").read_bytes()
+            for stem in FILES.values()}
+
+
+@pytest.fixture(scope="module")
+def server(mnist_files):
+    hits = Counter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            mode, _, name = self.path.lstrip("/").partition("/")
+            hits[mode] += 1
+            hits[self.path] += 1
+            body = mnist_files.get(name)
+            if body is None or mode == "missing" or (mode == "flaky" and hits[self.path] == 1):
+                self.send_error(404 if mode != "flaky" else 503)
+                return
+            if mode == "hang":
+                time.sleep(HANG_SECONDS)
+            if mode == "corrupt":
+                body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if mode == "truncated" else body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield base, hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty per-user cache, and no MULTINET_DATA / MULTINET_MIRRORS from outside."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MULTINET_DATA", raising=False)
+    monkeypatch.delenv("MULTINET_MIRRORS", raising=False)
+    return tmp_path / "cache" / "multinet"
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "multinet", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result
+    assert len(lines) == 1 and lines[0].startswith("multinet: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def only_gz_files(directory):
+    return sorted(p.name for p in directory.iterdir()) == sorted(f"{s}.gz" for s in FILES.values())
+
+
+def test_fetch_verify_then_train_without_data_dir(server, cache):
+    base, _ = server
+    env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": ""}
+    fetched = cli("data", "fetch", "--mirror", f"{base}/good/", env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert only_gz_files(cache / "mnist")
+    verified = cli("data", "verify", env=env)
+    assert verified.returncode == 0 and verified.stdout.count("ok ") == 4, verified.stdout
+    trained = cli("train", "--iterations", "2", "--no-progress", "--offline", env=env)
+    assert trained.returncode == 0, trained.stderr
+    assert "accuracy: train" in trained.stdout
+
+
+def test_mirrors_are_tried_in_order_and_nothing_bad_is_left_behind(server, cache):
+    base, hits = server
+    before = hits.copy()
+    files = fetch(mirrors=[f"{base}/{mode}/" for mode in
+                           ("missing", "corrupt", "truncated", "hang", "good")],
+                  timeout=0.5, retries=0, progress=False)
+    for mode in ("missing", "corrupt", "truncated", "hang", "good"):
+        assert hits[mode] - before[mode] == 4, mode  # every mirror tried once per file
+    assert set(files) == set(FILES) and only_gz_files(cache / "mnist")
+    load_dataset(cache / "mnist")  # and the content checksums hold
+
+
+def test_a_failing_transfer_is_retried(server, cache):
+    base, _ = server
+    fetch(mirrors=[f"{base}/flaky/"], retries=1, progress=False)
+    assert only_gz_files(cache / "mnist")
+
+
+def test_every_mirror_failing_is_one_line_naming_them(server, cache):
+    base, _ = server
+    mirrors = [f"{base}/missing/", f"{base}/corrupt/"]
+    with pytest.raises(DatasetError) as info:
+        fetch(mirrors=mirrors, retries=0, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and all(m in message for m in mirrors)
+    assert "checksum mismatch" in message and "by hand into" in message
+    assert not (cache / "mnist").exists() or not any((cache / "mnist").iterdir())
+
+
+def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server, cache,
+                                                                            mnist_files):
+    base, _ = server
+    fetch(mirrors=[f"{base}/good/"], progress=False)
+    damaged = cache / "mnist" / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(damaged.read_bytes()))
+    raw[-1] ^= 1
+    damaged.write_bytes(gzip.compress(bytes(raw)))
+    env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": ""}
+    assert_one_line_error(cli("train", "--offline", "--iterations", "1", env=env),
+                          "train-labels-idx1-ubyte.gz", "checksum mismatch")
+    assert cli("data", "verify", env=env).returncode == 1
+    fetch(mirrors=[f"{base}/good/"], progress=False)  # pooch sees the wrong hash, re-fetches
+    assert damaged.read_bytes() == mnist_files[damaged.name]
+
+
+def test_offline_never_touches_the_network(server, cache):
+    base, hits = server
+    before = sum(hits.values())
+    env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": "",
+           "MULTINET_MIRRORS": f"{base}/good/"}
+    assert_one_line_error(cli("train", "--offline", env=env), "not found", "multinet data fetch")
+    assert sum(hits.values()) == before
+    # Without --offline the same command downloads from $MULTINET_MIRRORS into the cache.
+    result = cli("train", "--iterations", "1", "--no-progress", env=env)
+    assert result.returncode == 0, result.stderr
+    assert hits["good"] > 0 and only_gz_files(cache / "mnist")
+
+
+def test_mirror_precedence(monkeypatch):
+    from multinet.data import DATASETS
+
+    spec = DATASETS["mnist"]
+    monkeypatch.delenv("MULTINET_MIRRORS", raising=False)
+    assert mirrors_for(spec) == list(spec.mirrors)
+    monkeypatch.setenv("MULTINET_MIRRORS", "http://a/x, http://b/")
+    assert mirrors_for(spec) == ["http://a/x/", "http://b/"]
+    assert mirrors_for(spec, ["http://c"]) == ["http://c/"]
+
+
+def write_bad_copy(directory: Path, source: Path, problem: str):
+    """The real files, with one of them broken in the way ``problem`` names."""
+    for stem in FILES.values():
+        shutil.copy(source / f"{stem}.gz", directory / f"{stem}.gz")
+    labels = directory / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(labels.read_bytes())
+    broken = {
+        "empty": b"",
+        "not-gzip": raw,
+        "truncated-gzip": labels.read_bytes()[:-100],
+        "wrong-magic": b"\x00\x00\x08\x02" + raw[4:],
+        "truncated-body": gzip.compress(raw[:-10]),
+        "label-out-of-range": gzip.compress(raw[:-1] + b"\x0c"),
+        "count-mismatch": gzip.compress(raw[:4] + (59999).to_bytes(4, "big") + raw[8:-1]),
+    }[problem]
+    labels.write_bytes(broken)
+    return labels
+
+
+@pytest.mark.parametrize("problem", ["empty", "not-gzip", "truncated-gzip", "wrong-magic",
+                                     "truncated-body", "label-out-of-range", "count-mismatch"])
+def test_each_bad_file_is_one_line_and_exit_2(problem, tmp_path, mnist):
+    bad = write_bad_copy(tmp_path, mnist.directory, problem)
+    result = cli("train", "--data-dir", str(tmp_path), "--iterations", "1")
+    assert_one_line_error(result, bad.name)
+    assert "Traceback" not in result.stderr
+
+
+def test_checks_also_catch_what_the_checksum_would(tmp_path, mnist):
+    """Without checksums (data of your own), the structural checks still name the fault."""
+    write_bad_copy(tmp_path, mnist.directory, "label-out-of-range")
+    with pytest.raises(DatasetError, match="label 12 outside 0-9"):
+        load_dataset(tmp_path, verify=False)
+
+
+def test_a_torchvision_root_is_accepted(tmp_path, mnist):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in FILES.values():
+        shutil.copy(mnist.directory / f"{stem}.gz", raw)
+    assert locate(tmp_path)["train_images"].parent == raw
+
+
+def test_another_datasets_files_are_not_taken_for_mnist(tmp_path, monkeypatch):
+    source = Path("/usr/share/datasets/fashion-mnist")
+    if not (source / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        load_dataset(source, "mnist")
+
+
+def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MULTINET_DATA", raising=False)
+    fashion = load_dataset(name="fashion-mnist")
+    assert fashion.train_images.shape == (60000, 28, 28)
+    assert np.bincount(fashion.test_labels).tolist() == [1000] * 10
+    env = {"XDG_CACHE_HOME": str(tmp_path), "MULTINET_DATA": ""}
+    result = cli("train", "--dataset", "fashion-mnist", "--iterations", "3", "--offline",
+                 "--no-progress", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_torchvision_source_gives_identical_arrays(mnist, tmp_path):
+    pytest.importorskip("torchvision", reason="torchvision is not installed (optional)")
+    from multinet.data import load_with_torchvision
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in FILES.values():
+        shutil.copy(mnist.directory / f"{stem}.gz", raw)
+    ours = load_dataset(tmp_path)
+    theirs = load_with_torchvision("mnist", tmp_path, download=False)
+    for role in FILES:
+        np.testing.assert_array_equal(getattr(ours, role), getattr(theirs, role))
