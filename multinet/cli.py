@@ -7,13 +7,18 @@ data) ends as one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from multinet.data import DATASETS
 from multinet.errors import MultinetError
 from multinet.registry import ENV_VAR as BACKEND_ENV_VAR
 from multinet.registry import describe_backends, get_backend
+from multinet.train import TrainingInterrupted
 
 EXIT_USAGE = 2
 DTYPES = ("float32", "float64")
@@ -34,6 +39,20 @@ def _positive(kind):
     return parse
 
 
+def _non_negative(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _non_negative_int(text):
     try:
         value = int(text)
@@ -48,13 +67,13 @@ def _add_backend_options(parser):
     parser.add_argument("--backend", metavar="NAME",
                         help=f"array library: numpy, jax, cupy, strict, or a plugin "
                              f"(default: ${BACKEND_ENV_VAR}, else numpy)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+    parser.add_argument("--dtype", choices=DTYPES,
                         help="floating-point type of parameters and data (default: float32)")
 
 
 def _add_data_options(parser, *, sources=True):
-    parser.add_argument("--dataset", choices=DATASETS, default="mnist",
-                        help="dataset (default: mnist)")
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="dataset (default: mnist, or the checkpoint's)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the four IDX files, .gz or raw, or a torchvision "
                              "root (default: $MULTINET_DATA, else the cache)")
@@ -74,6 +93,7 @@ def _load_data(args):
     from multinet.data import load_dataset, load_with_torchvision
     from multinet.download import ensure_dataset
 
+    args.dataset = args.dataset or "mnist"
     if args.data_source == "torchvision":
         return load_with_torchvision(args.dataset, args.data_dir, download=not args.offline)
     ensure_dataset(args.dataset, args.data_dir, offline=args.offline, mirrors=args.mirror,
@@ -86,26 +106,169 @@ def _add_json_option(parser):
                         help="print the result as one JSON object on stdout")
 
 
-def _cmd_train(args) -> int:
-    from multinet.train import TrainConfig, train
+HYPERPARAMETERS = ("hidden", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                   "batch_size", "seed", "init", "log_every")
+INTERRUPTED_CHECKPOINT = Path("multinet-interrupted.safetensors")
 
+
+def _train_config(args, checkpoint):
+    from multinet.train import TrainConfig
+
+    epochs = args.epochs if args.epochs is not None else args.iterations
+    if checkpoint is None:
+        values = {name: getattr(args, name) for name in HYPERPARAMETERS}
+        return TrainConfig.from_preset(args.preset or "notebook", epochs=epochs,
+                                       dtype=args.dtype or "float32", **values)
+    given = [f"--{name.replace('_', '-')}" for name in ("preset", *HYPERPARAMETERS)
+             if getattr(args, name) is not None]
+    if given:
+        raise MultinetError(f"--resume continues the saved configuration; {', '.join(given)} "
+                            "cannot change (only --epochs / --iterations can)")
+    config = checkpoint.config
+    if args.dtype and args.dtype != config.dtype:
+        raise MultinetError(f"the checkpoint was trained in {config.dtype}; "
+                            f"--dtype {args.dtype} cannot resume it")
+    if epochs is not None:
+        config = dataclasses.replace(config, epochs=epochs)
+    return config
+
+
+def _cmd_train(args) -> int:
+    from multinet import checkpoint as ckpt
+    from multinet.data import dataset_spec
+    from multinet.train import train
+
+    resumed = ckpt.load(args.resume) if args.resume else None
+    if resumed is not None:
+        args.dataset = args.dataset or resumed.dataset
+        if args.dataset != resumed.dataset:
+            raise MultinetError(f"the checkpoint was trained on {resumed.dataset}, "
+                                f"not {args.dataset}")
+    args.dataset = args.dataset or "mnist"
+    config = _train_config(args, resumed)
     backend = get_backend(args.backend)
-    config = TrainConfig(hidden=tuple(args.hidden), lr=args.lr, iterations=args.iterations,
-                         seed=args.seed, dtype=args.dtype)
     dataset = _load_data(args)
-    result = train(config, backend, dataset, progress=not args.no_progress)
-    summary = result.summary
+    sha256 = dict(dataset_spec(dataset.name).content_sha256)
+    if resumed is not None and resumed.metadata["dataset"]["content_sha256"] != sha256:
+        raise MultinetError("the checkpoint was trained on other data files (checksums differ)")
+    save_path = Path(args.save) if args.save else (Path(args.resume) if args.resume else None)
+
+    def saver(path):
+        return lambda state: ckpt.save(path, config, state, backend=backend,
+                                       dataset_name=dataset.name, dataset_sha256=sha256)
+
+    result = train(config, backend, dataset, progress=not args.no_progress,
+                   state=resumed.state_on(backend) if resumed else None,
+                   checkpoint=saver(save_path) if save_path else None,
+                   on_interrupt=saver(save_path or INTERRUPTED_CHECKPOINT),
+                   metrics_path=args.metrics)
+    summary = {**result.summary, "dataset": dataset.name,
+               "checkpoint": str(save_path) if save_path else None}
+    if args.plots:
+        from multinet import plots
+        from multinet.evaluation import evaluate
+
+        host = {k: backend.to_numpy(v) for k, v in result.params.items()}
+        evaluation = evaluate(host, backend, dataset, config.dtype)
+        summary["plots"] = [str(p) for p in plots.write_all(
+            args.plots, result.history, dataset, evaluation,
+            title=f"{config.preset} preset on {backend.name}")]
     if args.json:
         print(json.dumps(summary))
+        return 0
+    print(f"{dataset.name}, preset {config.preset}: backend {summary['backend']} on "
+          f"{summary['device']}, {config.dtype}, sizes {'-'.join(map(str, summary['sizes']))}, "
+          f"{config.optimizer} lr {config.lr}, "
+          + (f"batch {config.batch_size}, {config.epochs} epochs" if config.batch_size
+             else f"{summary['iterations']} full-batch iterations"))
+    print(f"accuracy: train {summary['train_accuracy']:.4f}  "
+          f"dev {summary['dev_accuracy']:.4f}  test {summary['test_accuracy']:.4f}")
+    rate = summary["samples_per_second"]
+    print(f"time: {summary['seconds']:.2f} s" + (f", {rate:,.0f} samples/s" if rate else ""))
+    if save_path:
+        print(f"checkpoint: {save_path}")
+    for path in summary.get("plots", []):
+        print(f"plot: {path}")
+    return 0
+
+
+def _checkpoint_and_data(args):
+    from multinet import checkpoint as ckpt
+
+    loaded = ckpt.load(args.checkpoint)
+    args.dataset = args.dataset or loaded.dataset
+    args.data_source = "multinet"
+    return loaded, _load_data(args), get_backend(args.backend)
+
+
+def _cmd_evaluate(args) -> int:
+    from multinet.evaluation import evaluate
+
+    loaded, dataset, backend = _checkpoint_and_data(args)
+    result = evaluate(loaded.params, backend, dataset, loaded.config.dtype)
+    result.pop("predictions")
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.checkpoint}: {dataset.name} test accuracy {result['test_accuracy']:.4f} "
+          f"({result['test_samples']} images, backend {backend.name}, {loaded.config.dtype})")
+    from multinet.data import dataset_spec
+
+    names = dataset_spec(dataset.name).classes
+    matrix = result["confusion_matrix"]
+    width = max(len(str(v)) for row in matrix for v in row) + 1
+    print("per class, and confusion matrix (rows: true class, columns: predicted):")
+    print(f"{'':>12} {'accuracy':>8}  " + "".join(f"{i:>{width}}" for i in range(len(names))))
+    for i, (name, acc, row) in enumerate(zip(names, result["per_class_accuracy"], matrix)):
+        print(f"{i} {name[:10]:<10} {acc:>8.4f}  " + "".join(f"{v:>{width}}" for v in row))
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from multinet.data import dataset_spec
+    from multinet.evaluation import load_image, probabilities, render
+
+    if (args.index is None) == (args.image is None):
+        raise MultinetError("give exactly one of --index N (a test image) or --image FILE")
+    loaded, dataset, backend = (None, None, None)
+    if args.image is not None:
+        from multinet import checkpoint as ckpt
+
+        loaded = ckpt.load(args.checkpoint)
+        image, true = load_image(args.image), None
+        names = dataset_spec(args.dataset or loaded.dataset).classes
     else:
-        print(f"backend {summary['backend']} on {summary['device']}, {summary['dtype']}, "
-              f"sizes {'-'.join(map(str, summary['sizes']))}, "
-              f"{summary['iterations']} iterations at lr {summary['lr']}")
-        print(f"accuracy: train {summary['train_accuracy']:.4f}  "
-              f"dev {summary['dev_accuracy']:.4f}  test {summary['test_accuracy']:.4f}")
-        rate = summary["samples_per_second"]
-        print(f"time: {summary['seconds']:.2f} s"
-              + (f", {rate:,.0f} samples/s" if rate else ""))
+        loaded, dataset, backend = _checkpoint_and_data(args)
+        if not 0 <= args.index < len(dataset.test_labels):
+            raise MultinetError(f"--index must be 0-{len(dataset.test_labels) - 1}")
+        image, true = dataset.test_images[args.index], int(dataset.test_labels[args.index])
+        names = dataset_spec(dataset.name).classes
+    backend = backend or get_backend(args.backend)
+    probs = probabilities(loaded.params, backend, image[None], loaded.config.dtype)[0]
+    predicted = int(np.argmax(probs))
+    result = {"prediction": predicted, "label": true, "probabilities": probs.tolist()}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    def name(i):
+        return str(i) if names[i] == str(i) else f"{i} ({names[i]})"
+
+    print(render(image))
+    verdict = "" if true is None else ("  right" if predicted == true else "  WRONG")
+    print(f"prediction: {name(predicted)}, {probs[predicted]:.1%}"
+          + ("" if true is None else f"   label: {name(true)}") + verdict)
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from multinet import plots
+    from multinet.evaluation import evaluate
+
+    loaded, dataset, backend = _checkpoint_and_data(args)
+    evaluation = evaluate(loaded.params, backend, dataset, loaded.config.dtype)
+    for path in plots.write_all(args.out, loaded.metadata.get("history", []), dataset,
+                                evaluation, title=f"{args.checkpoint}"):
+        print(path)
     return 0
 
 
@@ -163,6 +326,7 @@ def _cmd_data(args) -> int:
     from multinet import data
     from multinet.download import fetch
 
+    args.dataset = args.dataset or "mnist"
     spec = data.dataset_spec(args.dataset)
     if args.action == "fetch":
         if args.offline:
@@ -200,22 +364,66 @@ def build_parser() -> argparse.ArgumentParser:
         description="One array-API neural network, trained on NumPy, CuPy or JAX.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train on MNIST and report accuracy",
-                                description="Full-batch gradient descent on MNIST; the "
-                                            "defaults are the notebook's run.")
+    train = commands.add_parser(
+        "train", help="train on MNIST (or Fashion-MNIST) and report accuracy",
+        description="Train from scratch or --resume. --preset notebook (the default) is "
+                    "the notebook's full-batch run; --preset mlp is a stronger MLP. Every "
+                    "preset value can be overridden.")
     _add_backend_options(train)
     _add_data_options(train)
-    train.add_argument("--iterations", type=_non_negative_int, default=500,
-                       help="gradient-descent steps (default: 500)")
-    train.add_argument("--lr", type=_positive(float), default=0.2,
-                       help="learning rate (default: 0.2)")
-    train.add_argument("--hidden", type=_positive(int), nargs="+", default=[10], metavar="N",
-                       help="hidden layer widths, one number per layer (default: 10)")
-    train.add_argument("--seed", type=_non_negative_int, default=0,
-                       help="seed for the weights and the dev split (default: 0)")
+    train.add_argument("--preset", choices=("notebook", "mlp"),
+                       help="starting values for everything below (default: notebook)")
+    train.add_argument("--hidden", type=_positive(int), nargs="+", metavar="N",
+                       help="hidden layer widths, one number per layer (notebook: 10)")
+    train.add_argument("--lr", type=_positive(float), help="learning rate (notebook: 0.2)")
+    train.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
+    train.add_argument("--momentum", type=_positive(float), help="for --optimizer momentum")
+    train.add_argument("--weight-decay", type=_non_negative(float),
+                       help="decoupled weight decay on the weights (default: 0)")
+    train.add_argument("--schedule", choices=("constant", "cosine"),
+                       help="learning-rate schedule")
+    train.add_argument("--batch-size", type=_non_negative_int,
+                       help="images per step; 0 = the whole training set (notebook)")
+    train.add_argument("--epochs", type=_non_negative_int,
+                       help="passes over the training set (with full batches: iterations)")
+    train.add_argument("--iterations", type=_non_negative_int,
+                       help="full-batch iterations: the same as --epochs (notebook: 500)")
+    train.add_argument("--init", choices=("uniform", "he"),
+                       help="uniform(-0.5, 0.5) as the notebook, or He normal")
+    train.add_argument("--seed", type=_non_negative_int,
+                       help="seed for the weights, the dev split and the shuffling (0)")
+    train.add_argument("--log-every", type=_positive(int), metavar="EPOCHS",
+                       help="epochs between progress updates, metrics and checkpoints")
+    train.add_argument("--save", metavar="PATH",
+                       help="write a checkpoint (safetensors) at every log point and at the end")
+    train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    train.add_argument("--metrics", metavar="PATH", help="append metrics as JSON lines")
+    train.add_argument("--plots", metavar="DIR", help="write PNG figures (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_json_option(train)
     train.set_defaults(run=_cmd_train)
+
+    for name, helptext, run in (
+            ("evaluate", "test accuracy, per-class accuracy and confusion matrix",
+             _cmd_evaluate),
+            ("predict", "show a test image (or an image file) with its prediction",
+             _cmd_predict),
+            ("plot", "training curves, predictions and confusion matrix as PNG files",
+             _cmd_plot)):
+        sub = commands.add_parser(name, help=helptext, description=helptext)
+        sub.add_argument("checkpoint", metavar="CKPT", help="a checkpoint from train --save")
+        sub.add_argument("--backend", metavar="NAME",
+                         help="backend to run on (any: checkpoints move between them)")
+        _add_data_options(sub, sources=False)
+        if name == "predict":
+            sub.add_argument("--index", type=_non_negative_int, help="test image number")
+            sub.add_argument("--image", metavar="FILE",
+                             help="an image file instead (PNG, JPEG...; needs Pillow)")
+        if name == "plot":
+            sub.add_argument("--out", metavar="DIR", required=True, help="folder for the PNGs")
+        else:
+            _add_json_option(sub)
+        sub.set_defaults(run=run)
 
     check = commands.add_parser(
         "parity", help="compare every backend with the NumPy float64 reference on MNIST",
@@ -253,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except TrainingInterrupted as exc:
+        print(f"multinet: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except MultinetError as exc:
         print(f"multinet: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -95,7 +95,9 @@ def loss(params, x, y):
     return _softmax_cross_entropy(logits, one_hot(y, logits.shape[1], logits.dtype))[0]
 
 
-def _loss_grads_logits(params, x, y):
+def backprop(params, x, y):
+    """``(loss, grads, logits)``: ``loss_and_grads`` plus the logits it computed anyway
+    (training loops use them for accuracy without a second forward pass)."""
     xp = array_namespace(x)
     logits, inputs = _forward_keeping_activations(params, x)
     targets = one_hot(y, logits.shape[1], logits.dtype)
@@ -121,7 +123,7 @@ def loss_and_grads(params, x, y):
     not derived by a library: the tests check them against finite differences and
     ``jax.grad``.
     """
-    mean_loss, grads, _ = _loss_grads_logits(params, x, y)
+    mean_loss, grads, _ = backprop(params, x, y)
     return mean_loss, grads
 
 
@@ -142,5 +144,5 @@ def train_step(params, x, y, lr):
     Accuracy comes from the logits the step computes anyway, so a progress bar costs no
     second forward pass. Pure, so ``backend.compile`` can turn it into one XLA program.
     """
-    mean_loss, grads, logits = _loss_grads_logits(params, x, y)
+    mean_loss, grads, logits = backprop(params, x, y)
     return sgd_step(params, grads, lr), mean_loss, accuracy(logits, y)

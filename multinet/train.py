@@ -1,123 +1,364 @@
-"""Training: full-batch gradient descent, as in the notebook this project grew from.
+"""Training: presets, the step, the loop, evaluation.
 
-The data are moved to the device once; the loop only reads a loss back to the host when
-the progress bar is refreshed (every ``log_every`` iterations).
+Two kinds of run share one loop:
+
+* **full batch** (``batch_size=0``, the notebook's ``--preset notebook``): every step sees
+  all training images, which stay on the device already scaled; an "epoch" is one step.
+* **minibatch** (``--preset mlp``): the ``uint8`` images stay on the device and each step
+  gathers and scales its batch there. Batches have one fixed shape (the last partial
+  batch of an epoch is dropped), so JAX compiles the step once.
+
+The order of the images in epoch ``e`` is ``default_rng([seed, e]).permutation``, so a
+run resumed from a checkpoint (epoch, batch within it, parameters, optimizer state)
+continues exactly as the uninterrupted run would. The loop reads values back to the host
+only at log points, for the progress bar and the metrics.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
+from array_api_compat import array_namespace
 from tqdm.auto import tqdm
 
-from multinet import network
+from multinet import network, optim
 from multinet.data import CLASSES, Dataset, flatten, scale_images, split_indices
+from multinet.errors import MultinetError
 from multinet.initializers import init_params
 from multinet.registry import Backend
+
+PRESETS = {
+    # The notebook: 784-10-10, uniform(-0.5, 0.5) init, full-batch gradient descent.
+    "notebook": dict(hidden=(10,), lr=0.2, optimizer="sgd", batch_size=0, epochs=500,
+                     init="uniform", schedule="constant", log_every=10),
+    # A stronger MLP: 784-512-256-10, He init, Adam with a cosine-decayed learning rate.
+    "mlp": dict(hidden=(512, 256), lr=1e-3, optimizer="adam", batch_size=128, epochs=10,
+                init="he", schedule="cosine", log_every=1),
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters. The defaults are the notebook's run (784-10-10, lr 0.2, 500 steps)."""
+    """Hyperparameters. The defaults are the notebook preset."""
 
+    preset: str = "notebook"
     hidden: tuple[int, ...] = (10,)
     lr: float = 0.2
-    iterations: int = 500
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    #: Images per step; 0 means the full training set (one step per epoch).
+    batch_size: int = 0
+    #: Passes over the training set; with ``batch_size=0``, gradient-descent iterations.
+    epochs: int = 500
     seed: int = 0
     dtype: str = "float32"
     dev_size: int = 1000
     init: str = "uniform"
+    #: Epochs between log records (progress bar, metrics, divergence check).
     log_every: int = 10
 
     def __post_init__(self):
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose {', '.join(PRESETS)}")
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden layer sizes must be >= 1, got {self.hidden}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.log_every < 1 or self.batch_size < 0:
+            raise ValueError("log_every must be >= 1 and batch_size >= 0")
+        if self.schedule not in optim.SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        self.optimizer_spec()  # validates the optimizer fields
+
+    @classmethod
+    def from_preset(cls, preset: str = "notebook", **overrides) -> "TrainConfig":
+        """The preset's values, then every override that is not None."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return cls(preset=preset, **{**PRESETS[preset], **chosen})
+
+    def optimizer_spec(self) -> optim.Optimizer:
+        return optim.Optimizer(self.optimizer, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden": list(self.hidden)}
+
+
+class TrainingDiverged(MultinetError):
+    """The loss stopped being a finite number."""
+
+
+class TrainingInterrupted(MultinetError):
+    """Ctrl-C: the run stopped, and its state was saved to ``path``."""
+
+    def __init__(self, message: str, path: Path | None):
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass
+class TrainState:
+    """Where a run is: everything a checkpoint holds besides the configuration."""
+
+    params: dict
+    opt_state: dict
+    epoch: int = 0          # the epoch in progress (or next to start)
+    batch: int = 0          # the next batch within that epoch
+    step: int = 0           # optimizer steps taken so far
+    seconds: float = 0.0    # training time so far, over all sessions
+    history: list = field(default_factory=list)
 
 
 @dataclass
 class TrainResult:
-    params: dict
+    state: TrainState
     summary: dict
-    #: ``(iteration, loss, train accuracy)`` every ``log_every`` iterations, the loss and
-    #: accuracy being those of the parameters *before* that iteration's update.
-    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+    @property
+    def params(self):
+        return self.state.params
+
+    @property
+    def history(self):
+        return self.state.history
+
+
+def make_train_step(optimizer: optim.Optimizer):
+    """``step(params, opt_state, x, y, lr) -> (params, opt_state, loss, accuracy)``."""
+
+    def train_step(params, opt_state, x, y, lr):
+        loss, grads, logits = network.backprop(params, x, y)
+        params, opt_state = optim.update(optimizer, params, grads, opt_state, lr)
+        return params, opt_state, loss, network.accuracy(logits, y)
+
+    return train_step
+
+
+def make_minibatch_step(optimizer: optim.Optimizer):
+    """Like ``make_train_step``, gathering and scaling the batch ``index`` on the device."""
+    train_step = make_train_step(optimizer)
+
+    def minibatch_step(params, opt_state, images, labels, index, lr):
+        xp = array_namespace(images)
+        x = scale_images(xp.take(images, index, axis=0), params["W1"].dtype)
+        return train_step(params, opt_state, x, xp.take(labels, index, axis=0), lr)
+
+    return minibatch_step
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """``(batches, batch_size)`` image indices of one epoch; the remainder is dropped."""
+    batches = n // batch_size
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[: batches * batch_size].reshape(batches, batch_size)
 
 
 @dataclass(frozen=True)
 class DeviceSplit:
-    """One split of a dataset on the device: scaled images ``(n, features)`` and labels."""
+    """One split on the device: ``uint8`` images ``(n, features)`` and int32 labels."""
 
-    x: object
-    y: object
+    images: object
+    labels: object
+    host_labels: np.ndarray
 
     @classmethod
-    def from_host(cls, backend: Backend, images, labels, dtype: str) -> "DeviceSplit":
-        x = scale_images(backend.asarray(flatten(images)), backend.dtype(dtype))
-        return cls(x=x, y=backend.asarray(labels, "int32"))
+    def from_host(cls, backend: Backend, images, labels) -> "DeviceSplit":
+        return cls(images=backend.asarray(flatten(images)),
+                   labels=backend.asarray(labels, "int32"), host_labels=np.asarray(labels))
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return self.images.shape[0]
 
 
-def _to_float(backend: Backend, scalar) -> float:
-    return float(backend.to_numpy(scalar))
+def _predict_scaled(params, images):
+    return network.predict(params, scale_images(images, params["W1"].dtype))
 
 
-def train(config: TrainConfig, backend: Backend, dataset: Dataset,
-          *, progress: bool = True) -> TrainResult:
-    """Train from scratch and evaluate on train, dev and the official test set."""
-    backend.enable_dtype(config.dtype)
+def make_predictor(backend: Backend, chunk: int = 10000):
+    """``predict(params, images) -> host labels`` for device ``uint8`` images, compiled
+    once and run ``chunk`` images at a time (bounded memory for the activations)."""
+    predict = backend.compile(_predict_scaled)
+
+    def predict_labels(params, images) -> np.ndarray:
+        n = images.shape[0]
+        parts = [np.asarray(backend.to_numpy(predict(params, images[i:min(i + chunk, n), ...])))
+                 for i in range(0, n, chunk)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    return predict_labels
+
+
+def accuracy_of(predict_labels, params, split: DeviceSplit) -> float:
+    if len(split) == 0:
+        return math.nan
+    return float(np.mean(predict_labels(params, split.images) == split.host_labels))
+
+
+class _DeferredInterrupt:
+    """Within this block, Ctrl-C sets ``requested`` instead of raising, so the loop can
+    stop between two steps, with parameters, optimizer state and counters consistent."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def splits_on_device(backend: Backend, config: TrainConfig, dataset: Dataset) -> dict:
     train_idx, dev_idx = split_indices(len(dataset.train_labels), config.dev_size, config.seed)
-    splits = {
+    return {
         "train": DeviceSplit.from_host(backend, dataset.train_images[train_idx],
-                                       dataset.train_labels[train_idx], config.dtype),
+                                       dataset.train_labels[train_idx]),
         "dev": DeviceSplit.from_host(backend, dataset.train_images[dev_idx],
-                                     dataset.train_labels[dev_idx], config.dtype),
-        "test": DeviceSplit.from_host(backend, dataset.test_images, dataset.test_labels,
-                                      config.dtype),
+                                     dataset.train_labels[dev_idx]),
+        "test": DeviceSplit.from_host(backend, dataset.test_images, dataset.test_labels),
     }
-    train_split = splits["train"]
-    sizes = (train_split.x.shape[1], *config.hidden, CLASSES)
+
+
+def initial_state(config: TrainConfig, backend: Backend, features: int) -> TrainState:
+    sizes = (features, *config.hidden, CLASSES)
     params = init_params(sizes, seed=config.seed, backend=backend, dtype=config.dtype,
                          init=config.init)
-    step = backend.compile(network.train_step)
-    evaluate = backend.compile(lambda p, x, y: network.accuracy(network.forward(p, x), y))
+    return TrainState(params=params, opt_state=optim.init_state(config.optimizer_spec(), params))
 
-    history = []
-    backend.synchronize(*params.values(), train_split.x)
+
+def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: bool = True,
+          state: TrainState | None = None, checkpoint=None, on_interrupt=None,
+          metrics_path=None) -> TrainResult:
+    """Train (from scratch, or on from ``state``) and evaluate on train, dev and test.
+
+    ``checkpoint(state) -> path`` is called at every log point once the loss there is
+    known to be finite, so a saved checkpoint is always a good one. Ctrl-C stops the loop
+    between two steps; the state is passed to ``on_interrupt`` (default: ``checkpoint``)
+    and ``TrainingInterrupted`` raised. A non-finite loss raises ``TrainingDiverged`` and saves nothing.
+    """
+    backend.enable_dtype(config.dtype)
+    splits = splits_on_device(backend, config, dataset)
+    train_split = splits["train"]
+    if state is None:
+        state = initial_state(config, backend, train_split.images.shape[1])
+    full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
+    batches = 1 if full_batch else len(train_split) // config.batch_size
+    total_steps = config.epochs * batches
+    optimizer = config.optimizer_spec()
+    if full_batch:
+        step = backend.compile(make_train_step(optimizer))
+        x_all = scale_images(train_split.images, backend.dtype(config.dtype))
+    else:
+        step = backend.compile(make_minibatch_step(optimizer))
+    predict_labels = make_predictor(backend)
+    metrics = open(metrics_path, "a") if metrics_path else None
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"train [{backend.name}]",
+               unit="step", disable=not progress, leave=False)
     start = time.perf_counter()
-    bar = tqdm(range(config.iterations), desc=f"train [{backend.name}]", unit="it",
-               disable=not progress, leave=False)
-    for iteration in bar:
-        params, loss, acc = step(params, train_split.x, train_split.y, config.lr)
-        if iteration % config.log_every == 0 or iteration == config.iterations - 1:
-            record = (iteration, _to_float(backend, loss), _to_float(backend, acc))
-            history.append(record)
-            bar.set_postfix(loss=f"{record[1]:.4f}", acc=f"{record[2]:.4f}")
-    backend.synchronize(*params.values())
-    seconds = time.perf_counter() - start
-    bar.close()
+    seconds_before = state.seconds
+    try:
+        with _DeferredInterrupt() as interrupt:
+            while state.epoch < config.epochs and not interrupt.requested:
+                index = None if full_batch else backend.asarray(
+                    epoch_order(len(train_split), config.batch_size, config.seed, state.epoch),
+                    "int32")
+                loss_sum = acc_sum = 0.0
+                first_batch = state.batch
+                while state.batch < batches and not interrupt.requested:
+                    lr = optim.learning_rate(config.lr, config.schedule, state.step, total_steps)
+                    if full_batch:
+                        out = step(state.params, state.opt_state, x_all, train_split.labels, lr)
+                    else:
+                        out = step(state.params, state.opt_state, train_split.images,
+                                   train_split.labels, index[state.batch, :], lr)
+                    state.params, state.opt_state, loss, acc = out
+                    loss_sum, acc_sum = loss_sum + loss, acc_sum + acc
+                    state.batch += 1
+                    state.step += 1
+                    bar.update(1)
+                if state.batch < batches:
+                    break  # interrupted mid-epoch: the state says where to go on
+                state.epoch, state.batch = state.epoch + 1, 0
+                if state.epoch % config.log_every == 0 or state.epoch == config.epochs:
+                    seen = batches - first_batch
+                    record = {
+                        "epoch": state.epoch, "step": state.step, "lr": lr,
+                        "loss": float(backend.to_numpy(loss_sum)) / seen,
+                        "train_accuracy": float(backend.to_numpy(acc_sum)) / seen,
+                        "dev_accuracy": accuracy_of(predict_labels, state.params,
+                                                    splits["dev"]),
+                        "seconds": seconds_before + time.perf_counter() - start,
+                    }
+                    if not math.isfinite(record["loss"]):
+                        raise TrainingDiverged(
+                            f"loss became {record['loss']} by epoch {state.epoch} (step "
+                            f"{state.step}): is the learning rate {config.lr} too high? The "
+                            f"last checkpoint written, if any, is from before it diverged")
+                    state.history.append(record)
+                    if metrics:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
+                    bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                    dev=f"{record['dev_accuracy']:.4f}")
+                    state.seconds = record["seconds"]
+                    if checkpoint:
+                        checkpoint(state)
+            backend.synchronize(*state.params.values())
+            state.seconds = seconds_before + time.perf_counter() - start
+            if interrupt.requested:
+                save = on_interrupt or checkpoint
+                saved = save(state) if save else None
+                raise TrainingInterrupted(
+                    f"interrupted at epoch {state.epoch}, step {state.step}"
+                    + (f"; checkpoint saved to {saved}; continue with --resume {saved}"
+                       if saved else ""), saved)
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+    return TrainResult(state=state,
+                       summary=summarize(config, backend, state, splits, predict_labels))
 
-    accuracies = {f"{name}_accuracy": _to_float(backend, evaluate(params, split.x, split.y))
+
+def summarize(config, backend, state, splits, predict_labels) -> dict:
+    accuracies = {f"{name}_accuracy": accuracy_of(predict_labels, state.params, split)
                   for name, split in splits.items()}
-    summary = {
+    seconds = state.seconds
+    samples = state.step * (len(splits["train"]) if config.batch_size == 0
+                            else min(config.batch_size, len(splits["train"])))
+    return {
         "backend": backend.name,
         "device": str(backend.device),
-        "dtype": config.dtype,
-        **{k: v for k, v in asdict(config).items() if k not in ("dtype", "log_every")},
-        "sizes": list(sizes),
-        "train_samples": len(train_split),
+        **config.to_dict(),
+        "iterations": state.step,
+        "sizes": list(network.layer_sizes(state.params)),
+        "train_samples": len(splits["train"]),
         **accuracies,
-        "final_loss": history[-1][1] if history else None,
+        "final_loss": state.history[-1]["loss"] if state.history else None,
         "seconds": seconds,
-        "samples_per_second": config.iterations * len(train_split) / seconds if seconds else None,
+        "samples_per_second": samples / seconds if seconds else None,
     }
-    summary["hidden"] = list(config.hidden)
-    return TrainResult(params=params, summary=summary, history=history)

@@ -17,9 +17,9 @@ def mnist_slice(dataset, n_train, n_test):
 
 def test_short_run_learns_on_every_backend(backend_dtype, mnist):
     backend, dtype = backend_dtype
-    config = TrainConfig(iterations=100, dtype=dtype, dev_size=500, log_every=20)
+    config = TrainConfig(epochs=100, dtype=dtype, dev_size=500, log_every=20)
     result = train(config, backend, mnist_slice(mnist, 3000, 1000), progress=False)
-    losses = [loss for _, loss, _ in result.history]
+    losses = [record["loss"] for record in result.history]
     assert losses[-1] < 0.6 * losses[0]
     summary = result.summary
     assert summary["backend"] == backend.name and summary["dtype"] == dtype
@@ -32,12 +32,12 @@ def test_short_run_learns_on_every_backend(backend_dtype, mnist):
 def test_zero_iterations_is_an_evaluation_of_the_initial_weights(mnist):
     from multinet.registry import get_backend
 
-    result = train(TrainConfig(iterations=0), get_backend("numpy"),
+    result = train(TrainConfig(epochs=0), get_backend("numpy"),
                    mnist_slice(mnist, 1100, 100), progress=False)
     assert result.history == [] and result.summary["final_loss"] is None
 
 
-@pytest.mark.parametrize("field, value", [("iterations", -1), ("lr", 0.0), ("hidden", ()),
+@pytest.mark.parametrize("field, value", [("epochs", -1), ("lr", 0.0), ("hidden", ()),
                                           ("hidden", (10, 0))])
 def test_config_rejects_nonsense(field, value):
     with pytest.raises(ValueError):
