@@ -47,6 +47,10 @@ def load() -> Backend:
         props = cupy.cuda.runtime.getDeviceProperties(index)
         return f"cuda:{index} ({props['name'].decode()})"
 
+    def peak_memory():
+        # CuPy's pool keeps what it has allocated, so its total is the peak in use.
+        return cupy.get_default_memory_pool().total_bytes()
+
     return Backend(
         name="cupy",
         xp=xp,
@@ -54,6 +58,7 @@ def load() -> Backend:
         asarray=asarray,
         to_numpy=cupy.asnumpy,
         synchronize=synchronize,
+        peak_memory=peak_memory,
         version=cupy.__version__,
         platform="gpu",
         devices=tuple(describe(i) for i in range(count)),

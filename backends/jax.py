@@ -58,6 +58,10 @@ def load() -> Backend:
 
         return run_at_full_precision
 
+    def peak_memory():
+        stats = device.memory_stats()  # None on the CPU
+        return stats.get("peak_bytes_in_use") if stats else None
+
     return Backend(
         name="jax",
         xp=jnp,
@@ -67,6 +71,7 @@ def load() -> Backend:
         synchronize=lambda *arrays: jax.block_until_ready(arrays),
         compile=compile,
         enable_dtype=enable_dtype,
+        peak_memory=peak_memory,
         version=jax.__version__,
         platform=device.platform,
         devices=tuple(f"{d.platform}:{d.id} ({d.device_kind})" for d in devices),

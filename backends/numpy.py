@@ -18,5 +18,6 @@ def load() -> Backend:
         asarray=_asarray,
         to_numpy=np.asarray,
         version=np.__version__,
+        fuse_chunk=4096,
         devices=("cpu",),
     )

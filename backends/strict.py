@@ -31,5 +31,6 @@ def load() -> Backend:
         asarray=asarray,
         to_numpy=np.from_dlpack,
         version=xp.__version__,
+        fuse_chunk=4096,
         devices=(str(device),),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multinet.bench import WORKLOADS
 from multinet.data import DATASETS
 from multinet.errors import MultinetError
 from multinet.registry import ENV_VAR as BACKEND_ENV_VAR
@@ -358,6 +359,61 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from multinet import bench
+    from multinet.registry import backend_names
+
+    workloads = tuple(args.workload or bench.WORKLOADS)
+    config = bench.BenchConfig(repeats=args.repeats, epoch_repeats=args.epoch_repeats,
+                               workloads=workloads, samples=args.samples)
+    targets = list(args.backend or backend_names())
+    if args.peer:
+        import importlib.util
+
+        if importlib.util.find_spec(args.peer) is None:
+            raise MultinetError(f"--peer {args.peer}: {args.peer} is not installed "
+                                f"(pip install {args.peer})")
+        targets.append(f"peer:{args.peer}")
+    rows, notes = [], []
+    for target in targets:
+        if not target.startswith("peer:"):
+            try:
+                get_backend(target)
+            except MultinetError as exc:
+                notes.append(f"{target}: skipped: {exc}")
+                continue
+        if not args.json:
+            print(f"running {target}...", file=sys.stderr)
+        result = bench.run_in_subprocess(target, config)
+        if result.get("error"):
+            notes.append(f"{target}: failed: {result['error']}")
+        rows += result["rows"]
+    rows = bench.add_ratios(rows)
+    if args.json:
+        print(json.dumps({"machine": bench.machine(), "config": dataclasses.asdict(config),
+                          "rows": rows, "notes": notes}))
+        return 0
+    m = bench.machine()
+    print(f"{m['date']}, {m['processor'] or m['platform']}, {m['cpus']} CPUs; median of "
+          f"{config.repeats} ({config.epoch_repeats} for an epoch) after one warm-up run")
+    print(f"{'backend':<14} {'workload':<17} {'dtype':<8} {'median':>10} {'min-max':>17} "
+          f"{'samples/s':>11} {'x floor':>8} {'x peer':>7} {'first run':>10} {'host MB':>8}")
+    for r in rows:
+        if "median_seconds" not in r:
+            print(f"{r['backend']:<14} {r['workload']:<17} {r['dtype']:<8} skipped: "
+                  f"{r.get('skipped')}")
+            continue
+        spread = f"{r['min_seconds'] * 1e3:.1f}-{r['max_seconds'] * 1e3:.1f} ms"
+        ratio = lambda key: f"{r[key]:.2f}" if key in r else "-"
+        print(f"{r['backend'][:14]:<14} {r['workload']:<17} {r['dtype']:<8} "
+              f"{r['median_seconds'] * 1e3:>7.1f} ms {spread:>17} "
+              f"{r['samples_per_second']:>11,.0f} {ratio('x_floor'):>8} {ratio('x_peer'):>7} "
+              f"{r['first_seconds'] * 1e3:>7.0f} ms {r['peak_host_bytes'] / 2**20:>8.0f}")
+    for note in notes:
+        print(note)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multinet",
@@ -450,6 +506,27 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.add_argument("action", choices=("where", "verify", "fetch"))
     _add_data_options(data_cmd, sources=False)
     data_cmd.set_defaults(run=_cmd_data)
+
+    bench_cmd = commands.add_parser(
+        "bench", help="time the workloads on every backend, with ratios to the memory "
+                      "floor and to PyTorch",
+        description="Times a notebook iteration (float32, float64), an epoch of the mlp "
+                    "preset and inference over 10,000 images on synthetic data of MNIST's "
+                    "shape, each backend in its own process, after a warm-up run.")
+    bench_cmd.add_argument("--backend", action="append", metavar="NAME",
+                           help="backend to time (repeatable; default: every available)")
+    bench_cmd.add_argument("--workload", action="append", choices=WORKLOADS,
+                           help="workload (repeatable; default: all)")
+    bench_cmd.add_argument("--peer", choices=("torch",),
+                           help="also time PyTorch eager doing the same math (if installed)")
+    bench_cmd.add_argument("--repeats", type=_positive(int), default=5,
+                           help="timed runs per workload (default: 5)")
+    bench_cmd.add_argument("--epoch-repeats", type=_positive(int), default=3,
+                           help="timed runs of the mlp epoch (default: 3)")
+    bench_cmd.add_argument("--samples", type=_positive(int), default=59000,
+                           help="training images (default: 59,000, as after the dev split)")
+    _add_json_option(bench_cmd)
+    bench_cmd.set_defaults(run=_cmd_bench)
 
     backends = commands.add_parser("backends", help="list backends and why any cannot run")
     _add_json_option(backends)

@@ -95,9 +95,16 @@ def loss(params, x, y):
     return _softmax_cross_entropy(logits, one_hot(y, logits.shape[1], logits.dtype))[0]
 
 
-def backprop(params, x, y):
+def backprop(params, x, y, x_t=None):
     """``(loss, grads, logits)``: ``loss_and_grads`` plus the logits it computed anyway
-    (training loops use them for accuracy without a second forward pass)."""
+    (training loops use them for accuracy without a second forward pass).
+
+    ``x_t``, optional, is ``x`` transposed into its own contiguous array (features-first).
+    The first layer's weight gradient is ``x.T @ delta``; a matrix product whose left
+    operand is a transposed view runs at about a third of the speed in XLA on the CPU
+    (measured: 39 ms against 12 ms for MNIST's 59,000 x 784 images) and slower in
+    OpenBLAS too. Full-batch training, whose ``x`` never changes, pays one copy to skip it.
+    """
     xp = array_namespace(x)
     logits, inputs = _forward_keeping_activations(params, x)
     targets = one_hot(y, logits.shape[1], logits.dtype)
@@ -109,7 +116,7 @@ def backprop(params, x, y):
     grads = {}
     for i in range(layer_count(params), 0, -1):
         a = inputs[i - 1]
-        grads[f"W{i}"] = a.T @ delta
+        grads[f"W{i}"] = (x_t if i == 1 and x_t is not None else a.T) @ delta
         grads[f"b{i}"] = xp.sum(delta, axis=0)
         if i > 1:
             delta = xp.where(a > 0, delta @ params[f"W{i}"].T, 0.0)

@@ -33,6 +33,10 @@ def _no_compilation(fn):
     return fn
 
 
+def _not_tracked() -> None:
+    """Default for ``Backend.peak_memory``: the library does not say."""
+
+
 def _nothing_to_wait_for(*arrays) -> None:
     """Default for ``Backend.synchronize``: eager CPU libraries are never behind."""
 
@@ -66,6 +70,14 @@ class Backend:
     devices: tuple[str, ...] = field(default=())
     #: What kind of device ``device`` is: "cpu" or "gpu" (for reports and test ids).
     platform: str = "cpu"
+    #: Rows per chunk for full-batch steps (``multinet.train.chunked_backprop``), for
+    #: libraries that run operation by operation: each chunk's images stay in cache from
+    #: the forward product to the gradient's. None for compilers (XLA) that do better
+    #: with one large product each (measured in docs/performance.md).
+    fuse_chunk: int | None = None
+    #: ``peak_memory()``: peak bytes allocated on the device so far, or None where the
+    #: library does not track it (host memory is measured by the process instead).
+    peak_memory: Callable[[], int | None] = _not_tracked
 
     def dtype(self, name: str):
         """The namespace's dtype object for a name such as ``"float32"``."""

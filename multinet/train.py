@@ -137,13 +137,43 @@ class TrainResult:
         return self.state.history
 
 
-def make_train_step(optimizer: optim.Optimizer):
-    """``step(params, opt_state, x, y, lr) -> (params, opt_state, loss, accuracy)``."""
+def chunked_backprop(params, x, y, chunk: int):
+    """``(loss, grads, accuracy)`` of the whole batch, computed ``chunk`` rows at a time.
 
-    def train_step(params, opt_state, x, y, lr):
-        loss, grads, logits = network.backprop(params, x, y)
+    Each sample's contribution to the mean loss and its gradient depends on that sample
+    alone, so the batch splits exactly into weighted chunks. A chunk's images are read by
+    the forward product and again by the gradient's while they are still in cache, and
+    every elementwise step works on cache-sized arrays: one trip through memory instead
+    of many, for libraries that run each operation eagerly (see ``Backend.fuse_chunk``).
+    """
+    n = x.shape[0]
+    loss = accuracy = 0.0
+    grads = None
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        weight = (stop - start) / n
+        part_loss, part_grads, logits = network.backprop(params, x[start:stop, ...],
+                                                         y[start:stop])
+        loss = loss + weight * part_loss
+        accuracy = accuracy + weight * network.accuracy(logits, y[start:stop])
+        grads = ({k: weight * g for k, g in part_grads.items()} if grads is None
+                 else {k: grads[k] + weight * g for k, g in part_grads.items()})
+    return loss, grads, accuracy
+
+
+def make_train_step(optimizer: optim.Optimizer, chunk: int | None = None):
+    """``step(params, opt_state, x, y, lr, x_t=None) -> (params, opt_state, loss,
+    accuracy)``; ``x_t`` as in ``network.backprop``; with ``chunk``, the batch is
+    processed ``chunk`` rows at a time (``chunked_backprop``) and ``x_t`` is not used."""
+
+    def train_step(params, opt_state, x, y, lr, x_t=None):
+        if chunk:
+            loss, grads, accuracy = chunked_backprop(params, x, y, chunk)
+        else:
+            loss, grads, logits = network.backprop(params, x, y, x_t)
+            accuracy = network.accuracy(logits, y)
         params, opt_state = optim.update(optimizer, params, grads, opt_state, lr)
-        return params, opt_state, loss, network.accuracy(logits, y)
+        return params, opt_state, loss, accuracy
 
     return train_step
 
@@ -167,18 +197,32 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     return order[: batches * batch_size].reshape(batches, batch_size)
 
 
+def full_batch_inputs(backend: Backend, split: "DeviceSplit", dtype: str):
+    """``(x, x_t)``: the scaled images, and for backends that do not process full batches
+    in chunks a contiguous features-first copy, which makes the gradient's product fast
+    (``network.backprop``); ``x_t`` is None for chunking backends."""
+    x = scale_images(split.images, backend.dtype(dtype))
+    if backend.fuse_chunk:
+        return x, None
+    x_t = scale_images(backend.asarray(np.ascontiguousarray(split.host_images.T)),
+                       backend.dtype(dtype))
+    return x, x_t
+
+
 @dataclass(frozen=True)
 class DeviceSplit:
     """One split on the device: ``uint8`` images ``(n, features)`` and int32 labels."""
 
     images: object
     labels: object
+    host_images: np.ndarray   # (n, features) uint8
     host_labels: np.ndarray
 
     @classmethod
     def from_host(cls, backend: Backend, images, labels) -> "DeviceSplit":
-        return cls(images=backend.asarray(flatten(images)),
-                   labels=backend.asarray(labels, "int32"), host_labels=np.asarray(labels))
+        flat = flatten(images)
+        return cls(images=backend.asarray(flat), labels=backend.asarray(labels, "int32"),
+                   host_images=flat, host_labels=np.asarray(labels))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -270,8 +314,8 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     total_steps = config.epochs * batches
     optimizer = config.optimizer_spec()
     if full_batch:
-        step = backend.compile(make_train_step(optimizer))
-        x_all = scale_images(train_split.images, backend.dtype(config.dtype))
+        step = backend.compile(make_train_step(optimizer, backend.fuse_chunk))
+        x_all, x_t = full_batch_inputs(backend, train_split, config.dtype)
     else:
         step = backend.compile(make_minibatch_step(optimizer))
     predict_labels = make_predictor(backend)
@@ -291,7 +335,8 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
                 while state.batch < batches and not interrupt.requested:
                     lr = optim.learning_rate(config.lr, config.schedule, state.step, total_steps)
                     if full_batch:
-                        out = step(state.params, state.opt_state, x_all, train_split.labels, lr)
+                        out = step(state.params, state.opt_state, x_all, train_split.labels,
+                                   lr, x_t)
                     else:
                         out = step(state.params, state.opt_state, train_split.images,
                                    train_split.labels, index[state.batch, :], lr)

@@ -147,3 +147,25 @@ def test_a_backend_that_loses_float32_precision_is_caught(mnist):
                             "float32", problem)
     failing = {name for name, (error, bound) in levels.items() if error > bound}
     assert {"forward", "step", "train"} <= failing
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_chunked_full_batch_gradients_match_one_pass(backend_dtype, chunk, rng):
+    """Splitting a full batch into chunks (how eager backends run it) changes the
+    summation order only: within the one-pass tolerance."""
+    from multinet import network
+    from multinet.initializers import init_params, to_host
+    from multinet.train import chunked_backprop
+
+    backend, dtype = backend_dtype
+    params = init_params((30, 8, 10), seed=1, backend=backend, dtype=dtype)
+    x = backend.asarray(rng.random((203, 30)), dtype)
+    y = backend.asarray(rng.integers(0, 10, 203), "int32")
+    loss, grads, logits = network.backprop(params, x, y)
+    chunk_loss, chunk_grads, chunk_accuracy = chunked_backprop(params, x, y, chunk)
+    assert parity.relative_error(backend.to_numpy(chunk_loss), backend.to_numpy(loss)) \
+        <= parity.tolerance(dtype)
+    assert parity.max_relative_error(to_host(chunk_grads, backend), to_host(grads, backend)) \
+        <= parity.tolerance(dtype)
+    assert float(backend.to_numpy(chunk_accuracy)) == pytest.approx(
+        float(backend.to_numpy(network.accuracy(logits, y))))

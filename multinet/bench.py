@@ -1,0 +1,231 @@
+"""``multinet bench``: how fast each backend runs multinet's workloads, side by side.
+
+Workloads, on synthetic data of MNIST's shape (uint8 pixels, seeded):
+
+* ``floor``: one read of the 59,000 x 784 float32 training images (a sum over them), on
+  the backend's device: the memory floor of a full-batch iteration, which must read them.
+* ``notebook-float32`` / ``notebook-float64``: one full-batch iteration of the notebook's
+  784-10-10 network (forward, backprop, update), images resident and scaled.
+* ``mlp-epoch``: one epoch of ``--preset mlp`` (784-512-256-10, Adam, batches of 128:
+  460 compiled steps, each gathering and scaling its batch on the device).
+* ``inference``: predictions for the 10,000 test images (uint8 in, labels out).
+
+Each backend runs in its own process (so one library's threads and memory do not
+disturb another's, and its peak host memory is its own). Every workload is run once to
+warm up (that first run, compilation included, is reported on its own), then
+``repeats`` times with ``synchronize`` before every clock read; the median and the
+spread (min and max) are reported, with samples per second, the ratio to the same
+backend's memory floor and, with ``--peer torch``, to PyTorch eager doing the same math.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+WORKLOADS = ("floor", "notebook-float32", "notebook-float64", "mlp-epoch", "inference")
+
+
+@dataclass
+class BenchConfig:
+    samples: int = 59000
+    test_samples: int = 10000
+    repeats: int = 5
+    #: An epoch takes seconds, not milliseconds: fewer repeats by default.
+    epoch_repeats: int = 3
+    workloads: tuple = WORKLOADS
+    seed: int = 0
+    mlp_sizes: tuple = (784, 512, 256, 10)
+    batch_size: int = 128
+    notebook_sizes: tuple = (784, 10, 10)
+    extra: dict = field(default_factory=dict)
+
+
+def synthetic_data(config: BenchConfig):
+    rng = np.random.default_rng(config.seed)
+    features = config.notebook_sizes[0]
+    return {
+        "images": rng.integers(0, 256, (config.samples, features), dtype=np.uint8),
+        "labels": rng.integers(0, 10, config.samples).astype(np.int32),
+        "test_images": rng.integers(0, 256, (config.test_samples, features), dtype=np.uint8),
+        "order": rng.permutation(config.samples)[: config.samples // config.batch_size
+                                                 * config.batch_size]
+                  .reshape(-1, config.batch_size).astype(np.int32),
+    }
+
+
+def measure(run, synchronize, repeats: int) -> dict:
+    """Time ``run()`` once cold and ``repeats`` times warm; ``synchronize(result)`` before
+    every clock read, so asynchronous libraries are timed for the work, not the launch."""
+    start = time.perf_counter()
+    synchronize(run())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        synchronize(run())
+        times.append(time.perf_counter() - start)
+    return {"first_seconds": first, "median_seconds": statistics.median(times),
+            "min_seconds": min(times), "max_seconds": max(times), "repeats": repeats}
+
+
+def _sync_for(backend):
+    def synchronize(result):
+        leaves = []
+        stack = [result]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, (tuple, list)):
+                stack.extend(item)
+            elif item is not None:
+                leaves.append(item)
+        backend.synchronize(*leaves)
+
+    return synchronize
+
+
+def bench_backend(name: str, config: BenchConfig) -> list[dict]:
+    """All workloads on one backend, in this process."""
+    from multinet import optim
+    from multinet.data import scale_images
+    from multinet.initializers import init_params
+    from multinet.registry import get_backend
+    from multinet.train import (DeviceSplit, full_batch_inputs, make_minibatch_step,
+                                make_predictor, make_train_step)
+
+    backend = get_backend(name)
+    xp = backend.xp
+    data = synthetic_data(config)
+    synchronize = _sync_for(backend)
+    split = DeviceSplit.from_host(backend, data["images"], data["labels"])
+    images, labels = split.images, split.labels
+    rows = []
+
+    def row(workload, samples, timing, dtype="float32"):
+        rows.append({"backend": name, "device": str(backend.device),
+                     "platform": backend.platform, "workload": workload,
+                     "dtype": dtype, "samples": samples, **timing,
+                     "samples_per_second": samples / timing["median_seconds"],
+                     "peak_device_bytes": backend.peak_memory()})
+
+    for workload in config.workloads:
+        if workload == "floor":
+            x = scale_images(images, xp.float32)
+            total = backend.compile(lambda x: xp.sum(x))
+            row("floor", config.samples, measure(lambda: total(x), synchronize, config.repeats))
+            del x
+        elif workload.startswith("notebook-"):
+            dtype = workload.split("-", 1)[1]
+            try:
+                backend.enable_dtype(dtype)
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                rows.append({"backend": name, "workload": workload, "dtype": dtype,
+                             "skipped": str(exc)})
+                continue
+            # Exactly what `multinet train` runs for a full-batch iteration.
+            x, x_t = full_batch_inputs(backend, split, dtype)
+            params = init_params(config.notebook_sizes, seed=0, backend=backend, dtype=dtype)
+            optimizer = optim.Optimizer("sgd")
+            opt_state = optim.init_state(optimizer, params)
+            step = backend.compile(make_train_step(optimizer, backend.fuse_chunk))
+            row(workload, config.samples,
+                measure(lambda: step(params, opt_state, x, labels, 0.2, x_t), synchronize,
+                        config.repeats), dtype)
+            del x, x_t
+        elif workload == "mlp-epoch":
+            optimizer = optim.Optimizer("adam")
+            params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
+                                 init="he")
+            state = optim.init_state(optimizer, params)
+            step = backend.compile(make_minibatch_step(optimizer))
+            order = backend.asarray(data["order"], "int32")
+
+            def epoch():
+                p, s = params, state
+                for i in range(order.shape[0]):
+                    p, s, loss, _ = step(p, s, images, labels, order[i, :], 1e-3)
+                return p
+
+            row("mlp-epoch", order.shape[0] * config.batch_size,
+                measure(epoch, synchronize, config.epoch_repeats))
+        elif workload == "inference":
+            params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
+                                 init="he")
+            test = backend.asarray(data["test_images"])
+            predict = make_predictor(backend)
+            row("inference", config.test_samples,
+                measure(lambda: predict(params, test), lambda result: None, config.repeats))
+    return rows
+
+
+def _worker_command(target: str, config: BenchConfig) -> list[str]:
+    return [sys.executable, "-m", "multinet.bench", target, json.dumps(asdict(config))]
+
+
+def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600) -> dict:
+    """Run one backend (or ``peer:torch``) in a fresh process; its rows and peak RSS."""
+    result = subprocess.run(_worker_command(target, config), capture_output=True, text=True,
+                            timeout=timeout)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"target": target, "error": reason, "rows": []}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """Ratio of every time to the memory floor of its platform and to the peer's time for
+    the same workload. The floor of a platform is the fastest read measured on it by any
+    library in this run: a slow reduction in one library must not flatter its ratios."""
+    floors: dict = {}
+    for r in rows:
+        if r.get("workload") == "floor" and "median_seconds" in r:
+            platform_ = r.get("platform", "cpu")
+            floors[platform_] = min(floors.get(platform_, math.inf), r["median_seconds"])
+    peers = {(r["workload"], r["dtype"]): r["median_seconds"] for r in rows
+             if r["backend"].startswith("torch") and "median_seconds" in r}
+    for r in rows:
+        if "median_seconds" not in r:
+            continue
+        floor = floors.get(r.get("platform", "cpu"))
+        if floor and r["workload"] != "floor":
+            r["x_floor"] = r["median_seconds"] / floor
+        peer = peers.get((r["workload"], r["dtype"]))
+        if peer and not r["backend"].startswith("torch"):
+            r["x_peer"] = r["median_seconds"] / peer
+    return rows
+
+
+def _worker_main(target: str, config_json: str) -> None:
+    config = BenchConfig(**json.loads(config_json))
+    if target.startswith("peer:"):
+        from multinet.backends.peer_torch import bench_torch
+
+        rows = bench_torch(config)
+    else:
+        rows = bench_backend(target, config)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for r in rows:
+        r["peak_host_bytes"] = peak_kb * 1024
+    print(json.dumps({"target": target, "rows": rows}))
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1], sys.argv[2])
