@@ -11,6 +11,7 @@
 """
 
 import functools
+import os
 
 import numpy as np
 
@@ -28,13 +29,14 @@ def load() -> Backend:
             "(or 'multinet[cuda12]' / 'multinet[cuda13]' for NVIDIA GPUs)"
         ) from None
 
+    _join_processes(jax)
     try:
-        devices = jax.devices()
+        devices = jax.local_devices()
     except RuntimeError as exc:  # a broken plugin or an unusable JAX_PLATFORMS setting
         raise BackendUnavailable(f"JAX {jax.__version__} found no usable device: {exc}") from None
     device = devices[0]
 
-    def asarray(array, dtype=None):
+    def host_array(array, dtype=None):
         array = np.asarray(array, dtype=dtype)
         if array.dtype.itemsize == 8 and not jax.config.jax_enable_x64:
             raise BackendUnavailable(
@@ -42,7 +44,10 @@ def load() -> Backend:
                 "32-bit type; call backend.enable_dtype('float64') first, or set "
                 "JAX_ENABLE_X64=1"
             )
-        return jax.device_put(array, device)
+        return array
+
+    def asarray(array, dtype=None):
+        return jax.device_put(host_array(array, dtype), device)
 
     def enable_dtype(dtype):
         if dtype in ("float64", "int64") and not jax.config.jax_enable_x64:
@@ -62,7 +67,10 @@ def load() -> Backend:
         stats = device.memory_stats()  # None on the CPU
         return stats.get("peak_bytes_in_use") if stats else None
 
-    return Backend(
+    def data_parallel(devices="all"):
+        return _data_parallel(base, host_array, devices)
+
+    base = Backend(
         name="jax",
         xp=jnp,
         device=device,
@@ -75,4 +83,82 @@ def load() -> Backend:
         version=jax.__version__,
         platform=device.platform,
         devices=tuple(f"{d.platform}:{d.id} ({d.device_kind})" for d in devices),
+        data_parallel=data_parallel,
     )
+    return base
+
+
+#: A multi-process (multi-host) run: where process 0 listens, how many processes, and
+#: which one this is. ``multinet train --coordinator/--num-processes/--process-id`` sets them.
+COORDINATOR_ENV = ("MULTINET_COORDINATOR", "MULTINET_NUM_PROCESSES", "MULTINET_PROCESS_ID")
+
+
+def _join_processes(jax) -> None:
+    """``jax.distributed.initialize`` from the environment, before JAX picks devices."""
+    address, count, index = (os.environ.get(name) for name in COORDINATOR_ENV)
+    if not address:
+        return
+    if count is None or index is None:
+        raise BackendUnavailable(f"{COORDINATOR_ENV[0]} needs {COORDINATOR_ENV[1]} and "
+                                 f"{COORDINATOR_ENV[2]} too")
+    try:
+        jax.distributed.initialize(coordinator_address=address, num_processes=int(count),
+                                   process_id=int(index))
+    except (RuntimeError, ValueError) as exc:
+        raise BackendUnavailable(f"jax.distributed could not join {address}: {exc}") from None
+
+
+def _data_parallel(base: Backend, host_array, devices) -> Backend:
+    """The same backend with every batch split over a one-axis mesh of devices.
+
+    Parameters, optimizer state and the (uint8) images are replicated on every device;
+    the indices of each batch are split along the batch, so each device gathers and
+    processes only its share, and XLA (GSPMD) inserts the all-reduce of the gradients
+    when it compiles the step. With a coordinator, ``jax.distributed`` joins several
+    processes (hosts) into one mesh, and each process places only the shards of its own
+    devices.
+    """
+    import dataclasses
+
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    available = jax.devices()  # every process's devices, in a multi-process run
+    count = len(available) if devices == "all" else int(devices)
+    if not 1 <= count <= len(available):
+        raise BackendUnavailable(
+            f"--devices {devices}: JAX sees {len(available)} device(s) "
+            f"({', '.join(sorted({d.platform for d in available}))}); on a CPU, "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N virtual devices")
+    if count < len(available) and jax.process_count() > 1:
+        raise BackendUnavailable("a multi-process run uses every device: --devices all")
+    mesh = Mesh(np.array(available[:count]), ("batch",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def place(array, dtype, sharding):
+        array = host_array(array, dtype)
+        # Each process materializes only what its own devices hold.
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    def asarray(array, dtype=None):
+        return place(array, dtype, replicated)
+
+    def shard(array, dtype=None):
+        array = np.asarray(array)
+        if array.shape[-1] % count:
+            raise BackendUnavailable(f"a batch of {array.shape[-1]} samples does not split "
+                                     f"evenly over {count} devices")
+        spec = PartitionSpec(*([None] * (array.ndim - 1)), "batch")
+        return place(array, dtype, NamedSharding(mesh, spec))
+
+    def to_numpy(array):
+        if getattr(array, "is_fully_addressable", True):
+            return np.asarray(array)
+        # Replicated across processes: any local copy is the whole value.
+        return np.asarray(array.addressable_data(0))
+
+    return dataclasses.replace(
+        base, asarray=asarray, shard=shard, to_numpy=to_numpy, device=mesh,
+        device_count=count, process_index=jax.process_index(),
+        process_count=jax.process_count(), data_parallel=None,
+        devices=tuple(f"{d.platform}:{d.id}" for d in available[:count]))

@@ -20,6 +20,7 @@ backend's memory floor and, with ``--peer torch``, to PyTorch eager doing the sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -106,6 +107,9 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                                 make_predictor, make_train_step)
 
     backend = get_backend(name)
+    devices = config.extra.get("devices")
+    if devices:
+        backend = backend.data_parallel(devices)
     xp = backend.xp
     data = synthetic_data(config)
     synchronize = _sync_for(backend)
@@ -115,6 +119,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
 
     def row(workload, samples, timing, dtype="float32"):
         rows.append({"backend": name, "device": str(backend.device),
+                     "devices": backend.device_count,
                      "platform": backend.platform, "workload": workload,
                      "dtype": dtype, "samples": samples, **timing,
                      "samples_per_second": samples / timing["median_seconds"],
@@ -150,7 +155,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                                  init="he")
             state = optim.init_state(optimizer, params)
             step = backend.compile(make_minibatch_step(optimizer))
-            order = backend.asarray(data["order"], "int32")
+            order = backend.batch_asarray(data["order"], "int32")
 
             def epoch():
                 p, s = params, state
@@ -174,14 +179,35 @@ def _worker_command(target: str, config: BenchConfig) -> list[str]:
     return [sys.executable, "-m", "multinet.bench", target, json.dumps(asdict(config))]
 
 
-def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600) -> dict:
+def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600,
+                      env: dict | None = None) -> dict:
     """Run one backend (or ``peer:torch``) in a fresh process; its rows and peak RSS."""
     result = subprocess.run(_worker_command(target, config), capture_output=True, text=True,
-                            timeout=timeout)
+                            timeout=timeout, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return {"target": target, "error": reason, "rows": []}
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scaling(devices: int, config: BenchConfig, backend: str = "jax") -> list[dict]:
+    """The ``mlp`` epoch on 1, 2, 4, ... ``devices`` devices (each in its own process),
+    with speedup and efficiency against one device. On a machine without accelerators
+    the devices are virtual CPU devices sharing its cores (XLA_FLAGS)."""
+    counts = sorted({n for n in (2 ** k for k in range(8)) if n < devices} | {devices})
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    rows = []
+    for n in counts:
+        run = dataclasses.replace(config, workloads=("mlp-epoch",), extra={"devices": n})
+        result = run_in_subprocess(backend, run, env=env)
+        if result.get("error"):
+            raise RuntimeError(f"{backend} on {n} devices: {result['error']}")
+        rows += result["rows"]
+    base = rows[0]["median_seconds"]
+    for row in rows:
+        row["speedup"] = base / row["median_seconds"]
+        row["efficiency"] = row["speedup"] / row["devices"]
+    return rows
 
 
 def machine() -> dict:

@@ -147,7 +147,7 @@ def _cmd_train(args) -> int:
                                 f"not {args.dataset}")
     args.dataset = args.dataset or "mnist"
     config = _train_config(args, resumed)
-    backend = get_backend(args.backend)
+    backend = _backend_on_devices(args)
     dataset = _load_data(args)
     sha256 = dict(dataset_spec(dataset.name).content_sha256)
     if resumed is not None and resumed.metadata["dataset"]["content_sha256"] != sha256:
@@ -155,15 +155,21 @@ def _cmd_train(args) -> int:
     save_path = Path(args.save) if args.save else (Path(args.resume) if args.resume else None)
 
     def saver(path):
+        if not backend.is_primary:  # in a multi-process run, process 0 writes
+            return lambda state: path
         return lambda state: ckpt.save(path, config, state, backend=backend,
                                        dataset_name=dataset.name, dataset_sha256=sha256)
 
-    result = train(config, backend, dataset, progress=not args.no_progress,
+    primary = backend.is_primary
+    result = train(config, backend, dataset, progress=not args.no_progress and primary,
                    state=resumed.state_on(backend) if resumed else None,
                    checkpoint=saver(save_path) if save_path else None,
                    on_interrupt=saver(save_path or INTERRUPTED_CHECKPOINT),
-                   metrics_path=args.metrics)
-    summary = {**result.summary, "dataset": dataset.name,
+                   metrics_path=args.metrics if primary else None)
+    if not primary:
+        return 0
+    summary = {**result.summary, "dataset": dataset.name, "devices": backend.device_count,
+               "processes": backend.process_count,
                "checkpoint": str(save_path) if save_path else None}
     if args.plots:
         from multinet import plots
@@ -191,6 +197,37 @@ def _cmd_train(args) -> int:
     for path in summary.get("plots", []):
         print(f"plot: {path}")
     return 0
+
+
+DISTRIBUTED_FLAGS = (("coordinator", "MULTINET_COORDINATOR"),
+                     ("num_processes", "MULTINET_NUM_PROCESSES"),
+                     ("process_id", "MULTINET_PROCESS_ID"))
+
+
+def _backend_on_devices(args):
+    """The chosen backend, split over ``--devices`` (and processes) when asked."""
+    import os
+
+    for flag, variable in DISTRIBUTED_FLAGS:
+        if getattr(args, flag) is not None:
+            os.environ[variable] = str(getattr(args, flag))
+    multi_process = bool(os.environ.get("MULTINET_COORDINATOR"))
+    if multi_process and not args.devices:
+        raise MultinetError("a multi-process run (--coordinator) needs --devices all")
+    backend = get_backend(args.backend)
+    if not args.devices:
+        return backend
+    if backend.data_parallel is None:
+        raise MultinetError(
+            f"--devices: backend {backend.name!r} runs on one device; data parallelism "
+            "over several devices and hosts is supported through JAX (--backend jax)")
+    return backend.data_parallel(args.devices)
+
+
+def _devices(text):
+    if text == "all":
+        return text
+    return _positive(int)(text)
 
 
 def _checkpoint_and_data(args):
@@ -366,6 +403,8 @@ def _cmd_bench(args) -> int:
     workloads = tuple(args.workload or bench.WORKLOADS)
     config = bench.BenchConfig(repeats=args.repeats, epoch_repeats=args.epoch_repeats,
                                workloads=workloads, samples=args.samples)
+    if args.devices:
+        return _bench_scaling(bench, args, config)
     targets = list(args.backend or backend_names())
     if args.peer:
         import importlib.util
@@ -414,6 +453,26 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _bench_scaling(bench, args, config) -> int:
+    names = args.backend or ["jax"]
+    backend = get_backend(names[0])
+    if len(names) > 1 or backend.data_parallel is None:
+        raise MultinetError("bench --devices measures JAX's data parallelism: --backend jax")
+    try:
+        rows = bench.scaling(args.devices, config, backend.name)
+    except RuntimeError as exc:
+        raise MultinetError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"machine": bench.machine(), "rows": rows}))
+        return 0
+    print(f"mlp epoch, split over devices (median of {config.epoch_repeats}):")
+    print(f"{'devices':>7} {'median':>11} {'samples/s':>11} {'speedup':>8} {'efficiency':>10}")
+    for r in rows:
+        print(f"{r['devices']:>7} {r['median_seconds'] * 1e3:>8.1f} ms "
+              f"{r['samples_per_second']:>11,.0f} {r['speedup']:>8.2f} {r['efficiency']:>10.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multinet",
@@ -457,6 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--plots", metavar="DIR", help="write PNG figures (needs matplotlib)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_json_option(train)
+    parallel = train.add_argument_group(
+        "data parallelism (JAX)", "Split every batch over N devices, and over processes on "
+        "several hosts. Environment: MULTINET_COORDINATOR, MULTINET_NUM_PROCESSES, "
+        "MULTINET_PROCESS_ID.")
+    parallel.add_argument("--devices", type=_devices, metavar="N|all",
+                          help="devices to split each batch over")
+    parallel.add_argument("--coordinator", metavar="HOST:PORT",
+                          help="address of process 0, for a multi-process run")
+    parallel.add_argument("--num-processes", type=_positive(int), metavar="N")
+    parallel.add_argument("--process-id", type=_non_negative_int, metavar="I")
     train.set_defaults(run=_cmd_train)
 
     for name, helptext, run in (
@@ -523,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="timed runs per workload (default: 5)")
     bench_cmd.add_argument("--epoch-repeats", type=_positive(int), default=3,
                            help="timed runs of the mlp epoch (default: 3)")
+    bench_cmd.add_argument("--devices", type=_positive(int), metavar="N",
+                           help="instead: scaling of the mlp epoch over 1, 2, 4 ... N "
+                                "devices (JAX; virtual CPU devices where there is no GPU)")
     bench_cmd.add_argument("--samples", type=_positive(int), default=59000,
                            help="training images (default: 59,000, as after the dev split)")
     _add_json_option(bench_cmd)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -44,7 +44,8 @@ def init_state(optimizer: Optimizer, params: dict) -> dict:
     """Zeroed state for ``optimizer``, on the parameters' device and dtype."""
     xp = array_namespace(*params.values())
     first = next(iter(params.values()))
-    state = {"t": xp.zeros((), dtype=first.dtype, device=device(first))}
+    # A 0-d zero placed like the parameters (replicated, when they are).
+    state = {"t": xp.zeros_like(first[(0,) * first.ndim])}
     if optimizer.name in ("momentum", "adam"):
         state["m"] = {k: xp.zeros_like(v) for k, v in params.items()}
     if optimizer.name == "adam":

@@ -75,9 +75,31 @@ class Backend:
     #: the forward product to the gradient's. None for compilers (XLA) that do better
     #: with one large product each (measured in docs/performance.md).
     fuse_chunk: int | None = None
+    #: ``shard(numpy_array, dtype=None)``: like ``asarray`` for an array whose *last* axis
+    #: runs over the samples of a batch; a data-parallel backend splits that axis over its
+    #: devices. None: ``asarray``.
+    shard: Callable[..., Any] | None = None
+    #: Devices a batch is split over, this process's index among the processes of a
+    #: multi-host run (only process 0 writes files and prints results), and how many.
+    device_count: int = 1
+    process_index: int = 0
+    process_count: int = 1
+    #: ``data_parallel(devices, coordinator=None, num_processes=None, process_id=None)``
+    #: -> a ``Backend`` that splits every batch over ``devices`` devices (an int or
+    #: "all"), across processes when a coordinator is given. None: not supported.
+    data_parallel: Callable[..., "Backend"] | None = None
     #: ``peak_memory()``: peak bytes allocated on the device so far, or None where the
     #: library does not track it (host memory is measured by the process instead).
     peak_memory: Callable[[], int | None] = _not_tracked
+
+    def batch_asarray(self, array, dtype=None):
+        """Place an array whose last axis indexes the samples of a batch (see ``shard``)."""
+        return (self.shard or self.asarray)(array, dtype)
+
+    @property
+    def is_primary(self) -> bool:
+        """Whether this process writes checkpoints, metrics and results."""
+        return self.process_index == 0
 
     def dtype(self, name: str):
         """The namespace's dtype object for a name such as ``"float32"``."""

@@ -310,6 +310,10 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     if state is None:
         state = initial_state(config, backend, train_split.images.shape[1])
     full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
+    if backend.device_count > 1 and (full_batch or config.batch_size % backend.device_count):
+        raise MultinetError(
+            f"splitting batches over {backend.device_count} devices needs minibatches "
+            f"(--batch-size) that divide evenly by {backend.device_count}")
     batches = 1 if full_batch else len(train_split) // config.batch_size
     total_steps = config.epochs * batches
     optimizer = config.optimizer_spec()
@@ -327,7 +331,7 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     try:
         with _DeferredInterrupt() as interrupt:
             while state.epoch < config.epochs and not interrupt.requested:
-                index = None if full_batch else backend.asarray(
+                index = None if full_batch else backend.batch_asarray(
                     epoch_order(len(train_split), config.batch_size, config.seed, state.epoch),
                     "int32")
                 loss_sum = acc_sum = 0.0

@@ -1,0 +1,146 @@
+"""Data parallelism through JAX's sharding: N devices (virtual CPU devices here) and two
+processes on 127.0.0.1 give the parameters a single device gives, within the parity
+tolerance."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("jax", reason="data parallelism runs on JAX (pip install jax)")
+
+from multinet import checkpoint as ckpt  # noqa: E402
+from multinet import parity  # noqa: E402
+
+VIRTUAL = "--xla_force_host_platform_device_count={}"
+
+
+def python(code, devices, timeout=600):
+    env = {**os.environ, "XLA_FLAGS": VIRTUAL.format(devices)}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_one_two_four_eight_devices_give_the_same_parameters(mnist):
+    errors = python(f"""
+        import dataclasses, json
+        import numpy as np
+        from multinet.data import load_dataset
+        from multinet.registry import get_backend
+        from multinet.train import TrainConfig, train
+        from multinet import parity
+
+        data = load_dataset({str(mnist.directory)!r})
+        data = dataclasses.replace(data, train_images=data.train_images[:2200],
+                                   train_labels=data.train_labels[:2200],
+                                   test_images=data.test_images[:512],
+                                   test_labels=data.test_labels[:512])
+        config = TrainConfig.from_preset("mlp", hidden=(32,), batch_size=64, epochs=2,
+                                         dev_size=200)
+        jax = get_backend("jax")
+        def params(backend):
+            result = train(config, backend, data, progress=False)
+            return {{k: backend.to_numpy(v) for k, v in result.params.items()}}, result
+        reference, single = params(jax)
+        out = {{"steps": single.state.step}}
+        for n in (1, 2, 4, 8):
+            found, result = params(jax.data_parallel(n))
+            out[n] = [parity.max_relative_error(found, reference),
+                      result.summary["test_accuracy"] - single.summary["test_accuracy"]]
+        print(json.dumps(out))
+    """, devices=8)
+    bound = parity.tolerance("float32", errors.pop("steps"))
+    for n, (error, accuracy_change) in errors.items():
+        assert error <= bound, (n, error, bound)
+        assert abs(accuracy_change) <= 0.001 + 1e-12, (n, accuracy_change)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_localhost_match_one_process_and_write_one_checkpoint(mnist,
+                                                                              tmp_path):
+    common = [sys.executable, "-m", "multinet", "train", "--backend", "jax", "--preset", "mlp",
+              "--hidden", "16", "--epochs", "1", "--no-progress", "--json",
+              "--data-dir", str(mnist.directory)]
+    env = {**os.environ, "XLA_FLAGS": VIRTUAL.format(2)}
+    port = free_port()
+    runs = tmp_path / "two"
+    runs.mkdir()
+    processes = [subprocess.Popen(
+        [*common, "--devices", "all", "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i), "--save", str(runs / "ckpt.safetensors"),
+         "--metrics", str(runs / "metrics.jsonl")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    summary = json.loads(outputs[0][0].strip().splitlines()[-1])
+    assert summary["devices"] == 4 and summary["processes"] == 2
+    assert not any(line.startswith("{") for line in outputs[1][0].splitlines())
+    assert sorted(p.name for p in runs.iterdir()) == ["ckpt.safetensors", "metrics.jsonl"]
+
+    single = subprocess.run([*common, "--devices", "4", "--save", str(tmp_path / "one.st")],
+                            env={**os.environ, "XLA_FLAGS": VIRTUAL.format(4)},
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, one = ckpt.load(runs / "ckpt.safetensors"), ckpt.load(tmp_path / "one.st")
+    steps = one.metadata["progress"]["step"]
+    assert parity.max_relative_error(two.params, one.params) <= parity.tolerance("float32",
+                                                                                   steps)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "strict"])
+def test_devices_on_other_backends_is_a_clear_error(backend):
+    result = subprocess.run([sys.executable, "-m", "multinet", "train", "--backend", backend,
+                             "--devices", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "supported through JAX" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_more_devices_than_exist_and_uneven_batches_are_clear_errors(mnist):
+    base = [sys.executable, "-m", "multinet", "train", "--backend", "jax", "--preset", "mlp",
+            "--epochs", "1", "--data-dir", str(mnist.directory)]
+    env = {**os.environ, "XLA_FLAGS": VIRTUAL.format(2)}
+    too_many = subprocess.run([*base, "--devices", "3"], env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert too_many.returncode == 2 and "JAX sees 2 device(s)" in too_many.stderr
+    uneven = subprocess.run([*base, "--devices", "2", "--batch-size", "127"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert uneven.returncode == 2 and "divide evenly by 2" in uneven.stderr
+
+
+@pytest.mark.slow
+def test_mlp_preset_on_four_devices_matches_one_device(mnist):
+    found = python(f"""
+        import json
+        from multinet.data import load_dataset
+        from multinet.registry import get_backend
+        from multinet.train import TrainConfig, train
+        data = load_dataset({str(mnist.directory)!r})
+        config = TrainConfig.from_preset("mlp")
+        jax = get_backend("jax")
+        print(json.dumps([train(config, b, data, progress=False).summary["test_accuracy"]
+                          for b in (jax, jax.data_parallel(4))]))
+    """, devices=4, timeout=1200)
+    assert abs(found[0] - found[1]) <= 0.001 and min(found) >= 0.98
+
+
+def test_bench_scaling_reports_speedup_and_efficiency():
+    result = subprocess.run([sys.executable, "-m", "multinet", "bench", "--devices", "2",
+                             "--epoch-repeats", "1", "--samples", "1024", "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)["rows"]
+    assert [r["devices"] for r in rows] == [1, 2]
+    assert rows[0]["speedup"] == 1.0
+    assert rows[1]["efficiency"] == pytest.approx(rows[1]["speedup"] / 2)
