@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from multinet.errors import MultinetError
-from multinet.initializers import to_backend, to_host
+from multinet.initializers import to_backend
 from multinet.registry import Backend
 from multinet.train import TrainConfig, TrainState
 

@@ -82,7 +82,7 @@ def test_two_processes_on_localhost_match_one_process_and_write_one_checkpoint(m
          "--metrics", str(runs / "metrics.jsonl")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     outputs = [p.communicate(timeout=600) for p in processes]
-    for p, (out, err) in zip(processes, outputs):
+    for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err[-3000:]
     summary = json.loads(outputs[0][0].strip().splitlines()[-1])
     assert summary["devices"] == 4 and summary["processes"] == 2
@@ -121,18 +121,29 @@ def test_more_devices_than_exist_and_uneven_batches_are_clear_errors(mnist):
 
 @pytest.mark.slow
 def test_mlp_preset_on_four_devices_matches_one_device(mnist):
+    """The full preset: 4,600 Adam steps. Over that many float32 steps the parameters of
+    *any* two summation orders drift apart (measured: NumPy against JAX on one device,
+    29% relative), so the parameters are held to that natural spread, and the accuracy
+    to 0.1 points; the parity tolerance itself is checked on shorter runs above."""
     found = python(f"""
         import json
+        from multinet import parity
         from multinet.data import load_dataset
         from multinet.registry import get_backend
         from multinet.train import TrainConfig, train
         data = load_dataset({str(mnist.directory)!r})
         config = TrainConfig.from_preset("mlp")
-        jax = get_backend("jax")
-        print(json.dumps([train(config, b, data, progress=False).summary["test_accuracy"]
-                          for b in (jax, jax.data_parallel(4))]))
-    """, devices=4, timeout=1200)
-    assert abs(found[0] - found[1]) <= 0.001 and min(found) >= 0.98
+        jax, numpy = get_backend("jax"), get_backend("numpy")
+        runs = [train(config, b, data, progress=False)
+                for b in (jax, jax.data_parallel(4), numpy)]
+        params = [{{k: jax.to_numpy(v) for k, v in r.params.items()}} for r in runs]
+        print(json.dumps({{"accuracy": [r.summary["test_accuracy"] for r in runs],
+                          "devices": parity.max_relative_error(params[1], params[0]),
+                          "libraries": parity.max_relative_error(params[2], params[0])}}))
+    """, devices=4, timeout=1800)
+    one, four, _ = found["accuracy"]
+    assert abs(one - four) <= 0.001 and min(one, four) >= 0.98
+    assert found["devices"] <= 2 * found["libraries"], found
 
 
 def test_bench_scaling_reports_speedup_and_efficiency():

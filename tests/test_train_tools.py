@@ -40,6 +40,16 @@ def assert_same_run(actual, expected, dtype, steps):
     assert error <= parity.tolerance(dtype, steps), error
 
 
+def trained_checkpoint(mnist, tmp_path, epochs, dataset_sha256=None):
+    """A short numpy run on the MNIST slice, saved: ``(path, result)``."""
+    numpy = get_backend("numpy")
+    config = small_config(epochs=epochs)
+    result = train(config, numpy, mnist_slice(mnist), progress=False)
+    path = ckpt.save(tmp_path / "c.safetensors", config, result.state, backend=numpy,
+                     dataset_name="mnist", dataset_sha256=dataset_sha256 or {})
+    return path, result
+
+
 def host(params, backend):
     return {k: np.asarray(backend.to_numpy(v)) for k, v in params.items()}
 
@@ -141,11 +151,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
 def test_a_checkpoint_evaluates_the_same_on_every_backend(mnist, tmp_path):
     from multinet.evaluation import evaluate
 
-    numpy = get_backend("numpy")
-    config = small_config(epochs=2)
-    result = train(config, numpy, mnist_slice(mnist), progress=False)
-    path = ckpt.save(tmp_path / "c.safetensors", config, result.state, backend=numpy,
-                     dataset_name="mnist", dataset_sha256={})
+    path, _ = trained_checkpoint(mnist, tmp_path, epochs=2)
     loaded = ckpt.load(path)
     accuracies = set()
     for name in ("numpy", "strict", "jax"):
@@ -159,13 +165,10 @@ def test_a_checkpoint_evaluates_the_same_on_every_backend(mnist, tmp_path):
 
 
 def test_checkpoint_holds_everything_a_resume_needs(mnist, tmp_path):
-    numpy = get_backend("numpy")
-    config = small_config(epochs=1)
-    result = train(config, numpy, mnist_slice(mnist), progress=False)
-    path = ckpt.save(tmp_path / "c.safetensors", config, result.state, backend=numpy,
-                     dataset_name="mnist", dataset_sha256={"train_images": "abc"})
+    path, result = trained_checkpoint(mnist, tmp_path, epochs=1,
+                                      dataset_sha256={"train_images": "abc"})
     loaded = ckpt.load(path)
-    assert loaded.config == config
+    assert loaded.config == small_config(epochs=1)
     assert set(loaded.opt_state) == {"t", "m", "v"} and set(loaded.opt_state["m"]) == {
         "W1", "b1", "W2", "b2"}
     meta = loaded.metadata
@@ -228,11 +231,7 @@ def test_predict_an_image_file(mnist, tmp_path):
     pytest.importorskip("PIL", reason="Pillow is not installed")
     from PIL import Image
 
-    backend = get_backend("numpy")
-    config = small_config(epochs=2)
-    result = train(config, backend, mnist_slice(mnist), progress=False)
-    path = ckpt.save(tmp_path / "c.safetensors", config, result.state, backend=backend,
-                     dataset_name="mnist", dataset_sha256={})
+    path, _ = trained_checkpoint(mnist, tmp_path, epochs=2)
     digit = mnist.test_images[0]  # a 7
     # Dark ink on white paper, four times the size: it is inverted and resized back.
     Image.fromarray(255 - digit).resize((112, 112)).save(tmp_path / "seven.png")
@@ -255,11 +254,7 @@ def test_cli_errors_are_one_line(args, message):
 
 
 def test_resume_refuses_to_change_the_configuration(mnist, tmp_path):
-    numpy = get_backend("numpy")
-    config = small_config(epochs=1)
-    result = train(config, numpy, mnist_slice(mnist), progress=False)
-    path = ckpt.save(tmp_path / "c.safetensors", config, result.state, backend=numpy,
-                     dataset_name="mnist", dataset_sha256={})
+    path, _ = trained_checkpoint(mnist, tmp_path, epochs=1)
     refused = cli("train", "--resume", str(path), "--lr", "0.5",
                   "--data-dir", str(mnist.directory))
     assert refused.returncode == 2 and "--lr" in refused.stderr
