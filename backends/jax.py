@@ -63,6 +63,15 @@ def load() -> Backend:
 
         return run_at_full_precision
 
+    def compile_scan(fn):
+        # One program for a whole run of steps: XLA updates the parameters in place
+        # and overlaps the steps. Measured on an mlp epoch: 1.29 s as 460 compiled
+        # steps, 0.85 s as one scan (docs/performance.md).
+        def scan(carry, xs, *args):
+            return jax.lax.scan(lambda c, x: fn(c, x, *args), carry, xs)
+
+        return compile(scan)
+
     def peak_memory():
         stats = device.memory_stats()  # None on the CPU
         return stats.get("peak_bytes_in_use") if stats else None
@@ -78,6 +87,7 @@ def load() -> Backend:
         to_numpy=np.asarray,
         synchronize=lambda *arrays: jax.block_until_ready(arrays),
         compile=compile,
+        compile_scan=compile_scan,
         enable_dtype=enable_dtype,
         peak_memory=peak_memory,
         version=jax.__version__,

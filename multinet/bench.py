@@ -103,8 +103,8 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     from multinet.data import scale_images
     from multinet.initializers import init_params
     from multinet.registry import get_backend
-    from multinet.train import (DeviceSplit, full_batch_inputs, make_minibatch_step,
-                                make_predictor, make_train_step)
+    from multinet.train import (DeviceSplit, full_batch_inputs, make_epoch_runner,
+                                make_minibatch_step, make_predictor, make_train_step)
 
     backend = get_backend(name)
     devices = config.extra.get("devices")
@@ -154,10 +154,15 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
                                  init="he")
             state = optim.init_state(optimizer, params)
-            step = backend.compile(make_minibatch_step(optimizer))
+            # Exactly how `multinet train` runs a minibatch epoch on this backend.
             order = backend.batch_asarray(data["order"], "int32")
+            run_epoch = make_epoch_runner(backend, optimizer, "float32")
+            step = backend.compile(make_minibatch_step(optimizer))
 
             def epoch():
+                if run_epoch is not None:
+                    return run_epoch(params, state, images, labels, order,
+                                     [1e-3] * order.shape[0])[0]
                 p, s = params, state
                 for i in range(order.shape[0]):
                     p, s, loss, _ = step(p, s, images, labels, order[i, :], 1e-3)

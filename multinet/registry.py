@@ -62,6 +62,11 @@ class Backend:
     synchronize: Callable[..., None] = _nothing_to_wait_for
     #: ``compile(fn)``: a faster equivalent of a pure function (``jax.jit`` on JAX).
     compile: Callable[[Callable], Callable] = _no_compilation
+    #: ``compile_scan(fn)``: ``run(carry, xs, *args) -> (carry, ys)`` applying
+    #: ``fn(carry, x, *args) -> (carry, y)`` to each slice of ``xs`` (a tuple of arrays)
+    #: along its first axis, compiled as one program (``jax.lax.scan`` under ``jax.jit``).
+    #: None where calling the compiled step once per slice is as good (eager libraries).
+    compile_scan: Callable[[Callable], Callable] | None = None
     #: ``enable_dtype(name)``: make a dtype usable, or raise ``BackendUnavailable``. This
     #: may change the library's process-wide settings (JAX's 64-bit mode), which is why
     #: it is an explicit call and never a side effect of importing multinet.

@@ -190,6 +190,32 @@ def make_minibatch_step(optimizer: optim.Optimizer):
     return minibatch_step
 
 
+def make_epoch_runner(backend: Backend, optimizer: optim.Optimizer, dtype: str):
+    """``run(params, opt_state, images, labels, rows, lrs) -> (params, opt_state,
+    loss_sum, accuracy_sum)``: one minibatch step per row of ``rows`` (batch indices) at
+    the matching learning rate of ``lrs`` (a host array), as one compiled program where
+    the backend can (``Backend.compile_scan``), else ``None``: the caller then runs the
+    compiled step batch by batch."""
+    if backend.compile_scan is None:
+        return None
+    minibatch_step = make_minibatch_step(optimizer)
+
+    def body(carry, x, images, labels):
+        params, opt_state, loss, accuracy = minibatch_step(*carry, images, labels, *x)
+        return (params, opt_state), (loss, accuracy)
+
+    scan = backend.compile_scan(body)
+
+    def run(params, opt_state, images, labels, rows, lrs):
+        lrs = backend.asarray(np.asarray(lrs), dtype)
+        (params, opt_state), (losses, accuracies) = scan((params, opt_state), (rows, lrs),
+                                                         images, labels)
+        xp = backend.xp
+        return params, opt_state, xp.sum(losses), xp.sum(accuracies)
+
+    return run
+
+
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     """``(batches, batch_size)`` image indices of one epoch; the remainder is dropped."""
     batches = n // batch_size
@@ -301,8 +327,10 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
 
     ``checkpoint(state) -> path`` is called at every log point once the loss there is
     known to be finite, so a saved checkpoint is always a good one. Ctrl-C stops the loop
-    between two steps; the state is passed to ``on_interrupt`` (default: ``checkpoint``)
-    and ``TrainingInterrupted`` raised. A non-finite loss raises ``TrainingDiverged`` and saves nothing.
+    between two steps (between two epochs where the backend compiles a whole epoch); the
+    state is passed to ``on_interrupt`` (default: ``checkpoint``) and
+    ``TrainingInterrupted`` raised. A non-finite loss raises ``TrainingDiverged`` and
+    saves nothing.
     """
     backend.enable_dtype(config.dtype)
     splits = splits_on_device(backend, config, dataset)
@@ -317,11 +345,13 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     batches = 1 if full_batch else len(train_split) // config.batch_size
     total_steps = config.epochs * batches
     optimizer = config.optimizer_spec()
+    run_epoch = None
     if full_batch:
         step = backend.compile(make_train_step(optimizer, backend.fuse_chunk))
         x_all, x_t = full_batch_inputs(backend, train_split, config.dtype)
     else:
         step = backend.compile(make_minibatch_step(optimizer))
+        run_epoch = make_epoch_runner(backend, optimizer, config.dtype)
     predict_labels = make_predictor(backend)
     metrics = open(metrics_path, "a") if metrics_path else None
     bar = tqdm(total=total_steps, initial=state.step, desc=f"train [{backend.name}]",
@@ -336,6 +366,14 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
                     "int32")
                 loss_sum = acc_sum = 0.0
                 first_batch = state.batch
+                if run_epoch is not None:  # the rest of the epoch as one program
+                    lrs = [optim.learning_rate(config.lr, config.schedule, s, total_steps)
+                           for s in range(state.step, state.step + batches - state.batch)]
+                    state.params, state.opt_state, loss_sum, acc_sum = run_epoch(
+                        state.params, state.opt_state, train_split.images,
+                        train_split.labels, index[state.batch:, :], lrs)
+                    bar.update(len(lrs))
+                    state.step, state.batch, lr = state.step + len(lrs), batches, lrs[-1]
                 while state.batch < batches and not interrupt.requested:
                     lr = optim.learning_rate(config.lr, config.schedule, state.step, total_steps)
                     if full_batch:
