@@ -1,28 +1,11 @@
 """The command line: JSON output, and one-line errors with exit status 2."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from helpers import assert_one_line_error, run_cli
 from multinet.cli import main
-
-
-def run_cli(*args, env=None):
-    """Run ``multinet`` in a fresh process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "multinet", *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("multinet: error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_train_json_summary(mnist, capsys):

@@ -9,8 +9,6 @@ other prefixes the failures users meet: /corrupt/ (one byte changed), /missing/ 
 import gzip
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import assert_one_line_error
+from helpers import run_cli as cli
 from multinet.data import FILES, load_dataset, locate
 from multinet.download import fetch, mirrors_for
 from multinet.errors import DatasetError
@@ -75,19 +75,6 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.delenv("MULTINET_DATA", raising=False)
     monkeypatch.delenv("MULTINET_MIRRORS", raising=False)
     return tmp_path / "cache" / "multinet"
-
-
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "multinet", *args], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
-
-
-def assert_one_line_error(result, *fragments):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result
-    assert len(lines) == 1 and lines[0].startswith("multinet: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def only_gz_files(directory):

@@ -1,9 +1,7 @@
 """Training as a tool: optimizers, presets, checkpoints, resume, divergence, evaluate,
 predict and plots."""
 
-import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+import helpers
+from helpers import run_cli as cli
 from multinet import checkpoint as ckpt
 from multinet import optim, parity
 from multinet.errors import MultinetError
@@ -21,11 +21,8 @@ from multinet.train import PRESETS, TrainConfig, TrainingDiverged, TrainingInter
 SMALL = dict(preset="mlp", hidden=(32,), batch_size=64, epochs=4, dev_size=200, log_every=1)
 
 
-def mnist_slice(dataset, n_train=2200, n_test=500):
-    return dataclasses.replace(
-        dataset,
-        train_images=dataset.train_images[:n_train], train_labels=dataset.train_labels[:n_train],
-        test_images=dataset.test_images[:n_test], test_labels=dataset.test_labels[:n_test])
+def mnist_slice(dataset):
+    return helpers.mnist_slice(dataset, 2200, 500)
 
 
 def small_config(**overrides):
@@ -191,11 +188,6 @@ def test_bad_checkpoint_files_are_clear_errors(tmp_path):
     save_file({"x": np.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(MultinetError, match="not a multinet checkpoint"):
         ckpt.load(tmp_path / "other.safetensors")
-
-
-def cli(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "multinet", *args], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})}, **kwargs)
 
 
 def test_train_save_evaluate_predict_plot_from_the_command_line(mnist, tmp_path):

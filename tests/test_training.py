@@ -1,18 +1,9 @@
 """Training learns on every backend; the full notebook run (opt-in) reaches its accuracy."""
 
-import dataclasses
-
 import pytest
 
+from helpers import mnist_slice
 from multinet.train import TrainConfig, train
-
-
-def mnist_slice(dataset, n_train, n_test):
-    return dataclasses.replace(
-        dataset,
-        train_images=dataset.train_images[:n_train], train_labels=dataset.train_labels[:n_train],
-        test_images=dataset.test_images[:n_test], test_labels=dataset.test_labels[:n_test],
-    )
 
 
 def test_short_run_learns_on_every_backend(backend_dtype, mnist):
