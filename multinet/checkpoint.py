@@ -118,9 +118,7 @@ def _unflatten(tensors: dict, prefix: str) -> dict:
 
 def load(path) -> Checkpoint:
     """Read a checkpoint into host memory (NumPy arrays)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -128,9 +126,7 @@ def load(path) -> Checkpoint:
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
-        # Fresh, aligned copies: BLAS kernels may round differently for unaligned inputs,
-        # and a resumed run should match the uninterrupted one to the bit.
-        tensors = {name: np.array(value) for name, value in load_file(str(path)).items()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     try:

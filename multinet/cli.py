@@ -26,42 +26,30 @@ DTYPES = ("float32", "float64")
 EXIT_INTERRUPTED = 130
 
 
-def _positive(kind):
+def _number(kind, accept, bound):
+    """An argparse type: ``kind(text)``, which must satisfy ``accept`` (``bound`` says how)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _positive(kind):
+    return _number(kind, lambda value: value > 0, "> 0")
 
 
 def _non_negative(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value >= 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
+    return _number(kind, lambda value: value >= 0, ">= 0")
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_non_negative_int = _non_negative(int)
 
 
 def _add_backend_options(parser):
