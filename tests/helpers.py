@@ -4,6 +4,27 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+#: The committed sample of MNIST (see its README.md): not MNIST's checksums, so it is read
+#: with ``--no-verify`` / ``verify=False``.
+SAMPLE_MNIST = Path(__file__).resolve().parent / "data" / "mnist-sample"
+
+
+def is_sample(dataset) -> bool:
+    """Whether ``dataset`` is the committed sample rather than the full files."""
+    return Path(dataset.directory).resolve() == SAMPLE_MNIST
+
+
+def data_args(dataset) -> list[str]:
+    """The CLI options that read ``dataset``'s files (the full ones, or the sample)."""
+    return ["--data-dir", str(dataset.directory), *(["--no-verify"] if is_sample(dataset) else [])]
+
+
+def load_code(dataset) -> str:
+    """Python source of a ``load_dataset`` call reading ``dataset``'s files, for tests
+    that run code in a fresh process."""
+    return f"load_dataset({str(dataset.directory)!r}, verify={not is_sample(dataset)})"
 
 
 def run_cli(*args, env=None, timeout=600):

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("jax", reason="data parallelism runs on JAX (pip install jax)")
 
+from helpers import data_args, load_code  # noqa: E402
 from multinet import checkpoint as ckpt  # noqa: E402
 from multinet import parity  # noqa: E402
 
@@ -36,9 +37,9 @@ def test_one_two_four_eight_devices_give_the_same_parameters(mnist):
         from multinet.train import TrainConfig, train
         from multinet import parity
 
-        data = load_dataset({str(mnist.directory)!r})
-        data = dataclasses.replace(data, train_images=data.train_images[:2200],
-                                   train_labels=data.train_labels[:2200],
+        data = {load_code(mnist)}
+        data = dataclasses.replace(data, train_images=data.train_images[:2048],
+                                   train_labels=data.train_labels[:2048],
                                    test_images=data.test_images[:512],
                                    test_labels=data.test_labels[:512])
         config = TrainConfig.from_preset("mlp", hidden=(32,), batch_size=64, epochs=2,
@@ -71,7 +72,7 @@ def test_two_processes_on_localhost_match_one_process_and_write_one_checkpoint(m
                                                                               tmp_path):
     common = [sys.executable, "-m", "multinet", "train", "--backend", "jax", "--preset", "mlp",
               "--hidden", "16", "--epochs", "1", "--no-progress", "--json",
-              "--data-dir", str(mnist.directory)]
+              *data_args(mnist)]
     env = {**os.environ, "XLA_FLAGS": VIRTUAL.format(2)}
     port = free_port()
     runs = tmp_path / "two"
@@ -109,7 +110,7 @@ def test_devices_on_other_backends_is_a_clear_error(backend):
 
 def test_more_devices_than_exist_and_uneven_batches_are_clear_errors(mnist):
     base = [sys.executable, "-m", "multinet", "train", "--backend", "jax", "--preset", "mlp",
-            "--epochs", "1", "--data-dir", str(mnist.directory)]
+            "--epochs", "1", *data_args(mnist)]
     env = {**os.environ, "XLA_FLAGS": VIRTUAL.format(2)}
     too_many = subprocess.run([*base, "--devices", "3"], env=env, capture_output=True,
                               text=True, timeout=120)
@@ -120,7 +121,8 @@ def test_more_devices_than_exist_and_uneven_batches_are_clear_errors(mnist):
 
 
 @pytest.mark.slow
-def test_mlp_preset_on_four_devices_matches_one_device(mnist):
+def test_mlp_preset_on_four_devices_matches_one_device(full_mnist):
+    mnist = full_mnist
     """The full preset: 4,600 Adam steps. Over that many float32 steps the parameters of
     *any* two summation orders drift apart (measured: NumPy against JAX on one device,
     29% relative), so the parameters are held to that natural spread, and the accuracy
@@ -131,7 +133,7 @@ def test_mlp_preset_on_four_devices_matches_one_device(mnist):
         from multinet.data import load_dataset
         from multinet.registry import get_backend
         from multinet.train import TrainConfig, train
-        data = load_dataset({str(mnist.directory)!r})
+        data = {load_code(mnist)}
         config = TrainConfig.from_preset("mlp")
         jax, numpy = get_backend("jax"), get_backend("numpy")
         runs = [train(config, b, data, progress=False)

@@ -18,7 +18,8 @@ def idx_bytes(array: np.ndarray, code=0x08) -> bytes:
     return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
-def test_real_mnist_shapes_and_dtypes(mnist):
+def test_real_mnist_shapes_and_dtypes(full_mnist):
+    mnist = full_mnist
     assert mnist.train_images.shape == (60000, 28, 28) and mnist.train_images.dtype == np.uint8
     assert mnist.train_labels.shape == (60000,) and mnist.train_labels.dtype == np.uint8
     assert mnist.test_images.shape == (10000, 28, 28)
