@@ -14,7 +14,9 @@ Where files are looked for, in order (the first folder holding all four wins):
 Each folder ``D`` is searched as ``D/<name>/`` (``D/mnist``), as a torchvision root
 ``D/<TorchvisionName>/raw/`` (``D/MNIST/raw``, so files torchvision downloaded are
 reused) and as ``D`` itself. Every file read is checked against the SHA-256 of its
-uncompressed contents, so a damaged file, or another dataset's, is an error, not data.
+uncompressed contents, so a damaged file, or another dataset's, is an error, not data
+(another dataset's file is named as such). A folder that cannot be read is an error
+naming it, not a reason to look elsewhere.
 
 Images stay ``uint8`` on the host. They travel to the device as ``uint8`` (a quarter of
 float32's bytes) and are scaled to [0, 1] there, so every backend sees the same values.
@@ -29,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from array_api_compat import array_namespace
 
-from multinet.errors import DatasetError
-from multinet.idx import file_content_sha256, read_idx
+from multinet.errors import DatasetError, DatasetNotFound, argument, download_advice
+from multinet.idx import content_sha256, parse_idx, read_idx_bytes
 
 ENV_VAR = "MULTINET_DATA"
 
@@ -137,15 +139,32 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("multinet", appauthor=False))
 
 
+def _blocking_folder(path: Path) -> Path:
+    """The folder whose permissions hide ``path``: its nearest ancestor that can be
+    looked at (whose entries, then, cannot)."""
+    for folder in path.parents:
+        try:
+            folder.stat()
+            return folder
+        except OSError:
+            continue
+    return path.parent
+
+
 def _file_in(directory: Path, stem: str) -> Path | None:
     for candidate in (directory / f"{stem}.gz", directory / stem):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as exc:  # a folder without search permission (chmod 000)
+            raise DatasetError(f"{_blocking_folder(candidate)}: cannot read this folder "
+                               f"({exc.strerror or exc})") from None
     return None
 
 
 def find_files(directory: str | os.PathLike) -> dict[str, Path] | None:
-    """The four files in exactly ``directory`` (``.gz`` or raw), or None if any is missing."""
+    """The four files in exactly ``directory`` (``.gz`` or raw), or None if any is missing.
+    Raises ``DatasetError`` if the folder cannot be searched (no permission)."""
     directory = Path(directory)
     found = {role: _file_in(directory, stem) for role, stem in FILES.items()}
     return None if None in found.values() else found
@@ -173,7 +192,8 @@ def search_dirs(spec: DatasetSpec, data_dir=None) -> list[Path]:
 
 
 def locate(data_dir: str | os.PathLike | None = None, name: str = "mnist") -> dict[str, Path]:
-    """The dataset's four files, or a ``DatasetError`` saying where it looked."""
+    """The dataset's four files, or ``DatasetNotFound`` saying where it looked
+    (``DatasetError`` if a folder on the way cannot be read)."""
     spec = dataset_spec(name)
     for directory in search_dirs(spec, data_dir):
         files = find_files(directory)
@@ -182,13 +202,18 @@ def locate(data_dir: str | os.PathLike | None = None, name: str = "mnist") -> di
     raise not_found_error(spec, search_roots(spec, data_dir))
 
 
-def not_found_error(spec: DatasetSpec, roots: list[Path]) -> DatasetError:
-    names = ", ".join(f"{stem}.gz" for stem in FILES.values())
-    return DatasetError(
+def file_names() -> str:
+    """The four ``.gz`` file names, for messages that tell the user what to put where."""
+    return ", ".join(f"{stem}.gz" for stem in FILES.values())
+
+
+def not_found_error(spec: DatasetSpec, roots: list[Path]) -> DatasetNotFound:
+    names = file_names()
+    return DatasetNotFound(
         f"{spec.name} files not found; searched {', '.join(map(str, roots))} (and their "
-        f"{spec.name}/ and {spec.torchvision_name}/raw/ subfolders). Run 'multinet data "
-        f"fetch --dataset {spec.name}', or put {names} in a folder and pass --data-dir "
-        f"FOLDER or set {ENV_VAR}=FOLDER"
+        f"{spec.name}/ and {spec.torchvision_name}/raw/ subfolders). Put {names} in a "
+        f"folder and pass {argument('data_dir', meta='FOLDER')} or set {ENV_VAR}=FOLDER, "
+        f"or {download_advice(spec.name)}"
     )
 
 
@@ -212,10 +237,40 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, image_path, label_path) 
         )
 
 
+def identify(sha256: str) -> tuple[str, str] | None:
+    """``(dataset, role)`` of the known file whose uncompressed contents have this
+    SHA-256, or None."""
+    return next(((spec.name, role) for spec in DATASETS.values()
+                 for role, known in spec.content_sha256.items() if known == sha256), None)
+
+
+def _mismatch(path: Path, name: str, role: str, sha256: str) -> str:
+    """Why a file's contents are not the expected ones, in words for the user."""
+    owner = identify(sha256)
+    if owner is None:
+        return f"{path}: content checksum mismatch (a damaged or different file)"
+    dataset, its_role = owner
+    what = its_role.replace("_", " ")
+    if dataset == name:
+        return (f"{path}: content checksum mismatch: it holds {name}'s {what}, not its "
+                f"{role.replace('_', ' ')} (files renamed?)")
+    return (f"{path}: content checksum mismatch: it holds {dataset}'s {what}, not "
+            f"{name}'s (pass {argument('name', dataset)})")
+
+
+def _read_checked(path: Path, name: str, role: str, sha256: str | None) -> np.ndarray:
+    raw = read_idx_bytes(path)
+    if sha256 is not None:
+        actual = content_sha256(raw)
+        if actual != sha256:
+            raise DatasetError(_mismatch(path, name, role, actual))
+    return parse_idx(raw, str(path))
+
+
 def read_files(files: dict[str, Path], name: str, expected_sha256=None) -> Dataset:
     """Read and validate four IDX files (checking contents against ``expected_sha256``,
     a dict by role, when given)."""
-    arrays = {role: read_idx(path, (expected_sha256 or {}).get(role))
+    arrays = {role: _read_checked(path, name, role, (expected_sha256 or {}).get(role))
               for role, path in files.items()}
     for split in ("train", "test"):
         _check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
@@ -244,7 +299,7 @@ def load_with_torchvision(name: str = "mnist", root=None, *, download: bool = Tr
     try:
         from torchvision import datasets
     except ImportError:
-        raise DatasetError("--data-source torchvision needs torchvision: "
+        raise DatasetError(f"{argument('source', 'torchvision')} needs torchvision: "
                            "pip install torchvision") from None
     spec = dataset_spec(name)
     root = Path(root) if root else cache_dir()
@@ -259,11 +314,38 @@ def load_with_torchvision(name: str = "mnist", root=None, *, download: bool = Tr
     return Dataset(name=name, directory=root / spec.torchvision_name / "raw", **arrays)
 
 
-def verify_files(files: dict[str, Path], name: str) -> dict[str, bool]:
-    """For each role, whether the file's uncompressed contents have the known checksum."""
+@dataclass(frozen=True)
+class FileCheck:
+    """What ``verify_files`` found in one file."""
+
+    path: Path
+    #: The uncompressed contents have the known SHA-256.
+    ok: bool
+    #: ``(dataset, role)`` of the known file it is instead, if it is one.
+    belongs_to: tuple[str, str] | None = None
+    #: Why it is not IDX data (not gzip, truncated, trailing bytes, ...), if it is not.
+    problem: str | None = None
+
+
+def verify_files(files: dict[str, Path], name: str) -> dict[str, FileCheck]:
+    """For each role, whether the file's uncompressed contents have the known checksum,
+    and if not, whose file it is or why it is not IDX data. A file that cannot be opened
+    raises ``DatasetError``: deleting it, the advice for a damaged one, is not the cure."""
     spec = dataset_spec(name)
-    return {role: file_content_sha256(path) == spec.content_sha256[role]
-            for role, path in files.items()}
+    checks = {}
+    for role, path in files.items():
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        try:
+            sha256 = content_sha256(read_idx_bytes(path))
+        except DatasetError as exc:
+            checks[role] = FileCheck(path, False, problem=str(exc).removeprefix(f"{path}: "))
+            continue
+        ok = sha256 == spec.content_sha256[role]
+        checks[role] = FileCheck(path, ok, belongs_to=None if ok else identify(sha256))
+    return checks
 
 
 def split_indices(n: int, dev_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

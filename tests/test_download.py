@@ -1,25 +1,23 @@
 """Downloading and finding data, against a local HTTP server on 127.0.0.1 (no internet).
 
-The server serves the real MNIST files from ../shared/data/mnist under /good/, and under
-other prefixes the failures users meet: /corrupt/ (one byte changed), /missing/ (404),
-/hang/ (never answers in time), /truncated/ (the connection drops halfway), /flaky/
-(fails the first request for each file, then works).
+The server (tests/mirror.py) serves the real MNIST files under /good/, and under other
+prefixes the failures users meet: /corrupt/ (one byte changed), /missing/ (404), /hang/
+(never answers in time), /truncated/ (the connection drops halfway), /flaky/ (fails the
+first request for each file, then works). tests/test_faults_data.py has the rest.
 """
 
 import gzip
 import os
 import shutil
-import threading
-import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import assert_one_line_error
+from helpers import data_args, is_sample
 from helpers import run_cli as cli
+from mirror import running_mirror
 from multinet.data import FILES, load_dataset, locate
 from multinet.download import fetch, mirrors_for
 from multinet.errors import DatasetError
@@ -28,44 +26,15 @@ HANG_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
-def mnist_files(mnist):
-    return {f"{stem}.gz": (mnist.directory / f"{stem}.gz").read_bytes()
+def mnist_files(full_mnist):
+    return {f"{stem}.gz": (full_mnist.directory / f"{stem}.gz").read_bytes()
             for stem in FILES.values()}
 
 
 @pytest.fixture(scope="module")
 def server(mnist_files):
-    hits = Counter()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            mode, _, name = self.path.lstrip("/").partition("/")
-            hits[mode] += 1
-            hits[self.path] += 1
-            body = mnist_files.get(name)
-            if body is None or mode == "missing" or (mode == "flaky" and hits[self.path] == 1):
-                self.send_error(404 if mode != "flaky" else 503)
-                return
-            if mode == "hang":
-                time.sleep(HANG_SECONDS)
-            if mode == "corrupt":
-                body = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2] if mode == "truncated" else body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield base, hits
-    httpd.shutdown()
-    httpd.server_close()
+    with running_mirror(mnist_files, hang_seconds=HANG_SECONDS) as mirror:
+        yield mirror.base, mirror.hits
 
 
 @pytest.fixture
@@ -99,15 +68,17 @@ def test_mirrors_are_tried_in_order_and_nothing_bad_is_left_behind(server, cache
     before = hits.copy()
     files = fetch(mirrors=[f"{base}/{mode}/" for mode in
                            ("missing", "corrupt", "truncated", "hang", "good")],
-                  timeout=0.5, retries=0, progress=False)
-    for mode in ("missing", "corrupt", "truncated", "hang", "good"):
+                  timeout=0.5, retries=0, progress=False, say=lambda line: None)
+    for mode in ("missing", "corrupt", "truncated", "good"):
         assert hits[mode] - before[mode] == 4, mode  # every mirror tried once per file
+    assert hits["hang"] - before["hang"] == 1  # silent: given up for the other files
     assert set(files) == set(FILES) and only_gz_files(cache / "mnist")
     load_dataset(cache / "mnist")  # and the content checksums hold
 
 
-def test_a_failing_transfer_is_retried(server, cache):
+def test_a_failing_transfer_is_retried(server, cache, monkeypatch):
     base, _ = server
+    monkeypatch.setattr("multinet.download.BACKOFF_SECONDS", 0.01)
     fetch(mirrors=[f"{base}/flaky/"], retries=1, progress=False)
     assert only_gz_files(cache / "mnist")
 
@@ -116,11 +87,13 @@ def test_every_mirror_failing_is_one_line_naming_them(server, cache):
     base, _ = server
     mirrors = [f"{base}/missing/", f"{base}/corrupt/"]
     with pytest.raises(DatasetError) as info:
-        fetch(mirrors=mirrors, retries=0, progress=False)
+        fetch(mirrors=mirrors, retries=0, progress=False, say=lambda line: None)
     message = str(info.value)
     assert "\n" not in message and all(m in message for m in mirrors)
-    assert "checksum mismatch" in message and "by hand into" in message
-    assert not (cache / "mnist").exists() or not any((cache / "mnist").iterdir())
+    assert "HTTP 404" in message and "checksum mismatch" in message
+    assert all(f"{stem}.gz" in message for stem in FILES.values())
+    assert "data_dir=FOLDER" in message and "MULTINET_DATA" in message  # Python's words
+    assert not cache.parent.exists()  # no empty cache folder left behind
 
 
 def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server, cache,
@@ -134,7 +107,9 @@ def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server
     env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": ""}
     assert_one_line_error(cli("train", "--offline", "--iterations", "1", env=env),
                           "train-labels-idx1-ubyte.gz", "checksum mismatch")
-    assert cli("data", "verify", env=env).returncode == 1
+    verified = cli("data", "verify", env=env)
+    assert_one_line_error(verified, "1 file(s) damaged", "multinet data fetch")
+    assert "MISMATCH" in verified.stdout and verified.stdout.count("ok ") == 3
     fetch(mirrors=[f"{base}/good/"], progress=False)  # pooch sees the wrong hash, re-fetches
     assert damaged.read_bytes() == mnist_files[damaged.name]
 
@@ -186,7 +161,8 @@ def write_bad_copy(directory: Path, source: Path, problem: str):
                                      "truncated-body", "label-out-of-range", "count-mismatch"])
 def test_each_bad_file_is_one_line_and_exit_2(problem, tmp_path, mnist):
     bad = write_bad_copy(tmp_path, mnist.directory, problem)
-    result = cli("train", "--data-dir", str(tmp_path), "--iterations", "1")
+    result = cli("train", "--data-dir", str(tmp_path), "--iterations", "1",
+                 *data_args(mnist)[2:])
     assert_one_line_error(result, bad.name)
     assert "Traceback" not in result.stderr
 
@@ -237,7 +213,7 @@ def test_torchvision_source_gives_identical_arrays(mnist, tmp_path):
     raw.mkdir(parents=True)
     for stem in FILES.values():
         shutil.copy(mnist.directory / f"{stem}.gz", raw)
-    ours = load_dataset(tmp_path)
+    ours = load_dataset(tmp_path, verify=not is_sample(mnist))
     theirs = load_with_torchvision("mnist", tmp_path, download=False)
     for role in FILES:
         np.testing.assert_array_equal(getattr(ours, role), getattr(theirs, role))
