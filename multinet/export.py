@@ -1,0 +1,339 @@
+"""ONNX export: a checkpoint's network, and one step of its training, as portable graphs.
+
+Nothing here is a second implementation of the network. The graphs are what
+``multinet.network`` and ``multinet.optim`` compute when they run on ndonnx, an array
+library whose arrays record ONNX operations instead of computing (the tracing tools are
+in ``multinet.backends.onnx``, the only module that imports ndonnx, onnx or
+onnxruntime). So the exported model is the trained network, whatever backend trained it.
+
+Inference graph (``inference_model``), for checkpoints in either dtype:
+
+* input ``images``: ``uint8`` ``(N, 28, 28)``, ``N`` symbolic, raw pixels 0-255; the
+  scaling to [0, 1] happens inside the graph, as on every backend;
+* outputs ``logits``: ``float32`` ``(N, 10)`` (a float64 checkpoint computes in float64
+  and rounds only its logits) and ``labels``: ``int64`` ``(N,)``, the largest logit's
+  index (``network.predict``).
+
+Training-step graph (``training_model``): one step of the checkpoint's optimizer (SGD,
+momentum or Adam, with its weight decay), in the checkpoint's dtype:
+
+* inputs ``images`` ``uint8`` ``(B, 28, 28)`` and ``labels`` ``int64`` ``(B,)`` (``B``
+  symbolic, or fixed with ``batch_size``), ``lr`` (0-d, the step's learning rate: a
+  schedule is the caller's), and the state under the checkpoint's own tensor names:
+  ``params/W1``, ``params/b1``, ..., ``opt/t`` and, for momentum and Adam,
+  ``opt/m/W1``, ... and ``opt/v/W1``, ...;
+* outputs ``loss`` and ``accuracy`` (0-d, of the batch before the step) and
+  ``next/<name>`` for every state input, to be fed back as ``<name>`` next step.
+
+Both carry the checkpoint's metadata as ONNX metadata properties (``model_metadata``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from multinet import network, optim
+from multinet.checkpoint import Checkpoint
+from multinet.data import CLASSES, scale_images
+from multinet.errors import MultinetError
+
+#: The images every multinet dataset holds (MNIST and Fashion-MNIST), rows x columns.
+IMAGE_SHAPE = (28, 28)
+#: How far the exported logits may be from multinet's own: their norm-wise relative
+#: error (``multinet.parity.relative_error``, the measure of every parity check; an
+#: element's own relative error says nothing where a logit is a cancelling sum near 0).
+#: Measured in float32: 2e-7 to 3e-7, as between NumPy and float64.
+LOGIT_TOLERANCE = 1e-5
+#: Images per onnxruntime call when evaluating a model.
+EVALUATION_BATCH = 10_000
+
+
+def _tracer():
+    from multinet.backends import onnx as onnx_backend
+
+    return onnx_backend.tracer()
+
+
+def open_model(path_or_bytes):
+    """``multinet.backends.onnx.Model``: a model file (or bytes) opened in onnxruntime."""
+    from multinet.backends import onnx as onnx_backend
+
+    return onnx_backend.open_model(path_or_bytes)
+
+
+def _scaled_images(xp, images, dtype):
+    """``(n, 28, 28)`` uint8 -> ``(n, 784)`` in [0, 1], as ``data.flatten`` and
+    ``data.scale_images`` do on the host and the device."""
+    rows = images.shape[0]
+    features = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+    flat = xp.reshape(images, (rows if isinstance(rows, int) else -1, features))
+    return scale_images(flat, getattr(xp, dtype))
+
+
+def flatten_state(params: dict, opt_state: dict) -> dict:
+    """``{"params/W1": ..., "opt/t": ..., "opt/m/W1": ...}``: the names a checkpoint file
+    gives the tensors, which are the training graph's state inputs."""
+    flat = {}
+
+    def walk(prefix, tree):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}/", value)
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk("params/", params)
+    walk("opt/", opt_state)
+    return flat
+
+
+def unflatten_state(flat: dict) -> tuple[dict, dict]:
+    """``(params, opt_state)`` from ``flatten_state``'s names (``next/`` prefixes, as the
+    training graph's outputs have, are ignored)."""
+    trees: dict = {"params": {}, "opt": {}}
+    for name, value in flat.items():
+        *parents, leaf = name.removeprefix("next/").split("/")
+        node = trees
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return trees["params"], trees["opt"]
+
+
+def model_metadata(checkpoint: Checkpoint, graph: str, versions: dict) -> dict:
+    """ONNX metadata properties (strings) from the checkpoint's metadata.
+
+    ``graph`` is "inference" or "train_step". The keys: ``multinet_graph``,
+    ``multinet_version`` (the exporter's), ``dataset``, ``dataset_content_sha256`` (JSON:
+    the SHA-256 of each uncompressed IDX file, ``multinet.data``), ``sizes``
+    ("784-10-10"), ``dtype``, ``trained_on`` (backend), ``steps`` (optimizer steps
+    taken), ``loss``, ``train_accuracy``, ``dev_accuracy`` (the last logged values),
+    ``checkpoint`` (JSON: the checkpoint's whole metadata except its history) and
+    ``exported_with`` (JSON: ndonnx, onnx and onnxruntime versions).
+    """
+    import multinet
+
+    meta = checkpoint.metadata
+    history = meta.get("history") or [{}]
+    values = {
+        "multinet_graph": graph,
+        "multinet_version": multinet.__version__,
+        "dataset": checkpoint.dataset,
+        "dataset_content_sha256": json.dumps(meta["dataset"].get("content_sha256", {}),
+                                             sort_keys=True),
+        "sizes": "-".join(str(s) for s in network.layer_sizes(checkpoint.params)),
+        "dtype": checkpoint.config.dtype,
+        "trained_on": meta.get("backend"),
+        "steps": meta.get("progress", {}).get("step"),
+        **{key: history[-1].get(key) for key in ("loss", "train_accuracy", "dev_accuracy")},
+        "checkpoint": json.dumps({k: v for k, v in meta.items() if k != "history"},
+                                 sort_keys=True),
+        "exported_with": json.dumps(versions, sort_keys=True),
+    }
+    return {key: str(value) for key, value in values.items() if value is not None}
+
+
+def _host_params(checkpoint: Checkpoint) -> dict:
+    dtype = checkpoint.config.dtype
+    return {k: np.asarray(v, dtype=dtype) for k, v in checkpoint.params.items()}
+
+
+def inference_model(checkpoint: Checkpoint, tracer=None) -> bytes:
+    """The serialized inference graph of a checkpoint (contract in the module doc)."""
+    tracer = tracer or _tracer()
+    xp, dtype = tracer.xp, checkpoint.config.dtype
+    params = {k: tracer.constant(v) for k, v in _host_params(checkpoint).items()}
+    images = tracer.input(("N", *IMAGE_SHAPE), "uint8")
+    logits = network.forward(params, _scaled_images(xp, images, dtype))
+    # network.predict is argmax(forward): taken from the logits already traced, so the
+    # graph holds one forward pass, not two.
+    labels = xp.argmax(logits, axis=1)
+    outputs = {"logits": xp.astype(logits, xp.float32), "labels": xp.astype(labels, xp.int64)}
+    sizes = "-".join(str(s) for s in network.layer_sizes(checkpoint.params))
+    doc = (f"multinet {sizes} network ({checkpoint.dataset}, {dtype}). Input images: uint8 "
+           f"(N, 28, 28) raw pixels. Outputs logits: float32 (N, {CLASSES}); labels: int64 "
+           "(N,).")
+    return tracer.finish({"images": images}, outputs,
+                         model_metadata(checkpoint, "inference", tracer.versions), doc)
+
+
+def state_inputs(checkpoint: Checkpoint) -> dict:
+    """The training graph's state inputs for a checkpoint: its parameters and optimizer
+    state by name (``flatten_state``), in the checkpoint's dtype, after checking that
+    they are what its optimizer keeps (``optim.init_state``: names and shapes; the step
+    count ``opt/t`` is 0-d). ``MultinetError`` if they are not."""
+    params = _host_params(checkpoint)
+    expected = flatten_state(params, optim.init_state(checkpoint.config.optimizer_spec(),
+                                                      params))
+    stored = flatten_state(params, checkpoint.opt_state)
+    shapes = {name: np.shape(value) for name, value in stored.items()}
+    if shapes != {name: np.shape(value) for name, value in expected.items()}:
+        raise MultinetError(f"the checkpoint's optimizer state does not match its optimizer "
+                            f"{checkpoint.config.optimizer!r} (tensors "
+                            f"{', '.join(sorted(stored))})")
+    return {name: np.asarray(stored[name], dtype=checkpoint.config.dtype) for name in expected}
+
+
+def training_model(checkpoint: Checkpoint, batch_size: int | None = None,
+                   tracer=None) -> bytes:
+    """The serialized graph of one training step (contract in the module doc).
+
+    ``batch_size`` fixes the batch dimension; None leaves it symbolic ("N"). The
+    optimizer and its hyperparameters (momentum, betas, eps, weight decay) are the
+    checkpoint's, stored in the graph; the learning rate is an input.
+    """
+    from multinet.train import make_train_step
+
+    tracer = tracer or _tracer()
+    xp, config = tracer.xp, checkpoint.config
+    batch = batch_size or "N"
+    state = state_inputs(checkpoint)
+    inputs = {"images": tracer.input((batch, *IMAGE_SHAPE), "uint8"),
+              "labels": tracer.input((batch,), "int64"),
+              "lr": tracer.input((), config.dtype)}
+    traced = {name: tracer.input(value.shape, config.dtype) for name, value in state.items()}
+    params, opt_state = unflatten_state(traced)
+    step = make_train_step(config.optimizer_spec())
+    x = _scaled_images(xp, inputs["images"], config.dtype)
+    new_params, new_state, loss, accuracy = step(params, opt_state, x, inputs["labels"],
+                                                 inputs["lr"])
+    outputs = {"loss": loss, "accuracy": accuracy,
+               **{f"next/{n}": v for n, v in flatten_state(new_params, new_state).items()}}
+    metadata = model_metadata(checkpoint, "train_step", tracer.versions)
+    metadata["optimizer"] = json.dumps(
+        {"name": config.optimizer, "momentum": config.momentum,
+         "weight_decay": config.weight_decay, **_adam_constants(config.optimizer_spec())},
+        sort_keys=True)
+    doc = (f"One {config.optimizer} step of a multinet network ({config.dtype}). Inputs: "
+           f"images uint8 ({batch}, 28, 28), labels int64 ({batch},), lr, and the state "
+           "params/..., opt/... (a multinet checkpoint's tensor names). Outputs: loss, "
+           "accuracy, and next/<name> for every state input.")
+    return tracer.finish({**inputs, **traced}, outputs, metadata, doc)
+
+
+def _adam_constants(optimizer: optim.Optimizer) -> dict:
+    """Adam's constants, which the training graph stores (empty for other optimizers)."""
+    if optimizer.name != "adam":
+        return {}
+    return {"beta1": optimizer.beta1, "beta2": optimizer.beta2, "eps": optimizer.eps}
+
+
+def write(model: bytes, path, flag: str = "--onnx") -> Path:
+    """Write ``model`` to ``path`` atomically (``multinet.files.write_atomic``), creating
+    its folder; ``OutputError`` (one line) when that is impossible."""
+    from multinet.files import OutputError, reason, write_atomic
+
+    try:
+        return write_atomic(path, model)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot write the model ({reason(exc)})") from None
+
+
+def check_inference_contract(model) -> None:
+    """``MultinetError`` unless an opened model takes ``images`` and gives ``labels`` and
+    ``logits``, as ``inference_model`` writes them."""
+    if "images" not in model.inputs or not {"logits", "labels"} <= model.outputs.keys():
+        raise MultinetError("not a multinet inference model: it needs an input 'images' "
+                            "and outputs 'logits' and 'labels' (multinet export --onnx)")
+
+
+def run_inference(model, images: np.ndarray, batch_size: int = EVALUATION_BATCH):
+    """``(logits, labels)`` of an opened inference model for ``uint8`` images
+    ``(n, 28, 28)``, ``batch_size`` images per call: host arrays, float32 and int64."""
+    check_inference_contract(model)
+    logits, labels = [], []
+    for start in range(0, max(len(images), 1), batch_size):  # no images: one empty batch
+        out = model.run({"images": np.ascontiguousarray(images[start:start + batch_size])})
+        logits.append(out["logits"])
+        labels.append(out["labels"])
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def _logits_of_images(params, images):
+    return network.forward(params, scale_images(images, params["W1"].dtype))
+
+
+def multinet_outputs(params_host: dict, backend, images: np.ndarray, dtype: str,
+                     chunk: int = EVALUATION_BATCH):
+    """``(logits, labels)`` multinet itself computes on ``backend`` for ``uint8`` images
+    ``(n, 28, 28)``: the logits of ``network.forward`` and the predictions ``multinet
+    evaluate`` makes, as host arrays."""
+    from multinet.data import flatten
+    from multinet.initializers import to_backend
+    from multinet.train import make_predictor
+
+    backend.enable_dtype(dtype)
+    params = to_backend(params_host, backend)
+    device_images = backend.asarray(flatten(images))
+    forward = backend.compile(_logits_of_images)
+    logits = [np.asarray(backend.to_numpy(forward(params, device_images[i:i + chunk, ...])))
+              for i in range(0, len(images), chunk)]
+    labels = make_predictor(backend, chunk)(params, device_images)
+    return np.concatenate(logits), labels
+
+
+def agreement(exported, own) -> dict:
+    """How an exported model's ``(logits, labels)`` compare with multinet's own: equal
+    labels, the logits' relative error (``LOGIT_TOLERANCE``) and whether both are
+    within bounds."""
+    from multinet.parity import relative_error
+
+    (logits, labels), (own_logits, own_labels) = exported, own
+    equal = int(np.sum(np.asarray(labels) == np.asarray(own_labels)))
+    error = relative_error(logits, own_logits)
+    return {"samples": int(len(own_labels)), "labels_equal": equal, "logit_error": error,
+            "logit_tolerance": LOGIT_TOLERANCE,
+            "agrees": equal == len(own_labels) and error <= LOGIT_TOLERANCE}
+
+
+def evaluate_model(model, dataset, batch_size: int = EVALUATION_BATCH) -> dict:
+    """The test-set report of an opened inference model in onnxruntime: the keys of
+    ``multinet.evaluation.evaluate``'s report, with ``runtime`` for ``backend``;
+    ``logits`` and ``predictions`` (host arrays) too, for comparisons."""
+    from multinet.evaluation import confusion_matrix
+
+    logits, predicted = run_inference(model, dataset.test_images, batch_size)
+    true = dataset.test_labels
+    matrix = confusion_matrix(predicted, true)
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    return {
+        "runtime": f"onnxruntime {model.version}",
+        "dataset": dataset.name,
+        "test_samples": int(len(true)),
+        "test_accuracy": float(np.mean(predicted == true)),
+        "per_class_accuracy": [float(a) for a in per_class],
+        "confusion_matrix": matrix.tolist(),
+        "logits": logits,
+        "predictions": predicted,
+    }
+
+
+def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = None
+           ) -> list[Path]:
+    """``multinet export``: trace, check and write the graphs asked for (``onnx``: the
+    inference graph's path; ``onnx_train``: the training step's, with ``batch_size``)
+    of ``checkpoint``, a ``Checkpoint`` or a checkpoint file's path. Returns the paths
+    written. One-line errors: ``CheckpointError``, ``OutputError`` (checked before any
+    tracing), ``BackendUnavailable`` without the ``onnx`` extra."""
+    from multinet import checkpoint as ckpt
+    from multinet.files import check_output_file
+
+    outputs = {flag: path for flag, path in (("--onnx", onnx), ("--onnx-train", onnx_train))
+               if path is not None}
+    for flag, path in outputs.items():  # refused before the tracing, not after it
+        check_output_file(path, flag)
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = ckpt.load(checkpoint)
+    tracer = _tracer()
+    written = []
+    if onnx is not None:
+        written.append(write(inference_model(checkpoint, tracer), onnx, "--onnx"))
+    if onnx_train is not None:
+        written.append(write(training_model(checkpoint, batch_size, tracer), onnx_train,
+                             "--onnx-train"))
+    return written
