@@ -2,33 +2,68 @@
 everything else, in one file, written atomically.
 
 A checkpoint holds the parameters, the optimizer state, the configuration (preset and
-every hyperparameter), where the run is (epoch, batch within it, step), the history of
-metrics, how the shuffling is seeded, and the checksums of the dataset it was trained on.
-Arrays are stored as NumPy arrays in the training dtype, so a checkpoint written on one
-backend loads on any other.
+every hyperparameter), where the run is (epoch, batch within it, step, and the loss and
+accuracy sums of the epoch in progress), the history of metrics, how the shuffling is
+seeded, and the checksums of the dataset it was trained on. Arrays are stored as NumPy
+arrays in the training dtype, so a checkpoint written on one backend loads on any other.
+
+Writing: every array is checked to be finite first (a diverged state is never written
+over a good one), then the whole file is built in memory (``safetensors.numpy.save``) and
+written through ``multinet.files.write_atomic``: the file on disk is the previous
+checkpoint or the new one, never a mixture, and at most one temporary file per writing
+process can be left by a kill, which the next save removes.
+
+Reading (``load``) trusts nothing: the metadata is checked against the schema below and
+every tensor against it, and any difference is one ``CheckpointError`` naming it.
+
+Schema (``multinet-checkpoint/1``): the safetensors header's ``"multinet"`` entry is a
+JSON object with
+
+* ``format``: ``"multinet-checkpoint/1"``;
+* ``config``: exactly the fields of ``TrainConfig``, each of its type and range;
+* ``progress``: ``epoch``, ``batch``, ``step`` (integers >= 0, with ``epoch <=
+  config.epochs``), ``seconds`` (finite, >= 0) and, for a run stopped within an epoch,
+  ``loss_sum`` and ``accuracy_sum`` (finite numbers: the sums over its batches so far);
+* ``dataset``: ``name`` (a dataset multinet knows) and ``content_sha256`` (an object
+  from file roles to strings);
+* ``history``: a list of metric records (``epoch``, ``step``, ``lr``, ``loss``,
+  ``train_accuracy``, ``dev_accuracy``, ``seconds``; numbers, the loss finite);
+* anything else (``rng``, ``saved_at``, ...) is informative and not read.
+
+Tensors: exactly ``params/W1 .. params/Wk`` and ``params/b1 .. params/bk`` with ``k =
+len(config.hidden) + 1``, ``Wi`` of shape ``(n_{i-1}, n_i)`` and ``bi`` of ``(n_i,)``,
+``n_0 = 784`` (28 x 28 pixels: every dataset multinet knows), ``n_1 .. n_{k-1} =
+config.hidden`` and ``n_k = 10`` classes; the optimizer's state, ``opt/t`` (a scalar equal
+to the step count) plus ``opt/m/<param>`` for momentum and Adam and ``opt/v/<param>`` for
+Adam, each shaped like its parameter; all in ``config.dtype``, all finite.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from multinet.data import CLASSES, DATASETS, FILES
 from multinet.errors import MultinetError
 from multinet.initializers import to_backend
 from multinet.registry import Backend
-from multinet.train import TrainConfig, TrainState
+from multinet.train import Saved, TrainConfig, TrainState
 
 FORMAT = "multinet-checkpoint/1"
+#: Inputs of the first layer: 28 x 28 pixels, the image size of every dataset in
+#: ``multinet.data.DATASETS``.
+FEATURES = 28 * 28
 
 
 class CheckpointError(MultinetError):
-    """A checkpoint file is missing, unreadable or not a multinet checkpoint."""
+    """A checkpoint file is missing, unreadable, not a multinet checkpoint or not a valid
+    one; or a state is not fit to be written as one."""
 
 
 @dataclass
@@ -54,7 +89,9 @@ class Checkpoint:
         return TrainState(params=to_backend(self.params, backend), opt_state=move(self.opt_state),
                           epoch=progress["epoch"], batch=progress["batch"],
                           step=progress["step"], seconds=progress["seconds"],
-                          history=list(self.metadata.get("history", [])))
+                          history=list(self.metadata.get("history", [])),
+                          loss_sum=progress.get("loss_sum"),
+                          accuracy_sum=progress.get("accuracy_sum"))
 
 
 def _flatten(prefix: str, tree: dict, out: dict, backend: Backend) -> None:
@@ -62,28 +99,41 @@ def _flatten(prefix: str, tree: dict, out: dict, backend: Backend) -> None:
         if isinstance(value, dict):
             _flatten(f"{prefix}{key}/", value, out, backend)
         else:
-            out[f"{prefix}{key}"] = np.ascontiguousarray(backend.to_numpy(value))
+            # (np.ascontiguousarray would turn the 0-d step count into shape (1,).)
+            out[f"{prefix}{key}"] = np.asarray(backend.to_numpy(value), order="C")
 
 
-def save(path, config: TrainConfig, state: TrainState, *, backend: Backend,
-         dataset_name: str, dataset_sha256: dict) -> Path:
-    """Write the checkpoint to ``path`` atomically (a temporary file, then a rename)."""
-    from safetensors.numpy import save_file
+def _host_float(value) -> float:
+    return float(np.asarray(value))
+
+
+def encode(config: TrainConfig, state: TrainState, *, backend: Backend, dataset_name: str,
+           dataset_sha256: dict) -> bytes:
+    """The checkpoint file's bytes. Raises ``CheckpointError`` if any array holds a NaN
+    or an infinity: such a state is never written."""
+    from safetensors.numpy import save as to_bytes
 
     import multinet
 
-    path = Path(path)
     tensors: dict = {}
     _flatten("params/", state.params, tensors, backend)
     _flatten("opt/", state.opt_state, tensors, backend)
+    bad = [name for name, value in tensors.items() if not np.all(np.isfinite(value))]
+    if bad:
+        raise CheckpointError(f"not saved: {', '.join(bad[:3])} hold(s) NaN or infinite "
+                              "values (the run diverged)")
+    progress = {"epoch": state.epoch, "batch": state.batch, "step": state.step,
+                "seconds": state.seconds}
+    if state.batch and state.loss_sum is not None and state.accuracy_sum is not None:
+        progress.update(loss_sum=_host_float(backend.to_numpy(state.loss_sum)),
+                        accuracy_sum=_host_float(backend.to_numpy(state.accuracy_sum)))
     metadata = {
         "format": FORMAT,
         "multinet_version": multinet.__version__,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backend": backend.name,
         "config": config.to_dict(),
-        "progress": {"epoch": state.epoch, "batch": state.batch, "step": state.step,
-                     "seconds": state.seconds},
+        "progress": progress,
         "rng": {"init": f"numpy default_rng({config.seed})",
                 "split": f"numpy default_rng({config.seed}).permutation",
                 "epoch_order": f"numpy default_rng([{config.seed}, epoch]).permutation",
@@ -91,16 +141,42 @@ def save(path, config: TrainConfig, state: TrainState, *, backend: Backend,
         "dataset": {"name": dataset_name, "content_sha256": dataset_sha256},
         "history": state.history,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    return to_bytes(tensors, metadata={"multinet": json.dumps(metadata)})
+
+
+def save(path, config: TrainConfig, state: TrainState, *, backend: Backend,
+         dataset_name: str, dataset_sha256: dict) -> Path:
+    """Write the checkpoint to ``path`` atomically; the previous file stays intact if
+    anything fails. Raises ``CheckpointError`` for a state that is not finite and
+    ``multinet.files.OutputError`` (an ``OSError``) when the file cannot be written."""
+    from multinet.files import OutputError, reason, write_atomic
+
+    path = Path(path)
+    data = encode(config, state, backend=backend, dataset_name=dataset_name,
+                  dataset_sha256=dataset_sha256)
     try:
-        save_file(tensors, tmp, metadata={"multinet": json.dumps(metadata)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return write_atomic(path, data)
+    except OSError as exc:
+        raise OutputError(f"cannot write the checkpoint {path}: {reason(exc)}") from None
+
+
+def rescuing(save, target) -> Callable[[TrainState], Saved]:
+    """For ``train(on_interrupt=...)``: ``save(path, state)`` to ``target``, and where that
+    cannot be written (a read-only working folder, a full disk), to a new file in the
+    system's temporary folder; the result says where the state went and why there."""
+    from multinet.files import reason, rescue_path
+
+    target = Path(target)
+
+    def on_interrupt(state: TrainState) -> Saved:
+        try:
+            return Saved(Path(save(target, state)))
+        except OSError as exc:
+            fallback = rescue_path()
+            save(fallback, state)
+            return Saved(fallback, f"{target} could not be written: {reason(exc)}")
+
+    return on_interrupt
 
 
 def _unflatten(tensors: dict, prefix: str) -> dict:
@@ -112,12 +188,17 @@ def _unflatten(tensors: dict, prefix: str) -> dict:
         node = tree
         for parent in parents:
             node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"tensor {name}: {prefix}{parent} is also a tensor")
+        if leaf in node:
+            raise ValueError(f"tensor {name} is also a folder of tensors")
         node[leaf] = value
     return tree
 
 
 def load(path) -> Checkpoint:
-    """Read a checkpoint into host memory (NumPy arrays)."""
+    """Read and validate a checkpoint into host memory (NumPy arrays); any problem is one
+    ``CheckpointError`` naming the file and what is wrong."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -127,18 +208,170 @@ def load(path) -> Checkpoint:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    except (SafetensorError, OSError, ValueError, TypeError, MemoryError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"({str(exc).splitlines()[0][:200] if str(exc) else exc!r})"
+                              ) from None
     try:
         metadata = json.loads(header["multinet"])
-        if metadata.get("format") != FORMAT:
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             raise KeyError("format")
-        config = TrainConfig(**metadata["config"])
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         raise CheckpointError(f"{path}: not a multinet checkpoint (no valid multinet "
                               "metadata)") from None
-    # Stored arrays keep their sort order; put parameters back in layer order.
-    params = _unflatten(tensors, "params/")
-    params = {k: params[k] for k in sorted(params, key=lambda k: (int(k[1:]), k[0] != "W"))}
-    return Checkpoint(config=config, params=params, opt_state=_unflatten(tensors, "opt/"),
-                      metadata=metadata)
+    try:
+        return _validated(metadata, tensors)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: not a valid multinet checkpoint: {exc}") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _is_finite(value) -> bool:
+    """A finite number (an integer too large for a float is not)."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _field(record: dict, where: str, name: str, check, wanted: str, optional=False):
+    if name not in record:
+        if optional:
+            return None
+        raise ValueError(f"{where}.{name} missing")
+    value = record[name]
+    if not check(value):
+        raise ValueError(f"{where}.{name} must be {wanted}, got {_shown(value)}")
+    return value
+
+
+def _object(metadata: dict, name: str) -> dict:
+    value = metadata.get(name)
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object, got {_shown(value)}")
+    return value
+
+
+def _validated(metadata: dict, tensors: dict) -> Checkpoint:
+    try:
+        config = TrainConfig.from_dict(metadata.get("config"))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"config: {exc}") from None
+    progress = _validated_progress(_object(metadata, "progress"), config)
+    dataset = _object(metadata, "dataset")
+    _field(dataset, "dataset", "name", lambda v: v in DATASETS,
+           f"one of {', '.join(DATASETS)}")
+    _field(dataset, "dataset", "content_sha256",
+           lambda v: isinstance(v, dict) and all(k in FILES and isinstance(s, str)
+                                                 for k, s in v.items()),
+           f"an object from file roles ({', '.join(FILES)}) to strings")
+    history = metadata.get("history", [])
+    if not isinstance(history, list):
+        raise ValueError(f"history must be a list, got {_shown(history)}")
+    for i, record in enumerate(history):
+        _validated_record(record, f"history[{i}]", progress)
+
+    unknown = [name for name in tensors if not name.startswith(("params/", "opt/"))]
+    if unknown:
+        raise ValueError(f"unexpected tensor {unknown[0]}")
+    params = _validated_params(_unflatten(tensors, "params/"), config)
+    opt_state = _validated_opt_state(_unflatten(tensors, "opt/"), params, config, progress)
+    return Checkpoint(config=config, params=params, opt_state=opt_state, metadata=metadata)
+
+
+def _validated_progress(progress: dict, config: TrainConfig) -> dict:
+    counter = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    for name in ("epoch", "batch", "step"):
+        _field(progress, "progress", name, *counter)
+    _field(progress, "progress", "seconds", lambda v: _is_finite(v) and v >= 0,
+           "a finite number >= 0")
+    for name in ("loss_sum", "accuracy_sum"):
+        _field(progress, "progress", name, _is_finite, "a finite number", optional=True)
+    if progress["epoch"] > config.epochs or (progress["epoch"] == config.epochs
+                                             and progress["batch"]):
+        raise ValueError(f"progress: epoch {progress['epoch']}, batch {progress['batch']} "
+                         f"is past the end of a {config.epochs}-epoch run")
+    if progress["step"] < progress["epoch"] + (progress["batch"] > 0):
+        raise ValueError(f"progress: step {progress['step']} is fewer than the epochs and "
+                         "batches done")
+    return progress
+
+
+def _validated_record(record, where: str, progress: dict) -> None:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be an object, got {_shown(record)}")
+    _field(record, where, "epoch",
+           lambda v: _is_int(v) and 1 <= v <= max(progress["epoch"], 1),
+           f"an integer in 1..{progress['epoch']}")
+    _field(record, where, "step", lambda v: _is_int(v) and 0 <= v <= progress["step"],
+           f"an integer in 0..{progress['step']}")
+    _field(record, where, "loss", _is_finite, "a finite number")
+    for name in ("lr", "train_accuracy", "dev_accuracy", "seconds"):
+        _field(record, where, name, lambda v: v is None or _is_number(v), "a number")
+
+
+def _validated_params(params: dict, config: TrainConfig) -> dict:
+    """Exactly W1..Wk, b1..bk, chained shapes from 784 inputs through ``config.hidden`` to
+    10 classes, in ``config.dtype``, finite; returned in layer order."""
+    sizes = (FEATURES, *config.hidden, CLASSES)
+    layers = len(sizes) - 1
+    expected = {f"{kind}{i}": shape for i in range(1, layers + 1)
+                for kind, shape in (("W", (sizes[i - 1], sizes[i])), ("b", (sizes[i],)))}
+    extra = sorted(set(params) - set(expected))
+    missing = sorted(set(expected) - set(params), key=lambda k: (int(k[1:]), k))
+    if extra or missing:
+        raise ValueError("parameters must be exactly "
+                         f"{', '.join(expected)} for sizes {'-'.join(map(str, sizes))}"
+                         + (f"; missing {', '.join(missing)}" if missing else "")
+                         + (f"; unexpected {', '.join(extra)}" if extra else ""))
+    for name, shape in expected.items():
+        _check_array(params[name], f"params/{name}", shape, config.dtype)
+    return {name: params[name] for name in expected}
+
+
+def _check_array(value, name: str, shape, dtype: str) -> None:
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"{name} is a folder of tensors, not a tensor")
+    if value.dtype != np.dtype(dtype):
+        raise ValueError(f"{name} is {value.dtype}; the configuration says {dtype}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+
+
+def _validated_opt_state(opt: dict, params: dict, config: TrainConfig, progress) -> dict:
+    """``t`` plus, per the optimizer, ``m`` and ``v`` shaped like the parameters."""
+    slots = {"sgd": (), "momentum": ("m",), "adam": ("m", "v")}[config.optimizer]
+    expected = {"t", *slots}
+    if set(opt) != expected:
+        raise ValueError(f"optimizer state of {config.optimizer} must be "
+                         f"{', '.join('opt/' + k for k in sorted(expected))}; found "
+                         f"{', '.join('opt/' + k for k in sorted(opt)) or 'none'}")
+    if isinstance(opt["t"], np.ndarray) and opt["t"].shape == (1,):
+        opt["t"] = opt["t"].reshape(())  # as multinet 0.1 wrote it
+    _check_array(opt["t"], "opt/t", (), config.dtype)
+    # t counts the updates; float32 counts exactly up to 2**24.
+    if progress["step"] <= 2**24 and float(opt["t"]) != progress["step"]:
+        raise ValueError(f"opt/t is {float(opt['t']):g} but progress.step is "
+                         f"{progress['step']}")
+    for slot in slots:
+        tree = opt[slot]
+        if not isinstance(tree, dict) or set(tree) != set(params):
+            raise ValueError(f"opt/{slot} must hold one tensor per parameter "
+                             f"({', '.join(params)})")
+        for name, value in params.items():
+            _check_array(tree[name], f"opt/{slot}/{name}", value.shape, config.dtype)
+    return opt

@@ -1,0 +1,198 @@
+"""Writing files so that a reader finds the old version or the new one, never a part.
+
+A checkpoint is written whole to a temporary file beside its target, flushed to the disk
+and renamed over the target (``os.replace``, atomic on POSIX and Windows), so a kill or a
+full disk at any moment leaves the previous file intact. The temporary file has one
+recognisable name per writing process, ``.<target>.multinet.<host>.<pid>.tmp``: a
+process killed mid-write (SIGKILL, power loss) leaves at most one such file, and the next
+write to the same target removes it once that process is gone. Files are created with
+mode ``0o666`` less the umask, as ``open`` would create them, so a shared run folder
+stays readable by the group when the umask says so.
+
+Output paths are checked before any work starts (``check_output_file``,
+``check_output_dir``): a training run that can only fail at its end is refused at its
+start instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from multinet.errors import MultinetError
+
+TEMPORARY_TAG = "multinet"
+
+
+class OutputError(MultinetError, OSError):
+    """An output file or folder cannot be written (refused before or during the work)."""
+
+
+def reason(exc: OSError) -> str:
+    """A few words on why an operating-system call failed: ``No space left on device``."""
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _host() -> str:
+    return socket.gethostname().replace(os.sep, "_") or "localhost"
+
+
+def temporary_path(path: Path, pid: int | None = None) -> Path:
+    """The temporary file a write of ``path`` by process ``pid`` (this one) goes through."""
+    return path.with_name(f".{path.name}.{TEMPORARY_TAG}.{_host()}."
+                          f"{os.getpid() if pid is None else pid}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of earlier writes to ``path`` by processes of this host that are
+    gone (killed mid-write). Another host's files are left alone: its process ids mean
+    nothing here."""
+    prefix, suffix = f".{path.name}.{TEMPORARY_TAG}.", ".tmp"
+    stale = []
+    try:
+        candidates = list(path.parent.glob(f".{_escape(path.name)}.{TEMPORARY_TAG}.*.tmp"))
+    except OSError:
+        return []
+    for candidate in candidates:
+        middle = candidate.name[len(prefix):-len(suffix)]
+        host, _, pid = middle.rpartition(".")
+        if host == _host() and pid.isdigit() and (int(pid) == os.getpid()
+                                                  or not _alive(int(pid))):
+            stale.append(candidate)
+    return stale
+
+
+def _escape(name: str) -> str:
+    """``name`` with glob's special characters matched literally."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that ``path`` is always either its old contents or
+    ``data``. Missing parent folders are created. Raises ``OSError`` (the previous file,
+    if any, is untouched and no temporary file is left behind)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in stale_temporaries(path):
+        stale.unlink(missing_ok=True)
+    tmp = temporary_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+    return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append_line(path, line: str) -> None:
+    """Append one line with a single ``write`` to a file opened for appending, so a kill
+    cannot leave half a record; a file whose last line was cut off (by a crash of an older
+    writer) gets a line break first, so the new record stays a line of its own."""
+    data = (line.rstrip("\n") + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and _last_byte(path, size) not in (b"\n", None):
+            data = b"\n" + data
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _last_byte(path, size: int) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(size - 1)
+            return f.read(1)
+    except OSError:  # write-only for us: nothing to repair
+        return None
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_folder(folder: Path, flag: str, shown) -> None:
+    """Create and remove a file in ``folder`` (the only test that also catches read-only
+    mounts and permissions that root ignores)."""
+    if not folder.is_dir():
+        raise OutputError(f"{flag} {shown}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{flag} {shown}: cannot write in {folder} ({reason(exc)})") from None
+
+
+def check_output_file(path, flag: str, *, append: bool = False) -> Path:
+    """Refuse, before any work, an output file that could not be written: a folder, a path
+    through something that is not a folder, a read-only place. Creates nothing.
+    ``append``: the file is appended to (any existing writable file will do); otherwise
+    it is replaced (it must be a regular file, if it exists)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{flag} {path}: is a folder; give a file name")
+    if path.exists():
+        if not append and not path.is_file():
+            raise OutputError(f"{flag} {path}: exists and is not a regular file")
+        if append:
+            try:
+                with open(path, "ab"):
+                    pass
+            except OSError as exc:
+                raise OutputError(f"{flag} {path}: cannot write ({reason(exc)})") from None
+    _probe_folder(_nearest_existing(path.parent), flag, path)
+    return path
+
+
+def check_output_dir(path, flag: str) -> Path:
+    """Refuse, before any work, an output folder that could not be written: a file, or a
+    read-only place. Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path}: is a file, not a folder")
+    _probe_folder(_nearest_existing(path), flag, path)
+    return path
+
+
+def rescue_path(stem: str = "multinet-interrupted") -> Path:
+    """A new file name in the system's temporary folder, for a state that could not be
+    saved where it was meant to go."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.gettempdir()) / f"{stem}-{stamp}-{os.getpid()}.safetensors"

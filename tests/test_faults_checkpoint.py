@@ -1,0 +1,388 @@
+"""Checkpoints under faults and bad input: every malformed file is one ``CheckpointError``
+(one line from the CLI), a state that is not finite is never written, a write is atomic
+whatever kills it, temporary files do not pile up, and files honour the umask.
+
+Malformed checkpoints are made by hand from a valid one, case by case and through a
+hypothesis strategy over the metadata schema (docs/reliability.md).
+"""
+
+import copy
+import dataclasses
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import save_file
+
+from multinet import checkpoint as ckpt
+from multinet import files
+from multinet.cli import main
+from multinet.data import Dataset
+from multinet.errors import MultinetError
+from multinet.registry import get_backend
+from multinet.train import TrainConfig, initial_state, train
+
+NUMPY = get_backend("numpy")
+
+
+def valid_parts(optimizer="adam", dtype="float32"):
+    """``(tensors, metadata)`` of a valid checkpoint: 784-16-10, two full-batch steps done
+    of five."""
+    config = TrainConfig(hidden=(16,), optimizer=optimizer, dtype=dtype, epochs=5,
+                         log_every=1)
+    state = initial_state(config, NUMPY, 784)
+    state.opt_state = {**state.opt_state, "t": np.asarray(2.0, dtype=dtype)}
+    state.epoch = state.step = 2
+    state.history = [{"epoch": e, "step": e, "lr": 0.2, "loss": 2.0, "train_accuracy": 0.1,
+                      "dev_accuracy": 0.1, "seconds": 0.1 * e} for e in (1, 2)]
+    raw = ckpt.encode(config, state, backend=NUMPY, dataset_name="mnist",
+                      dataset_sha256={"train_images": "0" * 64})
+    from safetensors.numpy import load
+
+    with_metadata = raw[8:8 + int.from_bytes(raw[:8], "little")]
+    metadata = json.loads(json.loads(with_metadata)["__metadata__"]["multinet"])
+    return load(raw), metadata
+
+
+def write(path, tensors, metadata) -> Path:
+    text = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    save_file(tensors, str(path), metadata={"multinet": text})
+    return path
+
+
+def assert_rejected(path, *fragments):
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_the_valid_checkpoint_loads(tmp_path):
+    loaded = ckpt.load(write(tmp_path / "ok.st", *valid_parts()))
+    assert list(loaded.params) == ["W1", "b1", "W2", "b2"]
+    assert loaded.opt_state["t"].shape == () and loaded.metadata["progress"]["step"] == 2
+
+
+def _without(tensors, *names):
+    return {k: v for k, v in tensors.items() if k not in names}
+
+
+def _with(tensors, **changes):
+    return {**tensors, **{k.replace("__", "/"): v for k, v in changes.items()}}
+
+
+def _meta(metadata, path, value):
+    changed = copy.deepcopy(metadata)
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return changed
+
+
+T, M = valid_parts()
+NESTED = "[" * 100_000 + "]" * 100_000
+
+CASES = {
+    # What the issue found, then the rest of the schema.
+    "metadata is a list": (T, "[1, 2]", "no valid multinet metadata"),
+    "a tensor missing": (_without(T, "opt/v/W1"), M, "opt/v must hold one tensor per"),
+    "W1 of the wrong shape": (_with(T, params__W1=np.zeros((100, 16), np.float32)), M,
+                              "params/W1 has shape (100, 16), expected (784, 16)"),
+    "JSON nested 100,000 deep": (T, NESTED, "no valid multinet metadata"),
+    "no second layer": (_without(T, "params/W2", "params/b2", "opt/m/W2", "opt/m/b2",
+                                 "opt/v/W2", "opt/v/b2"), M, "missing W2, b2"),
+    "a 7-class output layer": (_with(T, params__W2=np.zeros((16, 7), np.float32),
+                                     params__b2=np.zeros(7, np.float32)), M,
+                               "params/W2 has shape (16, 7), expected (16, 10)"),
+    "a negative epoch": (T, _meta(M, ("progress", "epoch"), -7),
+                         "progress.epoch must be an integer >= 0, got -7"),
+    "float16 in the configuration": (T, _meta(M, ("config", "dtype"), "float16"),
+                                     "dtype must be one of float32, float64"),
+    "a NaN weight": (_with(T, params__W1=np.full((784, 16), np.nan, np.float32)), M,
+                     "params/W1 holds NaN"),
+    "an infinite optimizer state": (_with(T, opt__v__b1=np.full(16, np.inf, np.float32)), M,
+                                    "opt/v/b1 holds NaN or infinite"),
+    "a foreign tensor": (_with(T, junk=np.zeros(1)), M, "unexpected tensor junk"),
+    "float64 arrays, float32 config": (
+        {k: v.astype(np.float64) for k, v in T.items()}, M,
+        "is float64; the configuration says float32"),
+    "widths unlike the configuration": (T, _meta(M, ("config", "hidden"), [32]),
+                                        "expected (784, 32)"),
+    "an optimizer state of another optimizer": (
+        T, _meta(M, ("config", "optimizer"), "sgd"),
+        "optimizer state of sgd must be opt/t; found opt/m, opt/t, opt/v"),
+    "a step count unlike the optimizer's": (
+        T, _meta(M, ("progress", "step"), 9), "opt/t is 2 but progress.step is 9"),
+    "past the end of the run": (T, _meta(M, ("progress", "epoch"), 6), "past the end"),
+    "an unknown dataset": (T, _meta(M, ("dataset", "name"), "cifar10"),
+                           "dataset.name must be one of mnist, fashion-mnist"),
+    "checksums that are not strings": (T, _meta(M, ("dataset", "content_sha256"),
+                                                {"train_images": 5}), "dataset.content_sha256"),
+    "history not a list": (T, _meta(M, ("history",), "x"), "history must be a list"),
+    "a history record without its loss": (
+        T, _meta(M, ("history", 1), {"epoch": 2, "step": 2}), "history[1].loss missing"),
+    "momentum of 1.5": (T, _meta(M, ("config", "momentum"), 1.5), "momentum must be in [0, 1)"),
+    "a learning rate as text": (T, _meta(M, ("config", "lr"), "0.1"), "lr must be a number"),
+    "a learning rate too large for a float": (T, _meta(M, ("config", "lr"), 10**400),
+                                              "learning rate must be a finite number"),
+    "seconds too large for a float": (T, _meta(M, ("progress", "seconds"), 10**400),
+                                      "progress.seconds must be a finite number"),
+    "a boolean for an integer": (T, _meta(M, ("config", "epochs"), True),
+                                 "epochs must be an integer"),
+    "an unknown configuration field": (T, _meta(M, ("config", "colour"), "red"),
+                                       "unknown field 'colour'"),
+    "not JSON": (T, "{'format': ", "no valid multinet metadata"),
+    "another format": (T, _meta(M, ("format",), "multinet-checkpoint/99"),
+                       "no valid multinet metadata"),
+    "progress not an object": (T, _meta(M, ("progress",), [2, 0, 2]),
+                               "progress must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_malformed_checkpoint_is_one_checkpoint_error(tmp_path, case):
+    tensors, metadata, fragment = CASES[case]
+    assert_rejected(write(tmp_path / "bad.st", tensors, metadata), fragment)
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["train", "--resume"], ["plot", "--out", "p"]])
+def test_the_commands_reject_a_nan_checkpoint_with_one_line(tmp_path, capsys, command):
+    tensors, metadata, _ = CASES["a NaN weight"]
+    path = write(tmp_path / "nan.st", tensors, metadata)
+    args = [*command, str(path)] if command[0] != "plot" else ["plot", str(path), "--out",
+                                                                str(tmp_path / "p")]
+    code = main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"multinet: error: {path}: not a valid multinet checkpoint: "
+                               "params/W1 holds NaN")
+
+
+def test_a_truncated_file_and_an_unreadable_header_are_one_line(tmp_path):
+    good = write(tmp_path / "ok.st", T, M)
+    data = good.read_bytes()
+    (tmp_path / "cut.st").write_bytes(data[: len(data) // 2])
+    assert_rejected(tmp_path / "cut.st", "not a readable safetensors file")
+    (tmp_path / "huge.st").write_bytes((2**62).to_bytes(8, "little") + b"{}")
+    assert_rejected(tmp_path / "huge.st", "not a readable safetensors file")
+
+
+# --- the schema as a hypothesis strategy ------------------------------------------------
+
+def _paths(value, prefix=()):
+    """Every place in a JSON value: ``(path, value)``."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*prefix, i))
+
+
+PLACES = [path for path, _ in _paths(M) if path]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.sampled_from([10**400, -10**400])
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=5)
+#: 1,100 random images: 1,000 held out as dev (the configuration's default), 100 to train.
+TINY = Dataset(name="mnist", directory=Path("."),
+               train_images=np.random.default_rng(0).integers(0, 256, (1100, 28, 28), np.uint8),
+               train_labels=np.random.default_rng(1).integers(0, 10, 1100).astype(np.uint8),
+               test_images=np.zeros((20, 28, 28), np.uint8),
+               test_labels=np.zeros(20, np.uint8))
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(place=st.sampled_from(PLACES), value=JSON, delete=st.booleans())
+def test_any_change_to_the_metadata_is_rejected_or_harmless(tmp_path, place, value, delete):
+    """Whatever value lands anywhere in the metadata (or a key disappears): loading raises
+    ``CheckpointError``, or the checkpoint is one that resumes. Nothing else escapes."""
+    metadata = copy.deepcopy(M)
+    node = metadata
+    for key in place[:-1]:
+        node = node[key]
+    if delete and isinstance(node, dict):
+        del node[place[-1]]
+    else:
+        node[place[-1]] = value
+    path = tmp_path / "mutated.st"
+    write(path, T, metadata)
+    try:
+        loaded = ckpt.load(path)
+    except ckpt.CheckpointError:
+        return
+    progress = loaded.metadata["progress"]
+    config = dataclasses.replace(loaded.config, epochs=progress["epoch"] + 1)
+    try:
+        with np.errstate(all="ignore"):
+            train(config, NUMPY, TINY, progress=False, state=loaded.state_on(NUMPY))
+    except MultinetError:
+        pass  # a state that does not fit this data: said in one line
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(sorted(T)),
+       change=st.sampled_from(["drop", "nan", "inf", "float64", "int32", "float16", "shape",
+                               "scalar", "extra"]))
+def test_any_damaged_tensor_is_rejected(tmp_path, name, change):
+    tensors = dict(T)
+    value = tensors[name]
+    if change == "drop":
+        del tensors[name]
+    elif change in ("nan", "inf"):
+        tensors[name] = np.full_like(value, np.nan if change == "nan" else -np.inf)
+    elif change in ("float64", "int32", "float16"):
+        tensors[name] = value.astype(change)
+    elif change == "shape":
+        tensors[name] = np.zeros((*value.shape, 2), value.dtype)
+    elif change == "scalar":
+        tensors[name] = np.zeros((3,) if value.shape == () else (), value.dtype)
+    else:
+        tensors[f"{name}/extra"] = np.zeros(1, np.float32)
+    assert_rejected(write(tmp_path / "damaged.st", tensors, M))
+
+
+# --- writing: never a bad state, atomic, clean, umask ---------------------------------------
+
+def _state(tmp_path, bad=False):
+    config = TrainConfig(hidden=(16,), epochs=5)
+    state = initial_state(config, NUMPY, 784)
+    if bad:
+        state.params = {**state.params, "b2": np.full(10, np.nan, np.float32)}
+    return config, state
+
+
+def _save(path, config, state):
+    return ckpt.save(path, config, state, backend=NUMPY, dataset_name="mnist",
+                     dataset_sha256={})
+
+
+def test_a_state_that_is_not_finite_is_never_written(tmp_path):
+    path = tmp_path / "c.st"
+    _save(path, *_state(tmp_path))
+    before = path.read_bytes()
+    with pytest.raises(ckpt.CheckpointError, match="params/b2 hold"):
+        _save(path, *_state(tmp_path, bad=True))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["c.st"]
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path,
+                                                                        monkeypatch):
+    path = tmp_path / "c.st"
+    _save(path, *_state(tmp_path))
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    with pytest.raises(files.OutputError,
+                       match=f"cannot write the checkpoint {path}: No space left on device"):
+        _save(path, *_state(tmp_path))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["c.st"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoints_honour_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        path = _save(tmp_path / "c.st", *_state(tmp_path))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_on_the_next_write(tmp_path):
+    path = tmp_path / "c.st"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = files.temporary_path(path, dead.pid)
+    alive = files.temporary_path(path, os.getppid())      # another running process
+    elsewhere = tmp_path / f".c.st.multinet.another-host.{dead.pid}.tmp"
+    unrelated = tmp_path / f".other.st.multinet.{host}.{dead.pid}.tmp"
+    for p in (stale, alive, elsewhere, unrelated):
+        p.write_bytes(b"partial")
+    _save(path, *_state(tmp_path))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["c.st", alive.name, elsewhere.name, unrelated.name])
+    assert stale.name.startswith(".c.st.multinet.") and stale.name.endswith(".tmp")
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from multinet import checkpoint as ckpt
+    from multinet.registry import get_backend
+    from multinet.train import TrainConfig, initial_state
+    numpy = get_backend("numpy")
+    config = TrainConfig(hidden=(2048,), optimizer="adam", epochs=10**6)
+    state = initial_state(config, numpy, 784)
+    print("ready", flush=True)
+    while True:
+        state.epoch = state.step = state.step + 1
+        state.opt_state = {**state.opt_state, "t": np.asarray(state.step, np.float32)}
+        ckpt.save(sys.argv[1], config, state, backend=numpy, dataset_name="mnist",
+                  dataset_sha256={})
+""")
+
+
+def kill_during_saves(folder: Path, kills: int, seed: int = 0) -> int:
+    """SIGKILL a process that saves a 19 MB checkpoint in a loop, ``kills`` times; after
+    each, the file is a whole checkpoint and at most one temporary file is there. Returns
+    how many kills left a temporary file (hit a save in progress)."""
+    rng = np.random.default_rng(seed)
+    path, hits = folder / "k.st", 0
+    for _ in range(kills):
+        process = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
+                                   stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(float(rng.uniform(0.2, 0.6)))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        temporaries = list(folder.glob(".k.st.*"))
+        assert len(temporaries) <= 1, temporaries
+        hits += len(temporaries)
+        if path.exists():
+            assert ckpt.load(path).metadata["progress"]["step"] >= 1
+    return hits
+
+
+def test_sigkill_during_saves_leaves_a_whole_file_and_one_temporary_at_most(tmp_path):
+    kill_during_saves(tmp_path, kills=3)
+    _save(tmp_path / "k.st", *_state(tmp_path))  # the next save cleans up
+    assert [p.name for p in tmp_path.iterdir()] == ["k.st"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_saves_in_a_long_loop(tmp_path):
+    hits = kill_during_saves(tmp_path, kills=40, seed=1)
+    assert hits > 0  # the loop did hit saves in progress
+    _save(tmp_path / "k.st", *_state(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["k.st"]
+
+
+def test_a_metrics_line_cut_off_by_a_crash_does_not_swallow_the_next(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2, "lo')
+    files.append_line(path, json.dumps({"epoch": 3}))
+    assert path.read_text().splitlines()[-1] == '{"epoch": 3}'

@@ -1,0 +1,551 @@
+"""Training under faults and bad input: signals, divergence, outputs that cannot be
+written, flags that conflict, memory, multi-process joins, metrics after a resume, logs.
+
+The promise (docs/reliability.md): bad input is one line ``multinet: error: ...`` and exit
+status 2; a stop for any reason keeps the work up to that point in a good checkpoint.
+Signals are sent to real ``multinet train`` processes; everything else runs in this
+process, on the committed MNIST sample, to keep the module quick.
+"""
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import helpers
+from multinet import checkpoint as ckpt
+from multinet import optim, parity
+from multinet.cli import main
+from multinet.data import load_dataset
+from multinet.registry import get_backend
+from multinet.train import SCAN_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted, train
+
+#: The committed sample (2,048 training images, of which 1,000 are held out as dev).
+DATA = ["--data-dir", str(helpers.SAMPLE_MNIST), "--no-verify"]
+#: A run long enough to be interrupted, logging (and saving) every few steps.
+LONG = ["train", *DATA, "--iterations", "1000000", "--log-every", "5"]
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_dataset(helpers.SAMPLE_MNIST, verify=False)
+
+
+def one_line_error(code, captured, *fragments):
+    """``main``'s exit status 2 with one ``multinet: error:`` line naming the fragments."""
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, captured.err
+    assert lines[0].startswith("multinet: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def start(args, cwd, env=None):
+    return subprocess.Popen([sys.executable, "-m", "multinet", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def wait_for_lines(path: Path, count: int, process, timeout=120):
+    """Until ``path`` has ``count`` lines (the run is in its loop, past its log points)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never reached {count} lines")
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- 2. Signals --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_save_and_say_how_to_resume(tmp_path, signum):
+    """What SLURM, Kubernetes, systemd and ``timeout`` send before SIGKILL: the run stops
+    between two steps, saves the state *at the stop* (not at the last log point) and
+    exits 128 + the signal's number, with one line saying how to go on."""
+    metrics = tmp_path / "m.jsonl"
+    process = start([*LONG, "--save", "t.st", "--metrics", "m.jsonl"], tmp_path)
+    wait_for_lines(metrics, 2, process)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    name = signal.Signals(signum).name
+    assert len(lines) == 1 and lines[0].startswith(f"multinet: interrupted ({name}) at "), err
+    assert lines[0].endswith("checkpoint saved to t.st; continue with --resume t.st")
+    step = int(lines[0].split("step ")[1].split(";")[0])
+    saved = ckpt.load(tmp_path / "t.st")
+    assert saved.metadata["progress"]["step"] == step >= 10
+    if signum != signal.SIGTERM:
+        return
+    # It goes on from there; its metrics continue the file without repeating a line.
+    resumed = subprocess.run([sys.executable, "-m", "multinet", "train", *DATA, "--resume",
+                              "t.st", "--iterations", str(step + 7), "--metrics", "m.jsonl",
+                              "--json"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["iterations"] == step + 7
+    steps = [r["step"] for r in records(metrics)]
+    assert steps == sorted(set(steps)) and steps[-1] == step + 7
+
+
+def test_without_save_a_signal_saves_the_interrupt_file(tmp_path):
+    process = start([*LONG, "--metrics", "m.jsonl"], tmp_path)
+    wait_for_lines(tmp_path / "m.jsonl", 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert "saved to multinet-interrupted.safetensors; continue with --resume " \
+           "multinet-interrupted.safetensors" in err
+    assert ckpt.load(tmp_path / "multinet-interrupted.safetensors").metadata["progress"]["step"]
+
+
+def test_in_a_read_only_folder_the_interrupt_save_goes_to_the_temporary_folder(tmp_path):
+    """Ctrl-C where the working folder cannot be written: the state is not lost, it goes
+    to the system's temporary folder, and the line says where and why."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    metrics = tmp_path / "m.jsonl"
+    with helpers.unwritable_dir(tmp_path / "ro") as read_only:
+        process = start([*LONG, "--metrics", str(metrics)], read_only,
+                        env={"TMPDIR": str(scratch)})
+        wait_for_lines(metrics, 1, process)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    rescued = list(scratch.glob("multinet-interrupted-*.safetensors"))
+    assert len(rescued) == 1, err
+    line = err.strip()
+    assert f"checkpoint saved to {rescued[0]} (multinet-interrupted.safetensors could not " \
+           f"be written: " in line and line.endswith(f"continue with --resume {rescued[0]}")
+    assert ckpt.load(rescued[0]).metadata["progress"]["step"] >= 5
+
+
+def test_a_scanned_jax_epoch_stops_within_one_program_and_resumes_exactly(sample,
+                                                                          monkeypatch):
+    """JAX runs an epoch as compiled programs of ``SCAN_STEPS`` steps: a signal while the
+    second is being started stops the run at that program's end (mid-epoch, batch 128 of
+    192), and the resumed run ends where the uninterrupted one does, with the same
+    metrics."""
+    pytest.importorskip("jax", reason="compiled epochs are JAX's")
+    jax = get_backend("jax")
+    data = helpers.mnist_slice(sample, 1352, 200)
+    config = TrainConfig.from_preset("mlp", hidden=(16,), batch_size=6, epochs=1,
+                                     dev_size=200, log_every=1)
+    batches = 1152 // 6  # three whole programs: no single steps to compile as well
+    assert batches == 3 * SCAN_STEPS
+    # The uninterrupted run, on NumPy (quicker than compiling it all once more); JAX
+    # matches it within the parity tolerance (docs/parity.md).
+    reference = train(config, get_backend("numpy"), data, progress=False)
+    real = optim.learning_rate
+    signal_at = SCAN_STEPS + 6
+
+    def sigterm_at(base, schedule, step, total):
+        if step == signal_at:
+            signal.raise_signal(signal.SIGTERM)
+        return real(base, schedule, step, total)
+
+    monkeypatch.setattr(optim, "learning_rate", sigterm_at)
+    saved = []
+    with pytest.raises(TrainingInterrupted, match="SIGTERM") as info:
+        train(config, jax, data, progress=False, on_interrupt=lambda s: saved.append(s) or "x")
+    monkeypatch.setattr(optim, "learning_rate", real)
+    state = saved[0]
+    # The program being queued when the signal came is the last one run.
+    assert state.step == state.batch == 2 * SCAN_STEPS and info.value.signum == signal.SIGTERM
+    resumed = train(config, jax, data, progress=False, state=state)
+    params = {k: np.asarray(v) for k, v in resumed.params.items()}
+    expected = {k: np.asarray(v) for k, v in reference.params.items()}
+    bound = parity.tolerance("float32", batches)
+    assert parity.max_relative_error(params, expected) <= bound
+    assert parity.relative_error(resumed.history[-1]["loss"],
+                                 reference.history[-1]["loss"]) <= bound
+
+
+# --- 11. Metrics after a resume ----------------------------------------------------------
+
+def test_an_epoch_interrupted_and_resumed_reports_the_loss_of_all_its_batches(
+        sample, tmp_path, monkeypatch):
+    numpy = get_backend("numpy")
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset("mlp", hidden=(16,), batch_size=50, epochs=2,
+                                     dev_size=200, log_every=1)
+    reference = train(config, numpy, data, progress=False)
+    real = optim.learning_rate
+    monkeypatch.setattr(optim, "learning_rate", lambda b, s, step, t: (
+        signal.raise_signal(signal.SIGINT), real(b, s, step, t))[1] if step == 27
+        else real(b, s, step, t))
+    path = tmp_path / "c.st"
+
+    def save(state):
+        return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
+                         dataset_sha256={})
+
+    with pytest.raises(TrainingInterrupted):
+        train(config, numpy, data, progress=False, checkpoint=save)
+    monkeypatch.setattr(optim, "learning_rate", real)
+    loaded = ckpt.load(path)
+    assert loaded.metadata["progress"]["batch"] == 8  # 20 batches an epoch: mid-epoch
+    assert set(loaded.metadata["progress"]) >= {"loss_sum", "accuracy_sum"}
+    resumed = train(config, numpy, data, progress=False, state=loaded.state_on(numpy))
+    for got, want in zip(resumed.history, reference.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["train_accuracy"] == pytest.approx(want["train_accuracy"], rel=1e-5)
+
+
+@pytest.mark.parametrize("killed_in", ["checkpoint", "metrics"])
+def test_a_kill_at_a_log_point_loses_and_repeats_no_metrics_line(sample, tmp_path,
+                                                                 monkeypatch, killed_in):
+    """The checkpoint is written before its metrics line: a run killed while saving
+    epoch 3 has logged only epochs 1 and 2, and resumes from 2; one killed after saving
+    epoch 3 but before logging it writes that line first when it resumes."""
+    import multinet.train as training
+
+    numpy = get_backend("numpy")
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset("notebook", hidden=(8,), epochs=6, dev_size=200,
+                                     log_every=1)
+    path, metrics = tmp_path / "c.st", tmp_path / "m.jsonl"
+
+    def save(state):
+        if killed_in == "checkpoint" and state.epoch == 3 and not resuming:
+            raise SystemExit("killed")
+        return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
+                         dataset_sha256={})
+
+    real_log = training._log
+
+    def log(target, record):
+        if killed_in == "metrics" and record["epoch"] == 3 and not resuming:
+            raise SystemExit("killed")
+        real_log(target, record)
+
+    monkeypatch.setattr(training, "_log", log)
+    resuming = False
+    with pytest.raises(SystemExit):
+        train(config, numpy, data, progress=False, checkpoint=save, metrics_path=metrics)
+    assert [r["epoch"] for r in records(metrics)] == [1, 2]
+    loaded = ckpt.load(path)
+    assert loaded.metadata["progress"]["epoch"] == (2 if killed_in == "checkpoint" else 3)
+    resuming = True
+    train(config, numpy, data, progress=False, state=loaded.state_on(numpy),
+          checkpoint=save, metrics_path=metrics)
+    assert [r["epoch"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_sigkill_loops_during_training_keep_checkpoint_and_metrics_in_step(tmp_path):
+    """SIGKILL at random moments (often during a save), then --resume, many times: the
+    checkpoint always loads, no temporary file piles up, and the metrics hold each log
+    point exactly once."""
+    rng = np.random.default_rng(0)
+    common = ["train", *DATA, "--iterations", "400", "--save", "k.st", "--metrics",
+              "m.jsonl", "--no-progress"]
+    fresh = [*common, "--hidden", "256", "--log-every", "2"]
+    first, kills = True, 0
+    while kills < 20:
+        process = start(fresh if first else [*common, "--resume", "k.st"], tmp_path)
+        if first:
+            wait_for_lines(tmp_path / "m.jsonl", 1, process)
+        time.sleep(float(rng.uniform(0.5, 2.0)))
+        if process.poll() is not None:  # the run ended before the kill: start over
+            assert process.returncode == 0, process.communicate()
+            break
+        process.kill()
+        process.communicate()
+        kills += 1
+        first = not (tmp_path / "k.st").exists()
+        ckpt.load(tmp_path / "k.st")
+        assert len(list(tmp_path.glob(".k.st.*"))) <= 1
+    else:
+        finished = start([*common, "--resume", "k.st"], tmp_path)
+        assert finished.wait(timeout=600) == 0, finished.communicate()
+    assert kills >= 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k.st", "m.jsonl"]
+    assert [r["step"] for r in records(tmp_path / "m.jsonl")] == list(range(2, 401, 2))
+
+
+# --- 1. Never keep a bad state -----------------------------------------------------------
+
+def test_a_nan_hidden_from_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+        sample, tmp_path, monkeypatch):
+    """A NaN bias of a ReLU unit turns its activation into 0: the loss stays finite. The
+    parameters themselves are checked, so the run stops, and the checkpoint on disk is
+    the last finite one."""
+    numpy = get_backend("numpy")
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset("notebook", epochs=8, dev_size=200, log_every=2,
+                                     optimizer="momentum", momentum=0.5)
+    real_update = optim.update
+
+    def poisoned(optimizer, params, grads, state, lr):
+        params, state = real_update(optimizer, params, grads, state, lr)
+        if float(state["t"]) == 5:
+            params = {**params, "b1": np.where(np.arange(10) == 3, np.nan, params["b1"])}
+        return params, state
+
+    monkeypatch.setattr(optim, "update", poisoned)
+    path = tmp_path / "c.st"
+
+    def save(state):
+        return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
+                         dataset_sha256={})
+
+    with pytest.raises(TrainingDiverged) as info, np.errstate(invalid="ignore"):
+        train(config, numpy, data, progress=False, checkpoint=save)
+    message = str(info.value)
+    assert "b1" in message and "by epoch 6" in message
+    assert "optimizer momentum, lr 0.2 (constant schedule), momentum 0.5, full batch" in message
+    assert f"the last checkpoint, {path}, is from epoch 4" in message
+    assert ckpt.load(path).metadata["progress"]["epoch"] == 4
+
+
+def test_divergence_from_the_command_line_names_the_settings_and_keeps_a_good_file(
+        tmp_path, capsys):
+    path = tmp_path / "b.st"
+    code = main(["train", *DATA, "--lr", "1e30", "--iterations", "5", "--log-every", "1",
+                 "--save", str(path)])
+    line = one_line_error(code, capsys.readouterr(), "diverged", "lr 1e+30", "full batch",
+                          f"the last checkpoint, {path}, is from epoch 1")
+    assert "Warning" not in line
+    good = ckpt.load(path)
+    assert good.metadata["progress"]["step"] == 1
+    assert all(np.all(np.isfinite(v)) for v in good.params.values())
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lr", "inf"], "finite"), (["--lr", "nan"], "finite"), (["--lr", "1e400"], "finite"),
+    (["--momentum", "1"], "[0, 1)"), (["--momentum", "-0.1"], "[0, 1)"),
+    (["--weight-decay", "inf"], "finite"),
+])
+def test_hyperparameters_out_of_range_are_refused_when_parsed(args, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", *args])
+    assert info.value.code == 2 and fragment in capsys.readouterr().err
+
+
+# --- 3. Outputs checked before the work starts ---------------------------------------------
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if any data is loaded or any training starts."""
+    import multinet.cli as cli
+    import multinet.train as training
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the outputs were checked")
+
+    monkeypatch.setattr(cli, "_load_data", forbidden)
+    monkeypatch.setattr(training, "train", forbidden)
+
+
+@pytest.mark.parametrize("option, target, fragment", [
+    ("--save", "folder", "is a folder"),
+    ("--save", "file/x.st", "is not a folder"),
+    ("--metrics", "folder", "is a folder"),
+    ("--plots", "file", "is a file"),
+])
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(
+        tmp_path, capsys, no_work, option, target, fragment):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    code = main(["train", *DATA, option, str(tmp_path / target)])
+    one_line_error(code, capsys.readouterr(), option, fragment)
+
+
+@pytest.mark.parametrize("option", ["--save", "--metrics", "--plots"])
+def test_a_read_only_destination_is_refused_before_the_work(tmp_path, capsys, no_work,
+                                                           option):
+    with helpers.unwritable_dir(tmp_path / "ro") as read_only:
+        code = main(["train", *DATA, option, str(read_only / "out")])
+    one_line_error(code, capsys.readouterr(), option, "cannot write in")
+
+
+def test_plot_out_naming_a_file_and_plots_without_matplotlib(tmp_path, capsys, no_work,
+                                                             monkeypatch):
+    (tmp_path / "file").write_text("x")
+    code = main(["plot", "no-checkpoint-needed.st", "--out", str(tmp_path / "file")])
+    one_line_error(code, capsys.readouterr(), "--out", "is a file")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    code = main(["train", *DATA, "--plots", str(tmp_path / "plots")])
+    one_line_error(code, capsys.readouterr(), "matplotlib")
+
+
+def test_the_summary_is_printed_when_the_plots_fail_after_training(tmp_path, capsys,
+                                                                   monkeypatch):
+    pytest.importorskip("matplotlib")
+    from multinet import plots
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(plots, "write_all", disk_full)
+    code = main(["train", *DATA, "--iterations", "2", "--plots", str(tmp_path / "p"),
+                 "--save", str(tmp_path / "a.st")])
+    captured = capsys.readouterr()
+    assert "accuracy: train" in captured.out and "checkpoint:" in captured.out
+    one_line_error(code, captured, "training finished", "No space left on device")
+    assert ckpt.load(tmp_path / "a.st").metadata["progress"]["step"] == 2
+
+
+def test_a_full_disk_during_a_save_stops_with_one_line_and_rescues_the_state(
+        tmp_path, capsys, monkeypatch):
+    """The third checkpoint write fails (ENOSPC): the run stops, the file on disk is the
+    previous good checkpoint, and the state at the stop goes to the temporary folder."""
+    from multinet import files
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", None)
+    real_replace, calls = os.replace, []
+
+    def full_disk(src, dst):
+        calls.append(dst)
+        if len(calls) >= 3 and Path(dst).name == "a.st":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    path = tmp_path / "a.st"
+    code = main(["train", *DATA, "--iterations", "100", "--log-every", "2", "--save",
+                 str(path)])
+    line = one_line_error(code, capsys.readouterr(), f"cannot write the checkpoint {path}: "
+                          "No space left on device", "the state at epoch 6, step 6 was "
+                          "saved to")
+    rescued = list((tmp_path / "tmp").glob("multinet-interrupted-*.safetensors"))
+    assert len(rescued) == 1 and f"--resume {rescued[0]}" in line
+    assert ckpt.load(path).metadata["progress"]["step"] == 4
+    assert ckpt.load(rescued[0]).metadata["progress"]["step"] == 6
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_full_tmpfs_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    """The same on a real full file system (a 48 KiB tmpfs: room for one 33 KB checkpoint,
+    not for the next one beside it)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with helpers.unwritable_dir(tmp_path / "full", size=48 * 1024) as full:
+        result = helpers.run_cli("train", *DATA, "--iterations", "20", "--log-every", "2",
+                                 "--save", str(full / "a.st"), env={"TMPDIR": str(scratch)})
+        helpers.assert_one_line_error(result, "No space left on device", "was saved to")
+        assert ckpt.load(full / "a.st").metadata["progress"]["step"] == 2
+        assert sorted(p.name for p in full.iterdir()) == ["a.st"]
+    assert len(list(scratch.glob("multinet-interrupted-*.safetensors"))) == 1
+
+
+# --- 8. Flags and pipes --------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--iterations", "10", "--epochs", "3"], "give one"),
+    (["--preset", "mlp", "--iterations", "1"], "give --epochs"),
+    (["--iterations", "0", "--save", "a.st"], "nothing to --save"),
+    (["--epochs", "0", "--metrics", "m.jsonl"], "nothing to --metrics"),
+    (["--optimizer", "adam", "--momentum", "0.5"], "this run uses adam"),
+])
+def test_conflicting_or_meaningless_flags_are_refused(args, fragment, capsys, no_work):
+    one_line_error(main(["train", *DATA, *args]), capsys.readouterr(), fragment)
+
+
+def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path, capsys):
+    path = tmp_path / "a.st"
+    assert main(["train", *DATA, "--iterations", "3", "--save", str(path), "--json"]) == 0
+    capsys.readouterr()
+    one_line_error(main(["train", *DATA, "--resume", str(path), "--iterations", "2"]),
+                   capsys.readouterr(), "already at epoch 3", "--epochs 2")
+
+
+def test_bench_refuses_what_it_cannot_time(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--samples", "1"])
+    assert info.value.code == 2 and "--samples: must be >= 128" in capsys.readouterr().err
+    one_line_error(main(["bench", "--backend", "bogus", "--workload", "floor"]),
+                   capsys.readouterr(), "unknown backend 'bogus'")
+
+
+@pytest.mark.parametrize("args", [["data", "where", *DATA[:2]],
+                                  ["train", *DATA, "--iterations", "2", "--json"]])
+def test_a_closed_pipe_ends_quietly(args):
+    """``multinet ... | head -c 10``: the reader goes away before the output is written
+    (block-buffered, as Python buffers a pipe unless told otherwise)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([sys.executable, "-m", "multinet", *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert err == ""
+
+
+# --- 6. Resources, 9. read-only arrays, 12. logs -------------------------------------------
+
+def test_a_network_too_large_for_memory_is_one_line_with_what_it_needs(capsys, monkeypatch):
+    import multinet.train as training
+
+    monkeypatch.setattr(training, "_physical_memory", lambda: 16 * 2**30)  # any machine
+    code = main(["train", *DATA, "--hidden", "100000000"])
+    one_line_error(code, capsys.readouterr(), "784-100000000-10 needs about",
+                   "TiB of memory", "this machine has 16.0 GiB", "--hidden")
+
+
+def test_probabilities_of_a_float64_checkpoint_on_jax(sample):
+    """NumPy views of JAX arrays are read-only: nothing may be written into them."""
+    pytest.importorskip("jax")
+    from multinet.evaluation import probabilities
+    from multinet.initializers import draw_params
+
+    jax = get_backend("jax")
+    jax.enable_dtype("float64")
+    params = draw_params((784, 10, 10), seed=0)
+    probs = probabilities(params, jax, sample.test_images[:3], "float64")
+    assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1)
+
+
+def test_the_progress_bar_only_on_a_terminal_unless_forced(capsys):
+    run = ["train", *DATA, "--iterations", "3", "--json"]
+    assert main(run) == 0
+    assert "train [numpy]" not in capsys.readouterr().err  # stderr is not a terminal here
+    assert main([*run, "--progress"]) == 0
+    assert "train [numpy]" in capsys.readouterr().err
+
+
+# --- 10. Multi-process runs that cannot join -------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("process_id, fragment", [
+    (1, "nothing answers at the coordinator 127.0.0.1:{port}"),
+    (0, "the multi-process run at 127.0.0.1:{port} did not come together within 1 s"),
+])
+def test_a_process_that_cannot_join_says_what_it_waited_for_and_gives_up(process_id,
+                                                                         fragment):
+    pytest.importorskip("jax")
+    port = free_port()
+    result = helpers.run_cli(
+        "train", *DATA, "--backend", "jax", "--devices", "all", "--coordinator",
+        f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(process_id),
+        "--init-timeout", "1", timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines[0] == (f"multinet: process {process_id} of 2: joining the run at "
+                        f"127.0.0.1:{port}, waiting up to 1 s for all 2 processes "
+                        "(--init-timeout)")
+    assert len(lines) == 2 and lines[1].startswith("multinet: error: ")
+    assert fragment.format(port=port) in lines[1]
