@@ -1,8 +1,43 @@
-"""multinet: one network, written against the array API standard, on NumPy, CuPy and JAX.
+"""multinet: one neural network, written once against the Python array API standard and
+trained unchanged on NumPy, CuPy, JAX, PyTorch, MLX or any library that implements it.
 
-The network is a handful of pure functions over a dict of arrays (``multinet.network``);
-``multinet.registry`` picks the array library. Importing this package imports no array
-library: ``init_params`` (which draws with NumPy) is loaded on first use.
+From Python (a notebook or a script)::
+
+    import multinet
+    data = multinet.load_dataset("mnist")        # finds MNIST, or downloads it once
+    run = multinet.fit(data, preset="notebook", backend="jax", iterations=100)
+    run.summary["test_accuracy"]                 # 0-1; run.history: one record per log point
+    labels = run.predict(data.test_images[:10])  # NumPy int64 labels, shape (10,)
+    run.save("run.safetensors")
+    again = multinet.load("run.safetensors", backend="numpy")
+
+The API (each has a docstring: ``help(multinet.fit)``):
+
+``load_dataset(name="mnist", data_dir=None, *, download=True, verify=True, ...)``
+    Find (else download), read and check MNIST or Fashion-MNIST: a ``Dataset`` of uint8
+    images ``(n, 28, 28)`` and labels ``(n,)``, train and test.
+``fit(dataset=None, *, preset=None, backend=None, progress=True, **overrides)``
+    Train the ``"notebook"`` preset (or ``preset="mlp"``) with any ``overrides`` of the
+    CLI's options (``iterations``, ``epochs``, ``lr``, ``hidden``, ``batch_size``,
+    ``optimizer``, ``seed``, ``dtype``, ...), and evaluate; returns a ``Run``.
+    ``resume=`` continues a run or a checkpoint.
+``Run``
+    ``.summary`` (what ``multinet train --json`` prints), ``.history``, ``.params`` (on the
+    backend), ``.predict(images)``, ``.probabilities(images)``, ``.evaluate(dataset)``,
+    ``.save(path)``, and matplotlib figures that show inline in Jupyter:
+    ``.plot_curves()``, ``.plot_predictions(images, labels)``, ``.plot_confusion()``.
+``load(path, backend=None)``
+    A ``Run`` from a checkpoint, on any backend.
+``backend_names()``, ``get_backend(name)``, ``Backend``
+    The array libraries multinet can use, and what each provides.
+``init_params``, ``forward``, ``predict``, ``loss_and_grads``, ``sgd_step``, ``train_step``
+    The network itself: pure functions over a dict of arrays ``{"W1", "b1", ...}``, to
+    write a training loop of your own on any backend (``examples/``).
+
+Errors the user can fix are ``MultinetError`` subclasses with a one-line message that
+names the argument to change (``InvalidArgument``, ``DatasetError``,
+``UnknownBackend``, ``BackendUnavailable``, ...). Importing multinet imports no array
+library; each is imported when a backend that needs it is chosen.
 """
 
 import importlib.util as _importlib_util
@@ -36,22 +71,18 @@ def _bind_source_backends() -> None:
 
 _bind_source_backends()
 
-from multinet.errors import BackendUnavailable, DatasetError, MultinetError, UnknownBackend
+from multinet.api import PlotsNotWritten, Run, fit, init_params, load, load_dataset
+from multinet.errors import (BackendUnavailable, DatasetError, DatasetNotFound,
+                             InvalidArgument, MultinetError, UnknownBackend)
 from multinet.network import forward, loss_and_grads, predict, sgd_step, train_step
 from multinet.registry import Backend, backend_names, get_backend
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backend", "BackendUnavailable", "DatasetError", "MultinetError", "UnknownBackend",
-    "backend_names", "forward", "get_backend", "init_params", "loss_and_grads", "predict",
+    "Backend", "BackendUnavailable", "DatasetError", "DatasetNotFound", "InvalidArgument",
+    "MultinetError", "PlotsNotWritten", "Run", "UnknownBackend", "backend_names", "fit",
+    "forward",
+    "get_backend", "init_params", "load", "load_dataset", "loss_and_grads", "predict",
     "sgd_step", "train_step",
 ]
-
-
-def __getattr__(name):
-    if name == "init_params":
-        from multinet.initializers import init_params
-
-        return init_params
-    raise AttributeError(f"module 'multinet' has no attribute {name!r}")

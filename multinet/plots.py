@@ -1,79 +1,123 @@
-"""Figures (matplotlib, the optional extra ``plot``): training curves, a grid of test
-images with predictions, the confusion matrix. Each function writes one PNG."""
+"""Figures (matplotlib, the optional extra ``plot``): training curves, test images with
+their predictions, the confusion matrix.
+
+Each ``*_figure`` function returns a ``matplotlib.figure.Figure`` made without pyplot:
+nothing global is touched (no backend is chosen, no window opens, nothing accumulates
+in pyplot's list of open figures), so the same function serves a script that saves the
+figure and a notebook that shows it. In a Jupyter kernel the figure is made by pyplot
+and closed at once, which loads the kernel's backend (and with it the hook that shows
+figures inline) without leaving the figure open: a returned figure shows once.
+``training_curves``, ``prediction_grid`` and ``confusion`` write one PNG each (the CLI's
+``--plots`` and ``plot``).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from multinet.errors import MultinetError
 
+#: Dots per inch of the PNG files written.
+DPI = 100
 
-def _pyplot():
+
+def _figure(**kwargs):
+    """A new ``Figure`` (``kwargs`` as for it), or ``MultinetError`` without matplotlib."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise MultinetError("plots need matplotlib: pip install 'multinet[plot]'") from None
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
+    if "ipykernel" not in sys.modules:
+        return Figure(**kwargs)
+    # In a kernel, pyplot's first figure loads the kernel's backend, which registers how
+    # figures display; closing it at once leaves it to show once, as the value returned.
+    from matplotlib import pyplot
 
-    return plt
+    figure = pyplot.figure(**kwargs)
+    pyplot.close(figure)
+    return figure
 
 
-def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
-    plt = _pyplot()
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def curves_figure(history: list[dict], title: str = "", xlabel: str = "epoch"):
+    """The training loss (log scale) and the train and dev accuracy against the epoch.
+
+    ``history``: the records of ``multinet.fit(...).history`` (keys ``epoch``, ``loss``,
+    ``train_accuracy``, ``dev_accuracy``); ``xlabel`` names the epoch (a full-batch
+    epoch is one iteration). Raises ``MultinetError`` when it is empty."""
     if not history:
         raise MultinetError("no training history to plot (was the run 0 epochs long?)")
+    fig = _figure(figsize=(10, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [r["loss"] for r in history], marker=".")
-    left.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log",
+    left.set(xlabel=xlabel, ylabel="training loss (cross-entropy)", yscale="log",
              title="loss")
     right.plot(epochs, [r["train_accuracy"] for r in history], marker=".", label="train")
     right.plot(epochs, [r["dev_accuracy"] for r in history], marker=".", label="dev")
-    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    right.set(xlabel=xlabel, ylabel="accuracy", title="accuracy")
     right.legend()
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
-def prediction_grid(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, path: Path,
-                    class_names=None, count: int = 36) -> Path:
-    """Test images with their predictions: the first ones in order, then the first
-    mistakes (in red, with the true label), so both kinds are always on the page."""
-    plt = _pyplot()
-    names = class_names or [str(i) for i in range(10)]
-    mistakes = np.flatnonzero(predicted != true)[: count // 3]
-    shown = np.concatenate([np.setdiff1d(np.arange(min(count, len(images))), mistakes)
-                            [: count - len(mistakes)], mistakes]).astype(int)
-    side = int(np.ceil(np.sqrt(count)))
-    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.8 * side))
-    for ax, i in zip(axes.flat, list(shown) + [None] * (side * side - len(shown))):
+def predictions_figure(images: np.ndarray, predicted: np.ndarray, true=None, *,
+                       probabilities=None, class_names=None, columns: int | None = None,
+                       numbers=None, title: str = ""):
+    """Each image with its predicted class, in the order given.
+
+    ``images``: ``(n, 28, 28)`` uint8; ``predicted``: ``(n,)`` labels; ``true``, optional:
+    ``(n,)`` labels, a wrong prediction is then drawn in red with the true class beside
+    it; ``probabilities``, optional: ``(n, classes)``, the predicted class's probability
+    is shown; ``numbers``, optional: what to call each image (its index in the test set).
+    """
+    names = list(class_names or [str(i) for i in range(10)])
+    n = len(images)
+    if n == 0:
+        raise MultinetError("no images to plot")
+    columns = columns or min(n, 8)
+    rows = -(-n // columns)
+    fig = _figure(figsize=(1.5 * columns, 1.75 * rows + (0.4 if title else 0)),
+                  layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for k, ax in enumerate(axes):
         ax.axis("off")
-        if i is None:
+        if k >= n:
             continue
-        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
-        right = predicted[i] == true[i]
-        label = names[predicted[i]] if right else f"{names[predicted[i]]} (true {names[true[i]]})"
-        ax.set_title(f"#{i}: {label}", fontsize=7, color="black" if right else "red")
-    fig.suptitle(f"test predictions ({int(np.sum(predicted != true))} mistakes in "
-                 f"{len(true)}; mistakes in red)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+        p = int(predicted[k])
+        label = names[p]
+        if probabilities is not None:
+            label += f" {float(probabilities[k][p]):.0%}"
+        wrong = true is not None and int(true[k]) != p
+        if wrong:
+            label += f" (true {names[int(true[k])]})"
+        if numbers is not None:
+            label = f"#{numbers[k]}: {label}"
+        ax.set_title(label, fontsize=8, color="red" if wrong else "black")
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
-def confusion(matrix: np.ndarray, path: Path, class_names=None) -> Path:
-    plt = _pyplot()
-    names = class_names or [str(i) for i in range(len(matrix))]
-    fig, ax = plt.subplots(figsize=(7, 6))
+def confusion_figure(matrix: np.ndarray, class_names=None):
+    """The confusion matrix ``(classes, classes)``, rows the true class, columns the
+    predicted one, each cell's count written in it, colour on a log scale."""
+    matrix = np.asarray(matrix)
+    names = list(class_names or [str(i) for i in range(len(matrix))])
+    fig = _figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
     shown = ax.imshow(np.log1p(matrix), cmap="Blues")
     for t in range(len(matrix)):
         for p in range(len(matrix)):
@@ -84,10 +128,32 @@ def confusion(matrix: np.ndarray, path: Path, class_names=None) -> Path:
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_yticklabels(names, fontsize=8)
     fig.colorbar(shown, ax=ax, label="log(1 + count)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    """``curves_figure`` as a PNG at ``path``."""
+    return _save(curves_figure(history, title), path)
+
+
+def prediction_grid(images: np.ndarray, true: np.ndarray, predicted: np.ndarray, path: Path,
+                    class_names=None, count: int = 36) -> Path:
+    """Test images with their predictions: the first ones in order, then the first
+    mistakes (in red, with the true label), so both kinds are always on the page."""
+    mistakes = np.flatnonzero(predicted != true)[: count // 3]
+    shown = np.concatenate([np.setdiff1d(np.arange(min(count, len(images))), mistakes)
+                            [: count - len(mistakes)], mistakes]).astype(int)
+    fig = predictions_figure(
+        images[shown], predicted[shown], true[shown], class_names=class_names,
+        columns=int(np.ceil(np.sqrt(count))), numbers=shown,
+        title=f"test predictions ({int(np.sum(predicted != true))} mistakes in "
+              f"{len(true)}; mistakes in red)")
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, path: Path, class_names=None) -> Path:
+    """``confusion_figure`` as a PNG at ``path``."""
+    return _save(confusion_figure(matrix, class_names), path)
 
 
 def write_all(out_dir, history, dataset, evaluation, title="") -> list[Path]:
