@@ -6,7 +6,10 @@ here. Modules are found through the ``multinet.backends`` entry-point group decl
 ``pyproject.toml``, the same way a third-party backend registers itself, and are
 imported only when chosen: ``--backend numpy`` never imports JAX or touches a GPU.
 
-This is the only place in multinet that names array libraries.
+This is the only place in multinet that names array libraries, apart from the
+benchmark's peers (``multinet.peers``: the same math written natively in a library, to
+time against), which import theirs inside functions only. ``generic`` names none: it
+runs any array-API library by its import name.
 """
 
 #: The backend used when neither ``--backend`` nor ``MULTINET_BACKEND`` names one.

@@ -5,13 +5,21 @@
 * 64-bit floats are off by default in JAX. ``enable_dtype("float64")`` turns on
   ``jax_enable_x64`` for the whole process, so multinet does it only when asked (the CLI
   asks for ``--dtype float64``); importing multinet never changes JAX's configuration.
-* On GPUs JAX may run float32 matrix products in TF32. Compiled multinet functions run
-  under ``jax.default_matmul_precision("highest")`` so that float32 means float32 on every
-  device, which is what the parity guarantee is about.
+* On GPUs JAX runs float32 matrix products in TF32 by default (a 10-bit mantissa). Compiled
+  multinet functions run under ``jax.default_matmul_precision("highest")`` so that float32
+  means float32 on every device, which is what the parity guarantee is about. Eager calls
+  (``multinet.forward(params, x)`` on JAX arrays, outside anything multinet compiled) would
+  still use the default, so loading this backend on a GPU also sets JAX's process-wide
+  ``jax_default_matmul_precision`` to ``"highest"``, unless the user has set it: the first
+  H200 run found eager float32 gradients outside the parity tolerance without it.
 """
 
 import functools
+import math
 import os
+import sys
+import threading
+import time
 
 import numpy as np
 
@@ -35,6 +43,8 @@ def load() -> Backend:
     except RuntimeError as exc:  # a broken plugin or an unusable JAX_PLATFORMS setting
         raise BackendUnavailable(f"JAX {jax.__version__} found no usable device: {exc}") from None
     device = devices[0]
+    if device.platform != "cpu" and jax.config.jax_default_matmul_precision is None:
+        jax.config.update("jax_default_matmul_precision", "highest")
 
     def host_array(array, dtype=None):
         array = np.asarray(array, dtype=dtype)
@@ -103,8 +113,22 @@ def load() -> Backend:
 COORDINATOR_ENV = ("MULTINET_COORDINATOR", "MULTINET_NUM_PROCESSES", "MULTINET_PROCESS_ID")
 
 
+#: Seconds a process waits for the whole multi-process run to come together, unless
+#: ``MULTINET_INIT_TIMEOUT`` (``--init-timeout``) says otherwise. JAX's own default is 300 s,
+#: after which it aborts the process (SIGABRT, a C++ stack trace).
+INIT_TIMEOUT = 60.0
+INIT_TIMEOUT_ENV = "MULTINET_INIT_TIMEOUT"
+
+
 def _join_processes(jax) -> None:
-    """``jax.distributed.initialize`` from the environment, before JAX picks devices."""
+    """``jax.distributed.initialize`` from the environment, before JAX picks devices.
+
+    Says on stderr what it waits for and for how long. A process other than 0 first waits
+    for the coordinator's port to accept connections, and gives up with a one-line error
+    naming the address when nothing answers in time. JAX itself cannot be stopped from
+    aborting the process when its deadline passes, so a watchdog thread ends the process
+    first, with one line and exit status 2.
+    """
     address, count, index = (os.environ.get(name) for name in COORDINATOR_ENV)
     if not address:
         return
@@ -112,10 +136,80 @@ def _join_processes(jax) -> None:
         raise BackendUnavailable(f"{COORDINATOR_ENV[0]} needs {COORDINATOR_ENV[1]} and "
                                  f"{COORDINATOR_ENV[2]} too")
     try:
-        jax.distributed.initialize(coordinator_address=address, num_processes=int(count),
-                                   process_id=int(index))
+        count, index = int(count), int(index)
+    except ValueError:
+        raise BackendUnavailable(f"{COORDINATOR_ENV[1]} and {COORDINATOR_ENV[2]} must be "
+                                 f"integers, got {count!r} and {index!r}") from None
+    if not 0 <= index < count:
+        raise BackendUnavailable(f"process id {index} is not among the {count} processes "
+                                 f"(0 to {count - 1})")
+    timeout = _init_timeout()
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BackendUnavailable(f"coordinator {address!r}: expected HOST:PORT")
+    host = host.strip("[]")  # an IPv6 literal, [::1]:1234
+    print(f"multinet: process {index} of {count}: joining the run at {address}, waiting up "
+          f"to {timeout:g} s for all {count} processes (--init-timeout)", file=sys.stderr,
+          flush=True)
+    deadline = time.monotonic() + timeout
+    if index > 0:
+        _wait_for_coordinator(host, int(port), address, deadline, timeout)
+    remaining = max(deadline - time.monotonic(), 1.0)
+    watchdog = threading.Timer(remaining, _give_up, args=(
+        f"the multi-process run at {address} did not come together within {timeout:g} s "
+        f"(this is process {index} of {count}): start all {count} processes with the same "
+        "--coordinator and --num-processes, or allow longer with --init-timeout",))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(coordinator_address=address, num_processes=count,
+                                   process_id=index,
+                                   initialization_timeout=int(math.ceil(remaining)) + 30)
     except (RuntimeError, ValueError) as exc:
         raise BackendUnavailable(f"jax.distributed could not join {address}: {exc}") from None
+    finally:
+        watchdog.cancel()
+
+
+def _init_timeout() -> float:
+    text = os.environ.get(INIT_TIMEOUT_ENV)
+    if not text:
+        return INIT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise BackendUnavailable(f"{INIT_TIMEOUT_ENV}={text!r}: expected seconds > 0")
+    return value
+
+
+def _wait_for_coordinator(host: str, port: int, address: str, deadline: float,
+                          timeout: float) -> None:
+    """Until ``deadline``: try to connect to process 0's port, every half second."""
+    import socket
+
+    while True:
+        try:
+            with socket.create_connection((host, port),
+                                          timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+                return
+        except socket.gaierror as exc:
+            raise BackendUnavailable(f"coordinator {address}: cannot resolve {host!r} "
+                                     f"({exc.strerror})") from None
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise BackendUnavailable(
+                    f"nothing answers at the coordinator {address} after {timeout:g} s: is "
+                    f"process 0 running there, and can this host reach {host} port {port}? "
+                    "(allow longer with --init-timeout)") from None
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _give_up(message: str) -> None:
+    sys.stderr.write(f"multinet: error: {message}\n")
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def _data_parallel(base: Backend, host_array, devices) -> Backend:

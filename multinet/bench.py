@@ -15,7 +15,9 @@ disturb another's, and its peak host memory is its own). Every workload is run o
 warm up (that first run, compilation included, is reported on its own), then
 ``repeats`` times with ``synchronize`` before every clock read; the median and the
 spread (min and max) are reported, with samples per second, the ratio to the same
-backend's memory floor and, with ``--peer torch``, to PyTorch eager doing the same math.
+backend's memory floor and, with ``--peer torch``, to PyTorch eager doing the same math
+(``multinet.peers``; rows marked ``"peer"``). Beside the torch backend's row, that last
+ratio is the cost of writing the network to the standard rather than in PyTorch.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ def _worker_command(target: str, config: BenchConfig) -> list[str]:
 
 def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600,
                       env: dict | None = None) -> dict:
-    """Run one backend (or ``peer:torch``) in a fresh process; its rows and peak RSS."""
+    """Run one backend (or a peer, ``peer:torch``) in a fresh process; its rows and
+    peak RSS."""
     result = subprocess.run(_worker_command(target, config), capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, **(env or {})})
     if result.returncode != 0:
@@ -231,7 +234,7 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             platform_ = r.get("platform", "cpu")
             floors[platform_] = min(floors.get(platform_, math.inf), r["median_seconds"])
     peers = {(r["workload"], r["dtype"]): r["median_seconds"] for r in rows
-             if r["backend"].startswith("torch") and "median_seconds" in r}
+             if r.get("peer") and "median_seconds" in r}
     for r in rows:
         if "median_seconds" not in r:
             continue
@@ -239,7 +242,7 @@ def add_ratios(rows: list[dict]) -> list[dict]:
         if floor and r["workload"] != "floor":
             r["x_floor"] = r["median_seconds"] / floor
         peer = peers.get((r["workload"], r["dtype"]))
-        if peer and not r["backend"].startswith("torch"):
+        if peer and not r.get("peer"):
             r["x_peer"] = r["median_seconds"] / peer
     return rows
 
@@ -247,9 +250,9 @@ def add_ratios(rows: list[dict]) -> list[dict]:
 def _worker_main(target: str, config_json: str) -> None:
     config = BenchConfig(**json.loads(config_json))
     if target.startswith("peer:"):
-        from multinet.backends.peer_torch import bench_torch
+        import importlib
 
-        rows = bench_torch(config)
+        rows = importlib.import_module(f"multinet.peers.{target[5:]}").bench(config)
     else:
         rows = bench_backend(target, config)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

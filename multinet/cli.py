@@ -1,7 +1,9 @@
 """The ``multinet`` command.
 
 Every failure the user can fix (unknown backend, missing package, missing or corrupt
-data) ends as one line on stderr and exit status 2, never a traceback.
+data) ends as one line on stderr and exit status 2, never a traceback. ``train``,
+``evaluate`` and ``plot`` are a layer over the Python API (``multinet.api``): they parse
+their options and call it, and its messages name the flags (``multinet.flags``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +20,9 @@ import numpy as np
 
 from multinet.bench import WORKLOADS
 from multinet.data import DATASETS
-from multinet.errors import MultinetError
+from multinet.errors import MultinetError, UnknownBackend, spelled
+from multinet.flags import WORDING
+from multinet.peers import PEERS
 from multinet.registry import ENV_VAR as BACKEND_ENV_VAR
 from multinet.registry import describe_backends, get_backend
 from multinet.train import TrainingInterrupted
@@ -24,6 +30,7 @@ from multinet.train import TrainingInterrupted
 EXIT_USAGE = 2
 DTYPES = ("float32", "float64")
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools
 
 
 def _number(kind, accept, bound):
@@ -33,6 +40,8 @@ def _number(kind, accept, bound):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if not accept(value):
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
@@ -50,19 +59,61 @@ def _non_negative(kind):
 
 
 _non_negative_int = _non_negative(int)
+#: Momentum: in [0, 1); at 1 or more the velocity never forgets and grows without bound.
+_momentum = _number(float, lambda value: 0 <= value < 1, "in [0, 1)")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already states it or
+    there is none to state (flags, options whose default comes from the preset)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, argparse.SUPPRESS)
+                or action.nargs == 0 or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of ``multinet`` and of each of its commands: shows every default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _preset_values(name: str) -> str:
+    """``"notebook: 0.2; mlp: 0.001"``: an option's default, which the preset decides."""
+    from multinet.train import PRESETS, TrainConfig
+
+    def shown(value):
+        return " ".join(map(str, value)) if isinstance(value, tuple) else value
+
+    values = {preset: PRESETS[preset].get(name, getattr(TrainConfig, name))
+              for preset in PRESETS}
+    return "default: " + ", ".join(f"{preset} {shown(v)}" for preset, v in values.items())
 
 
 def _add_backend_options(parser):
     parser.add_argument("--backend", metavar="NAME",
-                        help=f"array library: numpy, jax, cupy, strict, or a plugin "
+                        help=f"array library: numpy, jax, cupy, torch, mlx, strict, a "
+                             f"plugin, or the import name of any array-API library "
                              f"(default: ${BACKEND_ENV_VAR}, else numpy)")
     parser.add_argument("--dtype", choices=DTYPES,
                         help="floating-point type of parameters and data (default: float32)")
+    parser.add_argument("--device", metavar="NAME",
+                        help="device, for backends with a choice: cuda, cuda:1, mps, cpu "
+                             "(default: the backend's first; torch: cuda, then mps, then cpu)")
+    parser.add_argument("--compile", action="store_true",
+                        help="use the backend's optional compiler (torch.compile: about a "
+                             "minute to compile on two CPU cores); JAX and MLX always compile")
 
 
-def _add_data_options(parser, *, sources=True):
+def _add_data_options(parser, *, sources=True, checkpoint=False):
     parser.add_argument("--dataset", choices=DATASETS,
-                        help="dataset (default: mnist, or the checkpoint's)")
+                        help="dataset (default: the checkpoint's)" if checkpoint
+                        else "dataset (default: mnist)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the four IDX files, .gz or raw, or a torchvision "
                              "root (default: $MULTINET_DATA, else the cache)")
@@ -71,6 +122,10 @@ def _add_data_options(parser, *, sources=True):
                              "default: $MULTINET_MIRRORS, else the dataset's mirrors)")
     parser.add_argument("--offline", action="store_true",
                         help="never touch the network: use files already on disk")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="MNIST-format data of your own: skip the check of the files' "
+                             "contents against the dataset's known SHA-256 (the format "
+                             "is still checked)")
     if sources:
         parser.add_argument("--data-source", choices=("multinet", "torchvision"),
                             default="multinet",
@@ -79,15 +134,13 @@ def _add_data_options(parser, *, sources=True):
 
 
 def _load_data(args):
-    from multinet.data import load_dataset, load_with_torchvision
-    from multinet.download import ensure_dataset
+    from multinet import api
 
     args.dataset = args.dataset or "mnist"
-    if args.data_source == "torchvision":
-        return load_with_torchvision(args.dataset, args.data_dir, download=not args.offline)
-    ensure_dataset(args.dataset, args.data_dir, offline=args.offline, mirrors=args.mirror,
-                   progress=sys.stderr.isatty())
-    return load_dataset(args.data_dir, args.dataset)
+    return api.load_dataset(args.dataset, args.data_dir, download=not args.offline,
+                            verify=args.verify, mirrors=args.mirror,
+                            source=getattr(args, "data_source", "multinet"),
+                            progress=sys.stderr.isatty())
 
 
 def _add_json_option(parser):
@@ -95,83 +148,48 @@ def _add_json_option(parser):
                         help="print the result as one JSON object on stdout")
 
 
-HYPERPARAMETERS = ("hidden", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-                   "batch_size", "seed", "init", "log_every")
-INTERRUPTED_CHECKPOINT = Path("multinet-interrupted.safetensors")
+#: ``multinet train``'s options that are ``fit``'s hyperparameter keywords, same names.
+TRAIN_OPTIONS = ("hidden", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                 "batch_size", "epochs", "iterations", "seed", "dtype", "init", "log_every")
 
 
-def _train_config(args, checkpoint):
-    from multinet.train import TrainConfig
-
-    epochs = args.epochs if args.epochs is not None else args.iterations
-    if checkpoint is None:
-        values = {name: getattr(args, name) for name in HYPERPARAMETERS}
-        return TrainConfig.from_preset(args.preset or "notebook", epochs=epochs,
-                                       dtype=args.dtype or "float32", **values)
-    given = [f"--{name.replace('_', '-')}" for name in ("preset", *HYPERPARAMETERS)
-             if getattr(args, name) is not None]
-    if given:
-        raise MultinetError(f"--resume continues the saved configuration; {', '.join(given)} "
-                            "cannot change (only --epochs / --iterations can)")
-    config = checkpoint.config
-    if args.dtype and args.dtype != config.dtype:
-        raise MultinetError(f"the checkpoint was trained in {config.dtype}; "
-                            f"--dtype {args.dtype} cannot resume it")
-    if epochs is not None:
-        config = dataclasses.replace(config, epochs=epochs)
-    return config
+def _need_matplotlib() -> None:
+    try:
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        raise MultinetError("plots need matplotlib: pip install 'multinet[plot]'") from None
 
 
 def _cmd_train(args) -> int:
-    from multinet import checkpoint as ckpt
-    from multinet.data import dataset_spec
-    from multinet.train import train
+    """``fit``, in two halves: everything checked before the data is loaded with the
+    command's data options, then the run."""
+    from multinet import api
 
-    resumed = ckpt.load(args.resume) if args.resume else None
-    if resumed is not None:
-        args.dataset = args.dataset or resumed.dataset
-        if args.dataset != resumed.dataset:
-            raise MultinetError(f"the checkpoint was trained on {resumed.dataset}, "
-                                f"not {args.dataset}")
-    args.dataset = args.dataset or "mnist"
-    config = _train_config(args, resumed)
-    backend = _backend_on_devices(args)
+    _distributed_environment(args)
+    overrides = {name: getattr(args, name) for name in TRAIN_OPTIONS
+                 if getattr(args, name) is not None}
+    plan = api.prepare_fit(
+        args.dataset, preset=args.preset, backend=args.backend, resume=args.resume,
+        save=args.save or args.resume, metrics=args.metrics, plots=args.plots,
+        devices=args.devices, device=args.device, compile=args.compile, **overrides)
+    args.dataset = plan.dataset_name
     dataset = _load_data(args)
-    sha256 = dict(dataset_spec(dataset.name).content_sha256)
-    if resumed is not None and resumed.metadata["dataset"]["content_sha256"] != sha256:
-        raise MultinetError("the checkpoint was trained on other data files (checksums differ)")
-    save_path = Path(args.save) if args.save else (Path(args.resume) if args.resume else None)
+    progress = args.progress or (not args.no_progress and sys.stderr.isatty())
+    try:
+        run = plan.run(dataset, progress=progress)
+    except api.PlotsNotWritten as exc:  # the summary first: the run itself went well
+        _print_train_summary(args, exc.run.config, exc.run.summary)
+        raise
+    if run.backend.is_primary:  # in a multi-process run, process 0 reports
+        _print_train_summary(args, run.config, run.summary)
+    return 0
 
-    def saver(path):
-        if not backend.is_primary:  # in a multi-process run, process 0 writes
-            return lambda state: path
-        return lambda state: ckpt.save(path, config, state, backend=backend,
-                                       dataset_name=dataset.name, dataset_sha256=sha256)
 
-    primary = backend.is_primary
-    result = train(config, backend, dataset, progress=not args.no_progress and primary,
-                   state=resumed.state_on(backend) if resumed else None,
-                   checkpoint=saver(save_path) if save_path else None,
-                   on_interrupt=saver(save_path or INTERRUPTED_CHECKPOINT),
-                   metrics_path=args.metrics if primary else None)
-    if not primary:
-        return 0
-    summary = {**result.summary, "dataset": dataset.name, "devices": backend.device_count,
-               "processes": backend.process_count,
-               "checkpoint": str(save_path) if save_path else None}
-    if args.plots:
-        from multinet import plots
-        from multinet.evaluation import evaluate
-
-        host = {k: backend.to_numpy(v) for k, v in result.params.items()}
-        evaluation = evaluate(host, backend, dataset, config.dtype)
-        summary["plots"] = [str(p) for p in plots.write_all(
-            args.plots, result.history, dataset, evaluation,
-            title=f"{config.preset} preset on {backend.name}")]
+def _print_train_summary(args, config, summary) -> None:
     if args.json:
         print(json.dumps(summary))
-        return 0
-    print(f"{dataset.name}, preset {config.preset}: backend {summary['backend']} on "
+        return
+    print(f"{summary['dataset']}, preset {config.preset}: backend {summary['backend']} on "
           f"{summary['device']}, {config.dtype}, sizes {'-'.join(map(str, summary['sizes']))}, "
           f"{config.optimizer} lr {config.lr}, "
           + (f"batch {config.batch_size}, {config.epochs} epochs" if config.batch_size
@@ -180,36 +198,24 @@ def _cmd_train(args) -> int:
           f"dev {summary['dev_accuracy']:.4f}  test {summary['test_accuracy']:.4f}")
     rate = summary["samples_per_second"]
     print(f"time: {summary['seconds']:.2f} s" + (f", {rate:,.0f} samples/s" if rate else ""))
-    if save_path:
-        print(f"checkpoint: {save_path}")
+    if summary["checkpoint"]:
+        print(f"checkpoint: {summary['checkpoint']}")
     for path in summary.get("plots", []):
         print(f"plot: {path}")
-    return 0
 
 
 DISTRIBUTED_FLAGS = (("coordinator", "MULTINET_COORDINATOR"),
                      ("num_processes", "MULTINET_NUM_PROCESSES"),
-                     ("process_id", "MULTINET_PROCESS_ID"))
+                     ("process_id", "MULTINET_PROCESS_ID"),
+                     ("init_timeout", "MULTINET_INIT_TIMEOUT"))
 
 
-def _backend_on_devices(args):
-    """The chosen backend, split over ``--devices`` (and processes) when asked."""
-    import os
-
+def _distributed_environment(args) -> None:
+    """``--coordinator`` and the rest become the environment that JAX's multi-process
+    setup reads (and ``fit`` checks), as if they had been set by the launcher."""
     for flag, variable in DISTRIBUTED_FLAGS:
         if getattr(args, flag) is not None:
             os.environ[variable] = str(getattr(args, flag))
-    multi_process = bool(os.environ.get("MULTINET_COORDINATOR"))
-    if multi_process and not args.devices:
-        raise MultinetError("a multi-process run (--coordinator) needs --devices all")
-    backend = get_backend(args.backend)
-    if not args.devices:
-        return backend
-    if backend.data_parallel is None:
-        raise MultinetError(
-            f"--devices: backend {backend.name!r} runs on one device; data parallelism "
-            "over several devices and hosts is supported through JAX (--backend jax)")
-    return backend.data_parallel(args.devices)
 
 
 def _devices(text):
@@ -227,78 +233,261 @@ def _checkpoint_and_data(args):
     return loaded, _load_data(args), get_backend(args.backend)
 
 
-def _cmd_evaluate(args) -> int:
-    from multinet.evaluation import evaluate
+def _run_and_data(args):
+    """The checkpoint as a run on ``--backend``, and the data to look at it with (the
+    dataset it was trained on, unless ``--dataset``)."""
+    from multinet import api
 
-    loaded, dataset, backend = _checkpoint_and_data(args)
-    result = evaluate(loaded.params, backend, dataset, loaded.config.dtype)
+    run = api.load(args.checkpoint, args.backend)
+    args.dataset = args.dataset or run.dataset_name
+    args.data_source = "multinet"
+    return run, _load_data(args)
+
+
+def _cmd_evaluate(args) -> int:
+    if args.checkpoint.lower().endswith(".onnx"):
+        return _cmd_evaluate_onnx(args)
+    if args.against:
+        raise MultinetError("--against compares an exported ONNX model (.onnx) with its "
+                            "checkpoint")
+    run, dataset = _run_and_data(args)
+    result = run.evaluate(dataset)
     result.pop("predictions")
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"{args.checkpoint}: {dataset.name} test accuracy {result['test_accuracy']:.4f} "
-          f"({result['test_samples']} images, backend {backend.name}, {loaded.config.dtype})")
+          f"({result['test_samples']} images, backend {run.backend.name}, "
+          f"{run.config.dtype})")
+    _print_per_class(dataset.name, result)
+    return 0
+
+
+def _print_per_class(dataset_name, result):
     from multinet.data import dataset_spec
 
-    names = dataset_spec(dataset.name).classes
+    names = dataset_spec(dataset_name).classes
     matrix = result["confusion_matrix"]
     width = max(len(str(v)) for row in matrix for v in row) + 1
     print("per class, and confusion matrix (rows: true class, columns: predicted):")
     print(f"{'':>12} {'accuracy':>8}  " + "".join(f"{i:>{width}}" for i in range(len(names))))
     for i, (name, acc, row) in enumerate(zip(names, result["per_class_accuracy"], matrix)):
         print(f"{i} {name[:10]:<10} {acc:>8.4f}  " + "".join(f"{v:>{width}}" for v in row))
+
+
+def _cmd_evaluate_onnx(args) -> int:
+    """``evaluate MODEL.onnx [--against CKPT]``: the same report, from onnxruntime; with
+    a checkpoint, whether multinet's own outputs agree (exit 1 if they do not)."""
+    from multinet import export
+
+    model = export.open_model(args.checkpoint)
+    export.check_inference_contract(model)
+    args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"
+    args.data_source = "multinet"
+    loaded = None
+    if args.against:
+        from multinet import checkpoint as ckpt
+
+        loaded = ckpt.load(args.against)
+    dataset = _load_data(args)
+    result = export.evaluate_model(model, dataset)
+    logits, predictions = result.pop("logits"), result.pop("predictions")
+    if loaded is not None:
+        backend = get_backend(args.backend)
+        own = export.multinet_outputs(loaded.params, backend, dataset.test_images,
+                                      loaded.config.dtype)
+        result["against"] = {"checkpoint": args.against, "backend": backend.name,
+                             **export.agreement((logits, predictions), own)}
+    agrees = loaded is None or result["against"]["agrees"]
+    if args.json:
+        print(json.dumps(result))
+        return 0 if agrees else 1
+    print(f"{args.checkpoint}: {dataset.name} test accuracy {result['test_accuracy']:.4f} "
+          f"({result['test_samples']} images, {result['runtime']})")
+    _print_per_class(dataset.name, result)
+    if loaded is not None:
+        a = result["against"]
+        print(f"{'agrees' if agrees else 'DISAGREES'} with {args.against} on backend "
+              f"{a['backend']}: labels equal on {a['labels_equal']} of {a['samples']} images, "
+              f"logits relative error {a['logit_error']:.1e} (tolerance "
+              f"{a['logit_tolerance']:.0e})")
+    return 0 if agrees else 1
+
+
+def _cmd_export(args) -> int:
+    from multinet import export
+
+    if args.onnx is None and args.onnx_train is None:
+        raise MultinetError("export: give --onnx OUT.onnx, --onnx-train OUT.onnx, or both")
+    if args.batch_size is not None and args.onnx_train is None:
+        raise MultinetError("--batch-size fixes the training graph's batch: it needs "
+                            "--onnx-train")
+    for path in export.export(args.checkpoint, onnx=args.onnx, onnx_train=args.onnx_train,
+                              batch_size=args.batch_size):
+        print(path)
     return 0
+
+
+def _class_namer(names):
+    """``name(i)``: the class number, with its name where it is not the number itself."""
+    return lambda i: str(i) if names[i] == str(i) else f"{i} ({names[i]})"
 
 
 def _cmd_predict(args) -> int:
     from multinet.data import dataset_spec
-    from multinet.evaluation import load_image, probabilities, render
+    from multinet.evaluation import probabilities, render
 
     if (args.index is None) == (args.image is None):
-        raise MultinetError("give exactly one of --index N (a test image) or --image FILE")
-    loaded, dataset, backend = (None, None, None)
+        raise MultinetError("give exactly one of --index N (a test image) or --image PATH")
+    if args.show and args.json:
+        raise MultinetError("--show draws text; it cannot go with --json")
     if args.image is not None:
-        from multinet import checkpoint as ckpt
-
-        loaded = ckpt.load(args.checkpoint)
-        image, true = load_image(args.image), None
-        names = dataset_spec(args.dataset or loaded.dataset).classes
-    else:
-        loaded, dataset, backend = _checkpoint_and_data(args)
-        if not 0 <= args.index < len(dataset.test_labels):
-            raise MultinetError(f"--index must be 0-{len(dataset.test_labels) - 1}")
-        image, true = dataset.test_images[args.index], int(dataset.test_labels[args.index])
-        names = dataset_spec(dataset.name).classes
-    backend = backend or get_backend(args.backend)
+        return _predict_pictures(args)
+    loaded, dataset, backend = _checkpoint_and_data(args)
+    if not 0 <= args.index < len(dataset.test_labels):
+        raise MultinetError(f"--index must be 0-{len(dataset.test_labels) - 1}")
+    image, true = dataset.test_images[args.index], int(dataset.test_labels[args.index])
+    if args.save_inputs:
+        _save_inputs(args.save_inputs, [Path(f"test-{args.index}")], [image])
     probs = probabilities(loaded.params, backend, image[None], loaded.config.dtype)[0]
     predicted = int(np.argmax(probs))
     result = {"prediction": predicted, "label": true, "probabilities": probs.tolist()}
     if args.json:
         print(json.dumps(result))
         return 0
-    def name(i):
-        return str(i) if names[i] == str(i) else f"{i} ({names[i]})"
-
+    name = _class_namer(dataset_spec(dataset.name).classes)
     print(render(image))
-    verdict = "" if true is None else ("  right" if predicted == true else "  WRONG")
-    print(f"prediction: {name(predicted)}, {probs[predicted]:.1%}"
-          + ("" if true is None else f"   label: {name(true)}") + verdict)
+    verdict = "  right" if predicted == true else "  WRONG"
+    print(f"prediction: {name(predicted)}, {probs[predicted]:.1%}   label: {name(true)}"
+          + verdict)
     return 0
 
 
-def _cmd_plot(args) -> int:
-    from multinet import plots
-    from multinet.evaluation import evaluate
+def _file_identity(path):
+    """``(device, inode)`` of an existing file (links included), else None."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
 
-    loaded, dataset, backend = _checkpoint_and_data(args)
-    evaluation = evaluate(loaded.params, backend, dataset, loaded.config.dtype)
-    for path in plots.write_all(args.out, loaded.metadata.get("history", []), dataset,
-                                evaluation, title=f"{args.checkpoint}"):
+
+def _save_inputs(folder, paths, images, keep=()) -> list[Path]:
+    """Write each 28x28 image as ``folder/<stem>.png`` (``<stem>-2.png``... when two
+    pictures share a name); the paths written. Before writing anything, refuses to
+    write over any file in ``keep`` (the pictures given: ``--save-inputs`` naming their
+    own folder must not replace a drawing by its 28x28)."""
+    from multinet import pictures
+
+    folder = Path(folder)
+    targets, taken = [], set()
+    for path in paths:
+        stem, n = path.stem, 1
+        while f"{stem}.png".lower() in taken:
+            n += 1
+            stem = f"{path.stem}-{n}"
+        taken.add(f"{stem}.png".lower())
+        targets.append(folder / f"{stem}.png")
+    kept = {_file_identity(path) for path in keep} - {None}
+    for target in targets:
+        if _file_identity(target) in kept:
+            raise MultinetError(f"--save-inputs {folder}: would write over the picture "
+                                f"{target}; choose another folder")
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, image in zip(targets, images):
+            written.append(pictures.save_png(image, target))
+    except OSError as exc:
+        raise MultinetError(f"--save-inputs {folder}: cannot write ({exc.strerror or exc})"
+                            ) from None
+    return written
+
+
+def _predict_pictures(args) -> int:
+    """``predict --image``: every picture prepared as MNIST's digits were, predicted in
+    one batch; a picture that fails is reported on its own line and the rest go on."""
+    from multinet import checkpoint as ckpt
+    from multinet import pictures
+    from multinet.data import dataset_spec
+    from multinet.evaluation import probabilities, render
+
+    loaded = ckpt.load(args.checkpoint)
+    name = _class_namer(dataset_spec(args.dataset or loaded.dataset).classes)
+    backend = get_backend(args.backend)
+    pictures.require_pillow()
+    failed = 0
+
+    def report(exc):
+        nonlocal failed
+        failed += 1
+        print(f"multinet: error: {exc}", file=sys.stderr)
+
+    paths = []
+    for text in args.image:
+        given = Path(text)
+        if not text:  # Path("") is ".": the current folder, which was not asked for
+            report("--image: an empty path")
+            continue
+        if not given.is_dir():
+            paths.append(given)
+            continue
+        try:
+            found = pictures.image_files(given)
+        except OSError as exc:
+            report(f"{given}: cannot list the folder ({exc.strerror or exc})")
+            continue
+        if not found:
+            report(f"{given}: no picture files in this folder")
+        paths.extend(found)
+    read, images = [], []
+    for path in paths:
+        try:
+            images.append(pictures.mnist_digit(path))
+            read.append(path)
+        except pictures.PictureError as exc:
+            report(exc)
+    saved = (_save_inputs(args.save_inputs, read, images, keep=paths)
+             if args.save_inputs else [])
+    probs = (probabilities(loaded.params, backend, np.stack(images), loaded.config.dtype)
+             if images else np.zeros((0, 0)))
+    results = []
+    for i, (path, p) in enumerate(zip(read, probs)):
+        order = [int(c) for c in np.argsort(-p, kind="stable")[:3]]
+        results.append({
+            "path": str(path), "prediction": order[0], "probability": float(p[order[0]]),
+            "next": [{"prediction": c, "probability": float(p[c])} for c in order[1:]],
+            "probabilities": p.tolist(), **({"input": str(saved[i])} if saved else {})})
+    if args.json:
+        print(json.dumps(results))
+    for result, image in zip([] if args.json else results, images):
+        if args.show:
+            print(render(image))
+        others = ", ".join(f"{name(n['prediction'])} {n['probability']:.1%}"
+                           for n in result["next"])
+        print(f"{result['path']}  {name(result['prediction'])}  "
+              f"{result['probability']:.1%}   next: {others}")
+    return EXIT_USAGE if failed else 0
+
+
+def _cmd_plot(args) -> int:
+    from multinet.files import OutputError, check_output_dir, reason
+
+    _need_matplotlib()
+    check_output_dir(args.out, "--out")
+    run, dataset = _run_and_data(args)
+    try:
+        written = run.save_plots(args.out, dataset, title=f"{args.checkpoint}")
+    except OSError as exc:
+        raise OutputError(f"--out {args.out}: cannot write the plots ({reason(exc)})") from None
+    for path in written:
         print(path)
     return 0
 
 
 def _cmd_backends(args) -> int:
+    if args.probe:
+        return _cmd_probe(args)
     rows = describe_backends()
     if args.json:
         print(json.dumps(rows))
@@ -308,7 +497,27 @@ def _cmd_backends(args) -> int:
             print(f"{row['name']:<8} available    {row['version']:<10} {', '.join(row['devices'])}")
         else:
             print(f"{row['name']:<8} unavailable  {row['reason']}")
+    print("any other array-API library: --backend IMPORT_NAME (multinet backends --probe "
+          "IMPORT_NAME checks it)")
     return 0
+
+
+def _cmd_probe(args) -> int:
+    from multinet.probe import probe, worst_level
+
+    result = probe(args.probe)
+    if args.json:
+        print(json.dumps(result))
+        return 0 if result["ok"] else 1
+    print(f"probe of {args.probe} (namespace {result['namespace']}): "
+          + ("every call multinet makes works" if not result["findings"]
+             else f"{len(result['findings'])} problem(s)"))
+    for line in result["findings"]:
+        print(line)
+    for row in result["parity"]:
+        detail = (f"worst level {worst_level(row)}" if "errors" in row else row["reason"])
+        print(f"{'parity':<9} {row['dtype']}: {row['verdict']}: {detail}")
+    return 0 if result["ok"] else 1
 
 
 def _cmd_parity(args) -> int:
@@ -332,11 +541,12 @@ def _print_parity_table(rows, steps):
     columns = ("forward", "loss", "grads", "step", "train", "curve")
     print(f"max relative error against NumPy float64 ({steps} steps on MNIST); "
           "tolerance in brackets")
-    header = f"{'backend':<8} {'device':<6} {'dtype':<8}" + "".join(
+    width = max([8, *(len(row["backend"]) for row in rows)])
+    header = f"{'backend':<{width}} {'device':<6} {'dtype':<8}" + "".join(
         f" {name if name != 'train' else f'{steps} steps':>20}" for name in columns)
     print(header + "  verdict")
     for row in rows:
-        start = f"{row['backend']:<8} {row.get('platform', '-'):<6} {row['dtype']:<8}"
+        start = f"{row['backend']:<{width}} {row.get('platform', '-'):<6} {row['dtype']:<8}"
         if "errors" not in row:
             print(f"{start} {row['verdict']}: {row['reason']}")
             continue
@@ -371,16 +581,29 @@ def _cmd_data(args) -> int:
                 for path in files.values():
                     print(f"    {path}")
                 return 0
-        print(f"not found: run 'multinet data fetch --dataset {spec.name}' or pass --data-dir")
-        return 1
+        raise data.not_found_error(spec, data.search_roots(spec, args.data_dir))
     files = data.locate(args.data_dir, args.dataset)
-    results = data.verify_files(files, args.dataset)
-    for role, path in files.items():
-        print(f"{'ok' if results[role] else 'MISMATCH':<8} {path}")
-    if not all(results.values()):
-        print(f"checksum mismatch: delete the files marked MISMATCH and run 'multinet data "
-              f"fetch --dataset {spec.name}'", file=sys.stderr)
-        return 1
+    checks = data.verify_files(files, args.dataset)
+    others = sorted({c.belongs_to[0] for c in checks.values()
+                     if c.belongs_to and c.belongs_to[0] != spec.name})
+    for check in checks.values():
+        whose = check.belongs_to and f"{check.belongs_to[0]}'s {check.belongs_to[1]}"
+        note = f"  ({whose or check.problem})" if whose or check.problem else ""
+        label = ("ok" if check.ok else "other" if check.belongs_to
+                 and check.belongs_to[0] in others else "MISMATCH")
+        print(f"{label:<8} {check.path}{note}")
+    damaged = sum(not c.ok and not (c.belongs_to and c.belongs_to[0] in others)
+                  for c in checks.values())
+    problems = []
+    if others:  # good files of another dataset: not a reason to delete anything
+        problems.append(f"files in {files['train_images'].parent} belong to "
+                        f"{' and '.join(others)}, not {spec.name}: pass --dataset {others[0]}, "
+                        f"or --data-dir a folder of {spec.name}'s files")
+    if damaged:
+        problems.append(f"{damaged} file(s) damaged or unknown: delete the files marked "
+                        f"MISMATCH and run 'multinet data fetch --dataset {spec.name}'")
+    if problems:
+        raise MultinetError("; ".join(problems))
     return 0
 
 
@@ -406,6 +629,10 @@ def _cmd_bench(args) -> int:
         if not target.startswith("peer:"):
             try:
                 get_backend(target)
+            except UnknownBackend:
+                if args.backend:  # named on the command line: a typo, not a missing library
+                    raise
+                continue
             except MultinetError as exc:
                 notes.append(f"{target}: skipped: {exc}")
                 continue
@@ -415,6 +642,9 @@ def _cmd_bench(args) -> int:
         if result.get("error"):
             notes.append(f"{target}: failed: {result['error']}")
         rows += result["rows"]
+    if not any("median_seconds" in r for r in rows):
+        reasons = notes + [f"{r['backend']} {r['workload']}: {r.get('skipped')}" for r in rows]
+        raise MultinetError("nothing was timed: " + ("; ".join(reasons) or "no backend ran"))
     rows = bench.add_ratios(rows)
     if args.json:
         print(json.dumps({"machine": bench.machine(), "config": dataclasses.asdict(config),
@@ -430,10 +660,10 @@ def _cmd_bench(args) -> int:
             print(f"{r['backend']:<14} {r['workload']:<17} {r['dtype']:<8} skipped: "
                   f"{r.get('skipped')}")
             continue
-        spread = f"{r['min_seconds'] * 1e3:.1f}-{r['max_seconds'] * 1e3:.1f} ms"
+        spread = f"{r['min_seconds'] * 1e3:.3g}-{r['max_seconds'] * 1e3:.3g} ms"
         ratio = lambda key: f"{r[key]:.2f}" if key in r else "-"
         print(f"{r['backend'][:14]:<14} {r['workload']:<17} {r['dtype']:<8} "
-              f"{r['median_seconds'] * 1e3:>7.1f} ms {spread:>17} "
+              f"{r['median_seconds'] * 1e3:>7.3g} ms {spread:>17} "
               f"{r['samples_per_second']:>11,.0f} {ratio('x_floor'):>8} {ratio('x_peer'):>7} "
               f"{r['first_seconds'] * 1e3:>7.0f} ms {r['peak_host_bytes'] / 2**20:>8.0f}")
     for note in notes:
@@ -462,10 +692,15 @@ def _bench_scaling(bench, args, config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from multinet import __version__
+
+    parser = _Parser(
         prog="multinet",
-        description="One array-API neural network, trained on NumPy, CuPy or JAX.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        description="One array-API neural network, trained on NumPy, CuPy, JAX or any "
+                    "library that implements the array API standard.")
+    parser.add_argument("--version", action="version", version=f"multinet {__version__}")
+    parser.set_defaults(run=None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
         "train", help="train on MNIST (or Fashion-MNIST) and report accuracy",
@@ -475,68 +710,116 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(train)
     _add_data_options(train)
     train.add_argument("--preset", choices=("notebook", "mlp"),
-                       help="starting values for everything below (default: notebook)")
+                       help="starting values for every option below (default: notebook)")
     train.add_argument("--hidden", type=_positive(int), nargs="+", metavar="N",
-                       help="hidden layer widths, one number per layer (notebook: 10)")
-    train.add_argument("--lr", type=_positive(float), help="learning rate (notebook: 0.2)")
-    train.add_argument("--optimizer", choices=("sgd", "momentum", "adam"))
-    train.add_argument("--momentum", type=_positive(float), help="for --optimizer momentum")
+                       help=f"hidden layer widths, one number per layer "
+                            f"({_preset_values('hidden')})")
+    train.add_argument("--lr", type=_positive(float),
+                       help=f"learning rate ({_preset_values('lr')})")
+    train.add_argument("--optimizer", choices=("sgd", "momentum", "adam"),
+                       help=f"update rule ({_preset_values('optimizer')})")
+    train.add_argument("--momentum", type=_momentum,
+                       help="momentum coefficient in [0, 1), for --optimizer momentum "
+                            "(default: 0.9)")
     train.add_argument("--weight-decay", type=_non_negative(float),
                        help="decoupled weight decay on the weights (default: 0)")
     train.add_argument("--schedule", choices=("constant", "cosine"),
-                       help="learning-rate schedule")
+                       help=f"learning-rate schedule ({_preset_values('schedule')})")
     train.add_argument("--batch-size", type=_non_negative_int,
-                       help="images per step; 0 = the whole training set (notebook)")
+                       help=f"images per step, 0 for the whole training set "
+                            f"({_preset_values('batch_size')})")
     train.add_argument("--epochs", type=_non_negative_int,
-                       help="passes over the training set (with full batches: iterations)")
+                       help=f"passes over the training set ({_preset_values('epochs')})")
     train.add_argument("--iterations", type=_non_negative_int,
-                       help="full-batch iterations: the same as --epochs (notebook: 500)")
+                       help="full-batch iterations, for runs with --batch-size 0: the same "
+                            "as --epochs there (default: notebook 500)")
     train.add_argument("--init", choices=("uniform", "he"),
-                       help="uniform(-0.5, 0.5) as the notebook, or He normal")
+                       help=f"weight initialisation: uniform(-0.5, 0.5) as in the notebook, "
+                            f"or He normal ({_preset_values('init')})")
     train.add_argument("--seed", type=_non_negative_int,
-                       help="seed for the weights, the dev split and the shuffling (0)")
+                       help="seed for the weights, the dev split and the shuffling (default: 0)")
     train.add_argument("--log-every", type=_positive(int), metavar="EPOCHS",
-                       help="epochs between progress updates, metrics and checkpoints")
+                       help=f"epochs between progress updates, metrics and checkpoints "
+                            f"({_preset_values('log_every')})")
     train.add_argument("--save", metavar="PATH",
                        help="write a checkpoint (safetensors) at every log point and at the end")
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     train.add_argument("--metrics", metavar="PATH", help="append metrics as JSON lines")
     train.add_argument("--plots", metavar="DIR", help="write PNG figures (needs matplotlib)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shown = train.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true",
+                       help="show the progress bar even when stderr is not a terminal "
+                            "(by default it is shown only on a terminal)")
+    shown.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_json_option(train)
     parallel = train.add_argument_group(
         "data parallelism (JAX)", "Split every batch over N devices, and over processes on "
         "several hosts. Environment: MULTINET_COORDINATOR, MULTINET_NUM_PROCESSES, "
-        "MULTINET_PROCESS_ID.")
+        "MULTINET_PROCESS_ID, MULTINET_INIT_TIMEOUT.")
     parallel.add_argument("--devices", type=_devices, metavar="N|all",
                           help="devices to split each batch over")
     parallel.add_argument("--coordinator", metavar="HOST:PORT",
                           help="address of process 0, for a multi-process run")
     parallel.add_argument("--num-processes", type=_positive(int), metavar="N")
     parallel.add_argument("--process-id", type=_non_negative_int, metavar="I")
+    parallel.add_argument("--init-timeout", type=_positive(float), metavar="SECONDS",
+                          help="how long to wait for every process to join before giving "
+                               "up with an error (default: $MULTINET_INIT_TIMEOUT, else 60)")
     train.set_defaults(run=_cmd_train)
 
     for name, helptext, run in (
             ("evaluate", "test accuracy, per-class accuracy and confusion matrix",
              _cmd_evaluate),
-            ("predict", "show a test image (or an image file) with its prediction",
+            ("predict", "show a test image, or pictures of digits, with the prediction",
              _cmd_predict),
             ("plot", "training curves, predictions and confusion matrix as PNG files",
              _cmd_plot)):
         sub = commands.add_parser(name, help=helptext, description=helptext)
-        sub.add_argument("checkpoint", metavar="CKPT", help="a checkpoint from train --save")
+        sub.add_argument("checkpoint", metavar="CKPT",
+                         help="a checkpoint from train --save" + (
+                             ", or an ONNX model from export --onnx (OUT.onnx)"
+                             if name == "evaluate" else ""))
         sub.add_argument("--backend", metavar="NAME",
                          help="backend to run on (any: checkpoints move between them)")
-        _add_data_options(sub, sources=False)
+        _add_data_options(sub, sources=False, checkpoint=True)
         if name == "predict":
             sub.add_argument("--index", type=_non_negative_int, help="test image number")
-            sub.add_argument("--image", metavar="FILE",
-                             help="an image file instead (PNG, JPEG...; needs Pillow)")
+            sub.add_argument("--image", nargs="+", metavar="PATH",
+                             help="pictures instead: files, or folders (the picture files "
+                                  "directly in them), prepared as MNIST's digits were "
+                                  "(PNG, JPEG, TIFF...; needs Pillow); with --json, an "
+                                  "array of one object per picture")
+            sub.add_argument("--show", action="store_true",
+                             help="also draw each 28x28 the network saw, as text")
+            sub.add_argument("--save-inputs", metavar="DIR",
+                             help="write each 28x28 the network saw into DIR as a PNG")
+        if name == "evaluate":
+            sub.add_argument("--against", metavar="CKPT",
+                             help="for an exported model (evaluate MODEL.onnx): also run "
+                                  "this checkpoint in multinet and check that the model's "
+                                  "labels and logits agree with it; exit 1 if they do not")
         if name == "plot":
             sub.add_argument("--out", metavar="DIR", required=True, help="folder for the PNGs")
         else:
             _add_json_option(sub)
         sub.set_defaults(run=run)
+
+    export_cmd = commands.add_parser(
+        "export", help="write a checkpoint's network, or its training step, as an ONNX model",
+        description="Trace the network (and the optimizer) of a checkpoint through ndonnx "
+                    "into ONNX graphs that any ONNX runtime can run; see docs/export.md. "
+                    "Needs the onnx extra: pip install 'multinet[onnx]'.")
+    export_cmd.add_argument("checkpoint", metavar="CKPT", help="a checkpoint from train --save")
+    export_cmd.add_argument("--onnx", metavar="OUT.onnx",
+                            help="the inference graph: uint8 images (N, 28, 28) in, float32 "
+                                 "logits (N, 10) and int64 labels (N,) out")
+    export_cmd.add_argument("--onnx-train", metavar="OUT.onnx",
+                            help="one training step: images, labels, learning rate, "
+                                 "parameters and optimizer state in; loss, accuracy and the "
+                                 "next parameters and state out")
+    export_cmd.add_argument("--batch-size", type=_positive(int), metavar="B",
+                            help="fix the training graph's batch size (default: any, symbolic)")
+    export_cmd.set_defaults(run=_cmd_export)
 
     check = commands.add_parser(
         "parity", help="compare every backend with the NumPy float64 reference on MNIST",
@@ -559,7 +842,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data", help="where the dataset is, verify it, download it",
         description="where: which files would be used; verify: check their contents "
                     "against the known SHA-256; fetch: download into the cache (or "
-                    "--data-dir) from the mirrors, verifying each file.")
+                    "--data-dir) from the mirrors, verifying each file. Exit status 2, "
+                    "with one line of error, when nothing is found, a file does not "
+                    "verify or a download fails.")
     data_cmd.add_argument("action", choices=("where", "verify", "fetch"))
     _add_data_options(data_cmd, sources=False)
     data_cmd.set_defaults(run=_cmd_data)
@@ -574,8 +859,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="backend to time (repeatable; default: every available)")
     bench_cmd.add_argument("--workload", action="append", choices=WORKLOADS,
                            help="workload (repeatable; default: all)")
-    bench_cmd.add_argument("--peer", choices=("torch",),
-                           help="also time PyTorch eager doing the same math (if installed)")
+    bench_cmd.add_argument("--peer", choices=PEERS,
+                           help="also time the same math written natively in that library "
+                                "(torch: PyTorch eager; needs it installed)")
     bench_cmd.add_argument("--repeats", type=_positive(int), default=5,
                            help="timed runs per workload (default: 5)")
     bench_cmd.add_argument("--epoch-repeats", type=_positive(int), default=3,
@@ -583,26 +869,62 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cmd.add_argument("--devices", type=_positive(int), metavar="N",
                            help="instead: scaling of the mlp epoch over 1, 2, 4 ... N "
                                 "devices (JAX; virtual CPU devices where there is no GPU)")
-    bench_cmd.add_argument("--samples", type=_positive(int), default=59000,
-                           help="training images (default: 59,000, as after the dev split)")
+    bench_cmd.add_argument("--samples", type=_number(int, lambda n: n >= 128,
+                                                     ">= 128, one batch of the mlp epoch"),
+                           default=59000,
+                           help="training images, at least 128 (default: 59,000, as after "
+                                "the dev split)")
     _add_json_option(bench_cmd)
     bench_cmd.set_defaults(run=_cmd_bench)
 
-    backends = commands.add_parser("backends", help="list backends and why any cannot run")
+    backends = commands.add_parser(
+        "backends", help="list backends and why any cannot run",
+        description="List every registered backend: whether it can run here (and why "
+                    "not), its version and its devices. With --probe: check any module "
+                    "against every call multinet makes, then its parity. Exits 1 if the "
+                    "probe finds a problem.")
+    backends.add_argument("--probe", metavar="MODULE",
+                          help="import name of a library to check, function by function "
+                               "(array_api_strict, or a module of your own)")
     _add_json_option(backends)
     backends.set_defaults(run=_cmd_backends)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except TrainingInterrupted as exc:
+        code = _run(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit handler
+        return code
+    except BrokenPipeError:
+        # Whoever read the output went away (``| head``): stop quietly, as cat and grep
+        # do, with their status. stdout goes to devnull so that Python's own flush at exit
+        # does not complain again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout is not a file (tests)
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.run is None:  # a bare ``multinet``: show what it can do
+        parser.print_help()
+        return 0
+    try:
+        with spelled(WORDING):  # the library's messages name these flags, not arguments
+            return args.run(args)
+    except TrainingInterrupted as exc:  # SIGINT 130, SIGTERM 143, SIGHUP 129
         print(f"multinet: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + int(exc.signum)
     except MultinetError as exc:
         print(f"multinet: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("multinet: error: out of memory", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("multinet: interrupted", file=sys.stderr)

@@ -130,6 +130,12 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
 
+    def __repr__(self) -> str:  # shapes, not 70,000 images' worth of numbers
+        shape = "x".join(map(str, self.train_images.shape[1:]))
+        return (f"Dataset({self.name!r}: {len(self.train_labels)} training and "
+                f"{len(self.test_labels)} test images of {shape} "
+                f"{self.train_images.dtype}, from {str(self.directory)!r})")
+
 
 def cache_dir() -> Path:
     """The per-user cache root (``$XDG_CACHE_HOME/multinet`` or ``~/.cache/multinet`` on

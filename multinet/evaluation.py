@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from multinet.data import CLASSES, Dataset, flatten
-from multinet.errors import MultinetError
 from multinet.initializers import to_backend
 from multinet.registry import Backend
 from multinet.train import make_predictor
@@ -57,25 +54,7 @@ def probabilities(params_host: dict, backend: Backend, images_uint8: np.ndarray,
     params = to_backend(params_host, backend)
     x = scale_images(backend.asarray(flatten(images_uint8)), backend.dtype(dtype))
     logits = np.asarray(backend.to_numpy(network.forward(params, x)), dtype=np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    exps = np.exp(logits)
+    # Not in place: NumPy views of JAX arrays are read-only (and a float64 result is a view).
+    exps = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exps / exps.sum(axis=1, keepdims=True)
 
-
-def load_image(path: str | Path) -> np.ndarray:
-    """An image file as MNIST sees digits: 28x28 ``uint8``, bright strokes on black.
-
-    Needs Pillow. Colour is converted to grayscale, any size is resized to 28x28, and a
-    picture that is mostly bright (dark ink on paper) is inverted.
-    """
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise MultinetError("reading image files needs Pillow: pip install pillow") from None
-    try:
-        with Image.open(path) as img:
-            gray = img.convert("L").resize((28, 28), Image.Resampling.LANCZOS)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise MultinetError(f"{path}: cannot read the image ({exc})") from None
-    pixels = np.asarray(gray, dtype=np.uint8)
-    return 255 - pixels if pixels.mean() > 127 else pixels

@@ -16,6 +16,12 @@ Two fixes over the notebook this started from, both visible in ``loss_and_grads`
   (float64) or ~88 (float32);
 * the bias gradient is the sum over samples *per unit* (shape ``(fan_out,)``); the
   notebook's ``np.sum(dZ)`` summed over units too, giving every unit the same scalar.
+
+It relies on no more than the standard guarantees, so libraries at its edges work too: the
+batch size is counted from an array when ``x.shape[0]`` is not an int (``None`` in a
+library with symbolic shapes such as ndonnx, ``nan`` in a lazy one such as Dask after
+boolean masking), and new arrays get ``device=`` only when the arrays have a device
+(MLX's have none, and its ``arange`` rejects the keyword).
 """
 
 from __future__ import annotations
@@ -62,11 +68,37 @@ def predict(params, x):
     return xp.argmax(forward(params, x), axis=1)
 
 
+def _placement(x) -> dict:
+    """Keyword arguments that create a new array on ``x``'s device.
+
+    Empty where arrays have no ``device`` (MLX: one unified memory, and its creation
+    functions reject ``device=``). Inside ``jax.jit``, ``device()`` of a tracer is None,
+    which means "the default device".
+    """
+    try:
+        return {"device": device(x)}
+    except AttributeError:
+        return {}
+
+
+def _batch_size(xp, x, like):
+    """Rows of ``x``: an int where the library knows it, else a 0-d array of ``like``'s dtype.
+
+    ``x.shape[0]`` is None for a symbolic batch (ndonnx, a traced export) and nan for a
+    lazy array of unknown length (Dask); dividing by either would turn every gradient
+    into NaN or fail, so the count comes from summing ones over a column of ``like``
+    (exact below 2**24 rows in float32).
+    """
+    rows = x.shape[0]
+    if isinstance(rows, int):
+        return rows
+    return xp.sum(xp.ones_like(like[:, 0]))
+
+
 def one_hot(y, classes: int, dtype):
     """``(batch, classes)`` array with a 1 at each label, in ``dtype``."""
     xp = array_namespace(y)
-    # Inside jax.jit, device() of a tracer is None, which means "the default device".
-    columns = xp.arange(classes, dtype=y.dtype, device=device(y))
+    columns = xp.arange(classes, dtype=y.dtype, **_placement(y))
     return xp.astype(y[:, None] == columns[None, :], dtype)
 
 
@@ -112,7 +144,7 @@ def backprop(params, x, y, x_t=None):
 
     # d(mean loss)/d(logits) for softmax + cross-entropy; then the chain rule, layer by
     # layer, backwards. ReLU's derivative is where its output (the next layer's input) is > 0.
-    delta = (probs - targets) / x.shape[0]
+    delta = (probs - targets) / _batch_size(xp, x, probs)
     grads = {}
     for i in range(layer_count(params), 0, -1):
         a = inputs[i - 1]

@@ -290,18 +290,38 @@ def mnist_problem(dataset, samples: int = 2048, steps: int = 100) -> Problem:
                    checkpoints=checkpoints if steps else ())
 
 
+def _placements(name: str) -> list:
+    """``(backend or None, reason)`` for each kind of device ``name`` offers
+    (``Backend.device_choices``; just its one device for most)."""
+    from multinet.errors import BackendUnavailable
+
+    try:
+        base = get_backend(name)
+    except BackendUnavailable as exc:
+        return [(None, str(exc))]
+    placements = []
+    for device in base.device_choices or (None,):
+        try:
+            placements.append((base.configured(device), None))
+        except BackendUnavailable as exc:
+            placements.append((None, str(exc)))
+    return placements
+
+
 def report(problem: Problem, backends, dtypes=("float32", "float64")) -> list[dict]:
-    """One row per (backend, dtype): errors, tolerances and verdict; unavailable ones
-    (a backend that cannot run here, a dtype it cannot use) get a row with the reason."""
+    """One row per (backend, device, dtype): errors, tolerances and verdict; unavailable
+    ones (a backend that cannot run here, a dtype it cannot use) get a row with the
+    reason. A backend with a choice of devices is checked on each."""
     from multinet.errors import BackendUnavailable
 
     ref = reference(problem)
     rows = []
-    for name in backends:
+    for name, (backend, reason) in ((n, p) for n in backends for p in _placements(n)):
         for dtype in dtypes:
             row = {"backend": name, "dtype": dtype}
             try:
-                backend = get_backend(name)
+                if backend is None:
+                    raise BackendUnavailable(reason)
                 row["device"] = str(backend.device)
                 row["platform"] = backend.platform
                 levels = compare(run(backend, dtype, problem), ref, dtype, problem)

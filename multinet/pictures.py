@@ -59,6 +59,9 @@ NOISE_SIGMAS = 6.0
 INK_PERCENTILE = 90.0
 #: Pixels at least this much ink make up the ink's bounding box.
 BOX_LEVEL = 0.5
+#: Boxes more than twice this times the 20-pixel box are first shrunk by averaging
+#: whole blocks, so that Lanczos shrinks them this to twice this many times.
+REDUCING_GAP = 8
 #: Rec. 601 luma weights, as Pillow's ``convert("L")`` uses.
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -238,9 +241,11 @@ def size_normalise(ink: np.ndarray, box: tuple[int, int, int, int], size: int = 
 
     The aspect ratio is kept (the shorter side rounds to whole pixels, at least 1);
     resampling is Pillow's Lanczos on float data, which averages (anti-aliases) when it
-    shrinks. ``margin`` pixels are kept on every side so the anti-aliased fringe outside
-    the box survives. Returns the patch ``(h, w)`` ``float64`` in 0..1 and the box's
-    ``(height, width)`` inside it, the box starting at ``(margin, margin)``.
+    shrinks; a box over ``2 * REDUCING_GAP * size`` pixels is first shrunk by averaging
+    whole blocks, so memory stays small whatever the box's shape. ``margin`` pixels are
+    kept on every side so the anti-aliased fringe outside the box survives. Returns the
+    patch ``(h, w)`` ``float64`` in 0..1 and the box's ``(height, width)`` inside it,
+    the box starting at ``(margin, margin)``.
     """
     Image, _ = require_pillow()
     top, left, bottom, right = box
@@ -249,13 +254,25 @@ def size_normalise(ink: np.ndarray, box: tuple[int, int, int, int], size: int = 
     inner = (max(1, round(height * scale)), max(1, round(width * scale)))
     # The source region of the output patch, margins included, is exact in floats; it
     # may run past the picture, so the box is cut out with background padding around it
-    # (Pillow's resampling box must lie inside its image).
-    pad = math.ceil((margin + 1) / scale) + 1
-    region = np.zeros((height + 2 * pad, width + 2 * pad), dtype=np.float32)
+    # (Pillow's resampling box must lie inside its image). That region is about
+    # (1.5 x the box's longer side) squared whatever the box's shape, so a long box
+    # (a line across a panorama) would need gigabytes: k x k blocks are averaged first,
+    # as Pillow's own ``reducing_gap`` does, leaving Lanczos to shrink at most
+    # ``REDUCING_GAP`` to 2 x ``REDUCING_GAP`` times.
+    k = max(1, int(1 / (scale * REDUCING_GAP)))
+    pad = k * math.ceil((math.ceil((margin + 1) / scale) + 1) / k)  # whole blocks
+    region = np.zeros((-(-(height + 2 * pad) // k), -(-(width + 2 * pad) // k)),
+                      dtype=np.float32)
     src = ink[max(0, top - pad):bottom + pad, max(0, left - pad):right + pad]
-    y, x = max(0, pad - top), max(0, pad - left)
+    y, x = max(0, pad - top), max(0, pad - left)  # where src starts in the region
+    if k > 1:  # align src to the region's blocks, then average each block
+        aligned = np.zeros((-(-(y % k + src.shape[0]) // k) * k,
+                            -(-(x % k + src.shape[1]) // k) * k), dtype=np.float32)
+        aligned[y % k:y % k + src.shape[0], x % k:x % k + src.shape[1]] = src
+        src, y, x = _block_mean(aligned, k), y // k, x // k
     region[y:y + src.shape[0], x:x + src.shape[1]] = src
-    start = pad - margin / scale
+    scale *= k
+    start = pad / k - margin / scale
     patch = Image.fromarray(region).resize(
         (inner[1] + 2 * margin, inner[0] + 2 * margin), Image.Resampling.LANCZOS,
         box=(start, start, start + (inner[1] + 2 * margin) / scale,
@@ -276,11 +293,11 @@ def centre_by_mass(patch: np.ndarray, inner: tuple[int, int], margin: int,
 
     The centre is pixel ``(field // 2, field // 2)``, counting rows and columns from 0:
     MNIST's own digits have theirs there (over its 60,000 training digits the mean is
-    (13.996, 14.007), and all but one lie within half a pixel of (14, 14)), half a pixel
-    past the geometric centre 13.5. The shift is in whole pixels (no further blurring), so the
-    centre of mass lands within half a pixel of it, unless that would push part of the
-    box (``inner`` at ``(margin, margin)`` in ``patch``) out of the field: then the box
-    is kept whole and the centre of mass is as close as that allows.
+    (13.996, 14.007), and all but two lie within half a pixel of 14 on both axes), half
+    a pixel past the geometric centre 13.5. The shift is in whole pixels (no further
+    blurring), so the centre of mass lands within half a pixel of it, unless that would
+    push part of the box (``inner`` at ``(margin, margin)`` in ``patch``) out of the
+    field: then the box is kept whole and the centre of mass is as close as that allows.
     """
     out = np.zeros((field, field), dtype=np.float64)
     com = centre_of_mass(patch)

@@ -3,8 +3,10 @@
 A *backend* bundles what the network cannot get from the array API standard itself:
 which namespace and device to use, how to move NumPy data on and off the device, how to
 wait for asynchronous work and how to compile a function. Backends are registered under
-the entry-point group ``multinet.backends`` (multinet's own four included) and loaded
-lazily, so choosing one never imports the others.
+the entry-point group ``multinet.backends`` (multinet's own included) and loaded
+lazily, so choosing one never imports the others. A name nobody registered may be the
+import name of any array-API library (``array_api_strict``): it runs through the
+generic backend (``multinet.backends.generic``), with no plugin code.
 
 Precedence for the name: the explicit argument (``--backend``), then the environment
 variable ``MULTINET_BACKEND``, then ``numpy``.
@@ -12,6 +14,7 @@ variable ``MULTINET_BACKEND``, then ``numpy``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -96,10 +99,42 @@ class Backend:
     #: ``peak_memory()``: peak bytes allocated on the device so far, or None where the
     #: library does not track it (host memory is measured by the process instead).
     peak_memory: Callable[[], int | None] = _not_tracked
+    #: Kinds of device ``on_device`` accepts, the default first (``("cuda", "cpu")``),
+    #: for ``--device`` and for the parity suite, which checks each. Empty: ``device`` only.
+    device_choices: tuple[str, ...] = ()
+    #: ``on_device(name)`` -> this backend placing arrays on device ``name`` (a kind from
+    #: ``device_choices`` or a precise name such as ``"cuda:1"``); raises
+    #: ``BackendUnavailable`` where it cannot. None: one device only.
+    on_device: Callable[[str], "Backend"] | None = None
+    #: ``optional_compile(fn)``: a compiler used only on request (``--compile``), because
+    #: its first compilation costs more than a short run saves (``torch.compile``: about a
+    #: minute for a training step on two cores); ``compile`` stays eager. None: ``compile`` is all there is.
+    optional_compile: Callable[[Callable], Callable] | None = None
 
     def batch_asarray(self, array, dtype=None):
         """Place an array whose last axis indexes the samples of a batch (see ``shard``)."""
         return (self.shard or self.asarray)(array, dtype)
+
+    def configured(self, device: str | None = None, compile: bool = False) -> "Backend":
+        """This backend on ``device`` (``--device``), with its optional compiler if
+        ``compile`` (``--compile``); raises ``BackendUnavailable`` saying why not.
+
+        A backend that always compiles (JAX, MLX) accepts ``compile`` as it is; one with
+        a single device accepts that device's kind.
+        """
+        backend = self
+        if device is not None and self.on_device is not None:
+            backend = self.on_device(device)
+        elif device is not None and device != self.platform:
+            raise BackendUnavailable(f"--device {device}: backend {self.name!r} runs on "
+                                     f"{self.platform} only")
+        if compile and backend.optional_compile is not None:
+            backend = dataclasses.replace(backend, compile=backend.optional_compile,
+                                          optional_compile=None)
+        elif compile and backend.compile is _no_compilation:
+            raise BackendUnavailable(f"--compile: backend {self.name!r} has no compiler; "
+                                     "it runs operation by operation")
+        return backend
 
     @property
     def is_primary(self) -> bool:
@@ -142,8 +177,14 @@ def resolve_name(name: str | None = None) -> str:
 def _load(name: str) -> Backend:
     registered = _registered()
     if name not in registered:
+        # Not registered: any importable array-API module, through the generic backend.
+        from multinet.backends import generic
+
+        if generic.importable(name):
+            return generic.load(name)
         known = ", ".join(sorted(registered)) or "none (is multinet installed?)"
-        raise UnknownBackend(f"unknown backend {name!r}; known backends: {known}")
+        raise UnknownBackend(f"unknown backend {name!r}; known backends: {known}, or the "
+                             "import name of an array-API library")
     try:
         loader = registered[name].load()
     except ImportError as exc:

@@ -11,13 +11,17 @@ Two kinds of run share one loop:
 The order of the images in epoch ``e`` is ``default_rng([seed, e]).permutation``, so a
 run resumed from a checkpoint (epoch, batch within it, parameters, optimizer state)
 continues exactly as the uninterrupted run would. The loop reads values back to the host
-only at log points, for the progress bar and the metrics.
+only at log points, for the progress bar and the metrics; after starting a step (or a
+compiled run of ``SCAN_STEPS`` steps) it waits for the previous one, so no more than one
+is ever queued and a signal is acted on within two (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -30,10 +34,11 @@ from tqdm.auto import tqdm
 
 from multinet import network, optim
 from multinet.data import CLASSES, Dataset, flatten, scale_images, split_indices
-from multinet.errors import MultinetError
-from multinet.initializers import init_params
+from multinet.errors import MultinetError, argument
+from multinet.initializers import SCHEMES, init_params
 from multinet.registry import Backend
 
+DTYPES = ("float32", "float64")
 PRESETS = {
     # The notebook: 784-10-10, uniform(-0.5, 0.5) init, full-batch gradient descent.
     "notebook": dict(hidden=(10,), lr=0.2, optimizer="sgd", batch_size=0, epochs=500,
@@ -70,17 +75,51 @@ class TrainConfig:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose {', '.join(PRESETS)}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        for name, low in (("epochs", 0), ("batch_size", 0), ("seed", 0), ("dev_size", 0),
+                          ("log_every", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not (_finite(self.lr) and self.lr > 0):
+            raise ValueError(f"learning rate must be a finite number > 0, got {self.lr}")
+        if not (_finite(self.momentum) and 0 <= self.momentum < 1):
+            # mu >= 1 makes the velocity a sum that never forgets: it grows without bound.
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight decay must be a finite number >= 0, "
+                             f"got {self.weight_decay}")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden layer sizes must be >= 1, got {self.hidden}")
-        if self.log_every < 1 or self.batch_size < 0:
-            raise ValueError("log_every must be >= 1 and batch_size >= 0")
         if self.schedule not in optim.SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.init not in SCHEMES:
+            raise ValueError(f"unknown init {self.init!r}; choose {', '.join(SCHEMES)}")
         self.optimizer_spec()  # validates the optimizer fields
+
+    @classmethod
+    def from_dict(cls, values) -> "TrainConfig":
+        """A configuration from JSON (a checkpoint's): exactly the fields, each of its
+        JSON type (an integer where one is expected, never a boolean), then the value
+        checks above. Raises ``ValueError`` naming the field."""
+        if not isinstance(values, dict):
+            raise ValueError(f"expected an object, got {type(values).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing, unknown = set(fields) - set(values), set(values) - set(fields)
+        if missing or unknown:
+            raise ValueError(", ".join([*(f"{k} missing" for k in sorted(missing)),
+                                        *(f"unknown field {k!r}" for k in sorted(unknown))]))
+        for name, value in values.items():
+            kind = type(getattr(cls, name, None)) if name != "hidden" else list
+            ok = (isinstance(value, str) if kind is str else
+                  _is_int(value) if kind is int else
+                  (_is_int(value) or isinstance(value, float)) if kind is float else
+                  isinstance(value, list) and len(value) > 0 and all(map(_is_int, value)))
+            if not ok:
+                wanted = {str: "a string", int: "an integer", float: "a number",
+                          list: "a non-empty list of integers"}[kind]
+                raise ValueError(f"{name} must be {wanted}, got {json.dumps(value)[:40]}")
+        return cls(**values)
 
     @classmethod
     def from_preset(cls, preset: str = "notebook", **overrides) -> "TrainConfig":
@@ -97,17 +136,56 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}
 
+    def describe_step(self) -> str:
+        """The hyperparameters that decide how far a step goes, as set for this run:
+        ``"optimizer momentum, lr 0.05 (cosine schedule), momentum 0.99, batch size 64"``."""
+        parts = [f"optimizer {self.optimizer}", f"lr {self.lr:g} ({self.schedule} schedule)"]
+        if self.optimizer == "momentum":
+            parts.append(f"momentum {self.momentum:g}")
+        if self.weight_decay:
+            parts.append(f"weight decay {self.weight_decay:g}")
+        parts.append(f"batch size {self.batch_size}" if self.batch_size else "full batch")
+        return ", ".join(parts)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    """Whether a number is finite; an integer too large for a float is not."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
 
 class TrainingDiverged(MultinetError):
     """The loss stopped being a finite number."""
 
 
 class TrainingInterrupted(MultinetError):
-    """Ctrl-C: the run stopped, and its state was saved to ``path``."""
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run; its state was saved to
+    ``path`` (None: nothing was saved). ``signum``: the signal's number."""
 
-    def __init__(self, message: str, path: Path | None):
+    def __init__(self, message: str, path: Path | None, signum: int = signal.SIGINT):
         super().__init__(message)
         self.path = path
+        self.signum = signum
+
+
+class TrainingStopped(MultinetError):
+    """The run could not go on (a checkpoint or the metrics could not be written, memory
+    ran out); the message says where its state was saved instead, if anywhere."""
+
+
+@dataclass(frozen=True)
+class Saved:
+    """Where a state was saved, and why there if it is not where it was meant to go
+    (what an ``on_interrupt`` callback may return instead of a bare path)."""
+
+    path: Path
+    note: str = ""
 
 
 @dataclass
@@ -121,6 +199,11 @@ class TrainState:
     step: int = 0           # optimizer steps taken so far
     seconds: float = 0.0    # training time so far, over all sessions
     history: list = field(default_factory=list)
+    #: Sums of the loss and accuracy of batches ``0 .. batch-1`` of the epoch in progress,
+    #: so that an epoch interrupted and resumed reports the mean over all its batches.
+    #: None: not known (a checkpoint written before multinet stored them).
+    loss_sum: object = 0.0
+    accuracy_sum: object = 0.0
 
 
 @dataclass
@@ -278,30 +361,6 @@ def accuracy_of(predict_labels, params, split: DeviceSplit) -> float:
     return float(np.mean(predict_labels(params, split.images) == split.host_labels))
 
 
-class _DeferredInterrupt:
-    """Within this block, Ctrl-C sets ``requested`` instead of raising, so the loop can
-    stop between two steps, with parameters, optimizer state and counters consistent."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def splits_on_device(backend: Backend, config: TrainConfig, dataset: Dataset) -> dict:
     train_idx, dev_idx = split_indices(len(dataset.train_labels), config.dev_size, config.seed)
     return {
@@ -320,61 +379,277 @@ def initial_state(config: TrainConfig, backend: Backend, features: int) -> Train
     return TrainState(params=params, opt_state=optim.init_state(config.optimizer_spec(), params))
 
 
+#: Signals that stop a run cleanly: Ctrl-C; SIGTERM, which SLURM, Kubernetes, systemd and
+#: ``timeout`` send before SIGKILL; SIGHUP, a closed terminal or ssh session.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+#: Steps per compiled program where a backend compiles runs of steps (``compile_scan``).
+#: A signal is acted on between two programs and at most one more is queued behind the
+#: running one, so a stop waits for at most two programs: about 2 x 64 steps (measured in
+#: docs/reliability.md), instead of a whole epoch, or several when nothing reads a result.
+SCAN_STEPS = 64
+
+
+class _StopSignals:
+    """Within this block, the first of ``STOP_SIGNALS`` sets ``signum`` instead of ending
+    the process, so the loop can stop between two steps, with parameters, optimizer state
+    and counters consistent, and save them. A second one stops at once, saving nothing
+    (``TrainingInterrupted``), as a second Ctrl-C does in most tools."""
+
+    def __init__(self):
+        self.signum = 0
+
+    def __enter__(self):
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum:
+            raise TrainingInterrupted(
+                f"stopped at once by a second signal ({signal.Signals(signum).name}); "
+                "nothing more was saved", None, signum)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        return False
+
+
+class _Saves:
+    """``checkpoint`` plus a record of the last save: where, and at which epoch and step."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+        self.path = self.epoch = self.step = None
+
+    def __call__(self, state) -> None:
+        self.path = _saved(self.checkpoint(state)).path
+        self.epoch, self.step = state.epoch, state.step
+
+
+def _saved(result) -> Saved:
+    return result if isinstance(result, Saved) else Saved(Path(result))
+
+
+def _flat_arrays(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flat_arrays(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def non_finite(backend: Backend, state: TrainState) -> list[str]:
+    """Names of the parameters (``W1``) and optimizer-state arrays (``opt/v/W1``) holding
+    a NaN or an infinity. A NaN can hide from the loss (ReLU maps it to 0 and the loss is
+    taken before the last update), so the arrays themselves are checked."""
+    arrays = [*_flat_arrays(state.params), *_flat_arrays(state.opt_state, "opt/")]
+    xp = backend.xp
+    return [name for name, value in arrays
+            if not bool(backend.to_numpy(xp.all(xp.isfinite(value))))]
+
+
+def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
+    advice = f"a smaller {argument('lr')}" + (f" or {argument('momentum')}"
+                                              if config.optimizer == "momentum" else "")
+    if config.weight_decay and config.lr * config.weight_decay >= 1:
+        advice += (f" or {argument('weight_decay')} (lr x weight decay >= 1 overshoots "
+                   "every step)")
+    kept = (f"the last checkpoint, {saves.path}, is from epoch {saves.epoch} (step "
+            f"{saves.step}), before it diverged" if saves.path is not None
+            else "no checkpoint was written by this run")
+    return TrainingDiverged(f"training diverged: {what} by epoch {state.epoch} (step "
+                            f"{state.step}) with {config.describe_step()}; try {advice}; "
+                            f"{kept}")
+
+
+def _human(size: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 2**10:.1f} KiB"
+
+
+def memory_needed(config: TrainConfig, features: int, n_train: int) -> tuple[int, int]:
+    """``(host_bytes, device_bytes)`` a run needs at least: the float64 draw of the weights
+    and their cast on the host; parameters, gradients, the updated copy and the optimizer
+    state (old and new), activations of one batch and the images on the device. An
+    estimate for the message that refuses a run that cannot fit, not an accounting."""
+    sizes = (features, *config.hidden, CLASSES)
+    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    item = 8 if config.dtype == "float64" else 4
+    copies = {"sgd": 0, "momentum": 1, "adam": 2}[config.optimizer]
+    rows = n_train if not config.batch_size else min(config.batch_size, n_train)
+    host = count * (8 + item)
+    device = (count * item * (3 + 2 * copies) + rows * sum(sizes[1:]) * item * 3
+              + n_train * features * (1 + (0 if config.batch_size else 2 * item)))
+    return host, device
+
+
+def _physical_memory() -> int | None:
+    """This machine's memory, or the container's limit (cgroup v2) where that is lower."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def _memory_message(config: TrainConfig, features: int, n_train: int, backend: Backend):
+    host, device = memory_needed(config, features, n_train)
+    needed = host + device if backend.platform == "cpu" else host
+    sizes = "-".join(map(str, (features, *config.hidden, CLASSES)))
+    where = ("" if backend.platform == "cpu"
+             else f" on the host, plus {_human(device)} on the device")
+    return needed, (f"the network {sizes} needs about {_human(needed)} of memory{where} "
+                    f"(parameters, optimizer state and activations in {config.dtype} with "
+                    f"{config.optimizer})")
+
+
+def check_memory(config: TrainConfig, backend: Backend, features: int, n_train: int) -> None:
+    """Refuse a network that cannot fit in this machine's memory, before allocating."""
+    needed, message = _memory_message(config, features, n_train, backend)
+    total = _physical_memory()
+    if total is not None and needed > total:
+        raise MultinetError(f"{message}; this machine has {_human(total)}: choose smaller "
+                            f"{argument('hidden')} widths")
+
+
+def check_position(state: TrainState, batches: int, features: int) -> None:
+    """A state to continue from must fit the data: its counters this epoch length, its
+    first layer the images' width and its last the classes."""
+    sizes = network.layer_sizes(state.params)
+    if sizes[0] != features or sizes[-1] != CLASSES:
+        raise MultinetError(f"the network takes {sizes[0]} inputs and gives {sizes[-1]} "
+                            f"classes; the data has {features} pixels and {CLASSES} classes")
+    if not 0 <= state.batch < batches or state.step != state.epoch * batches + state.batch:
+        raise MultinetError(
+            f"the saved position (epoch {state.epoch}, batch {state.batch}, step "
+            f"{state.step}) does not fit this data's {batches} batch(es) per epoch")
+
+
+def _last_logged_step(path) -> int | None:
+    """The step of the last record in a metrics file, or None (no file, or no record)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+            return int(record["step"])
+        except (ValueError, TypeError, KeyError):
+            continue
+    return None
+
+
+def _log(metrics_path, record: dict) -> None:
+    from multinet.files import OutputError, append_line, reason
+
+    try:
+        append_line(metrics_path, json.dumps(record))
+    except OSError as exc:
+        raise OutputError(f"cannot append to the metrics file {metrics_path}: "
+                          f"{reason(exc)}") from None
+
+
 def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: bool = True,
           state: TrainState | None = None, checkpoint=None, on_interrupt=None,
           metrics_path=None) -> TrainResult:
     """Train (from scratch, or on from ``state``) and evaluate on train, dev and test.
 
-    ``checkpoint(state) -> path`` is called at every log point once the loss there is
-    known to be finite, so a saved checkpoint is always a good one. Ctrl-C stops the loop
-    between two steps (between two epochs where the backend compiles a whole epoch); the
-    state is passed to ``on_interrupt`` (default: ``checkpoint``) and
-    ``TrainingInterrupted`` raised. A non-finite loss raises ``TrainingDiverged`` and
-    saves nothing.
+    At every log point the loss *and every parameter and optimizer-state array* must be
+    finite, else ``TrainingDiverged`` (naming the step's hyperparameters) is raised and
+    nothing more is saved; then ``checkpoint(state) -> path`` is called, then the metrics
+    line is appended to ``metrics_path`` (so a line never describes a state that was not
+    saved; after a kill between the two, the resumed run writes the missing lines first).
+    When the run ends, ``checkpoint`` has been called on the final state.
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the loop between two steps (within two
+    programs of ``SCAN_STEPS`` steps where the backend compiles runs of steps); the state
+    is passed to ``on_interrupt`` (default: ``checkpoint``), which returns the path (or a
+    ``Saved``), and ``TrainingInterrupted`` raised. A checkpoint or metrics write that
+    fails (``OSError``), or memory running out, also stops the run: the state is passed to
+    ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went.
     """
     backend.enable_dtype(config.dtype)
-    splits = splits_on_device(backend, config, dataset)
+    try:
+        splits = splits_on_device(backend, config, dataset)
+    except ValueError as exc:  # a dev split larger than the data
+        raise MultinetError(str(exc)) from None
     train_split = splits["train"]
+    features = train_split.images.shape[1]
+    check_memory(config, backend, features, len(train_split))
     if state is None:
-        state = initial_state(config, backend, train_split.images.shape[1])
+        state = initial_state(config, backend, features)
     full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
     if backend.device_count > 1 and (full_batch or config.batch_size % backend.device_count):
         raise MultinetError(
             f"splitting batches over {backend.device_count} devices needs minibatches "
-            f"(--batch-size) that divide evenly by {backend.device_count}")
+            f"({argument('batch_size')}) that divide evenly by {backend.device_count}")
     batches = 1 if full_batch else len(train_split) // config.batch_size
+    check_position(state, batches, features)
     total_steps = config.epochs * batches
     optimizer = config.optimizer_spec()
-    run_epoch = None
+    run_steps = None
     if full_batch:
         step = backend.compile(make_train_step(optimizer, backend.fuse_chunk))
         x_all, x_t = full_batch_inputs(backend, train_split, config.dtype)
     else:
         step = backend.compile(make_minibatch_step(optimizer))
-        run_epoch = make_epoch_runner(backend, optimizer, config.dtype)
+        run_steps = make_epoch_runner(backend, optimizer, config.dtype)
     predict_labels = make_predictor(backend)
-    metrics = open(metrics_path, "a") if metrics_path else None
+    saves = _Saves(checkpoint) if checkpoint else None
+    rescue = on_interrupt or checkpoint
     bar = tqdm(total=total_steps, initial=state.step, desc=f"train [{backend.name}]",
                unit="step", disable=not progress, leave=False)
     start = time.perf_counter()
     seconds_before = state.seconds
     try:
-        with _DeferredInterrupt() as interrupt:
-            while state.epoch < config.epochs and not interrupt.requested:
+        with _StopSignals() as stop:
+            if metrics_path and state.history:
+                logged = _last_logged_step(metrics_path)
+                for record in state.history if logged is not None else ():
+                    if record["step"] > logged:  # saved, but killed before it was logged
+                        _log(metrics_path, record)
+            while state.epoch < config.epochs and not stop.signum:
                 index = None if full_batch else backend.batch_asarray(
                     epoch_order(len(train_split), config.batch_size, config.seed, state.epoch),
                     "int32")
-                loss_sum = acc_sum = 0.0
-                first_batch = state.batch
-                if run_epoch is not None:  # the rest of the epoch as one program
+                if state.batch == 0 or state.loss_sum is None:
+                    counted_from = state.batch  # the sums cover the batches from here on
+                    state.loss_sum = state.accuracy_sum = 0.0
+                else:
+                    counted_from = 0
+                lr = None
+                while (run_steps is not None and batches - state.batch >= SCAN_STEPS
+                       and not stop.signum):
                     lrs = [optim.learning_rate(config.lr, config.schedule, s, total_steps)
-                           for s in range(state.step, state.step + batches - state.batch)]
-                    state.params, state.opt_state, loss_sum, acc_sum = run_epoch(
-                        state.params, state.opt_state, train_split.images,
-                        train_split.labels, index[state.batch:, :], lrs)
-                    bar.update(len(lrs))
-                    state.step, state.batch, lr = state.step + len(lrs), batches, lrs[-1]
-                while state.batch < batches and not interrupt.requested:
+                           for s in range(state.step, state.step + SCAN_STEPS)]
+                    params, opt_state, loss, acc = run_steps(
+                        state.params, state.opt_state, train_split.images, train_split.labels,
+                        index[state.batch:state.batch + SCAN_STEPS, :], lrs)
+                    # The previous program's result: at most one more program is queued.
+                    backend.synchronize(*state.params.values())
+                    loss_sum, acc_sum = state.loss_sum + loss, state.accuracy_sum + acc
+                    state.params, state.opt_state, state.loss_sum, state.accuracy_sum = (
+                        params, opt_state, loss_sum, acc_sum)
+                    state.batch, state.step, lr = (state.batch + SCAN_STEPS,
+                                                   state.step + SCAN_STEPS, lrs[-1])
+                    bar.update(SCAN_STEPS)
+                while state.batch < batches and not stop.signum:
                     lr = optim.learning_rate(config.lr, config.schedule, state.step, total_steps)
                     if full_batch:
                         out = step(state.params, state.opt_state, x_all, train_split.labels,
@@ -382,16 +657,20 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
                     else:
                         out = step(state.params, state.opt_state, train_split.images,
                                    train_split.labels, index[state.batch, :], lr)
-                    state.params, state.opt_state, loss, acc = out
-                    loss_sum, acc_sum = loss_sum + loss, acc_sum + acc
+                    backend.synchronize(*state.params.values())
+                    loss_sum, acc_sum = state.loss_sum + out[2], state.accuracy_sum + out[3]
+                    state.params, state.opt_state, state.loss_sum, state.accuracy_sum = (
+                        out[0], out[1], loss_sum, acc_sum)
                     state.batch += 1
                     state.step += 1
                     bar.update(1)
                 if state.batch < batches:
-                    break  # interrupted mid-epoch: the state says where to go on
+                    break  # stopped mid-epoch: the state says where to go on
+                seen = batches - counted_from
+                loss_sum, acc_sum = state.loss_sum, state.accuracy_sum
                 state.epoch, state.batch = state.epoch + 1, 0
+                state.loss_sum = state.accuracy_sum = 0.0
                 if state.epoch % config.log_every == 0 or state.epoch == config.epochs:
-                    seen = batches - first_batch
                     record = {
                         "epoch": state.epoch, "step": state.step, "lr": lr,
                         "loss": float(backend.to_numpy(loss_sum)) / seen,
@@ -401,34 +680,67 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
                         "seconds": seconds_before + time.perf_counter() - start,
                     }
                     if not math.isfinite(record["loss"]):
-                        raise TrainingDiverged(
-                            f"loss became {record['loss']} by epoch {state.epoch} (step "
-                            f"{state.step}): is the learning rate {config.lr} too high? The "
-                            f"last checkpoint written, if any, is from before it diverged")
+                        raise _diverged(config, state, f"the loss became {record['loss']}",
+                                        saves or _Saves(None))
+                    bad = non_finite(backend, state)
+                    if bad:
+                        raise _diverged(config, state, f"{', '.join(bad[:3])} stopped being "
+                                        "finite numbers", saves or _Saves(None))
                     state.history.append(record)
-                    if metrics:
-                        metrics.write(json.dumps(record) + "\n")
-                        metrics.flush()
                     bar.set_postfix(loss=f"{record['loss']:.4f}",
                                     dev=f"{record['dev_accuracy']:.4f}")
                     state.seconds = record["seconds"]
-                    if checkpoint:
-                        checkpoint(state)
+                    if saves:
+                        saves(state)
+                    if metrics_path:
+                        _log(metrics_path, record)
             backend.synchronize(*state.params.values())
             state.seconds = seconds_before + time.perf_counter() - start
-            if interrupt.requested:
-                save = on_interrupt or checkpoint
-                saved = save(state) if save else None
+            if stop.signum:
+                name = signal.Signals(stop.signum).name
+                bad = non_finite(backend, state)
+                if bad:
+                    raise _diverged(config, state, f"{', '.join(bad[:3])} stopped being "
+                                    f"finite numbers (found on {name})", saves or _Saves(None))
+                if saves and saves.step == state.step:
+                    saved = Saved(saves.path)
+                else:
+                    saved = _saved(rescue(state)) if rescue else None
                 raise TrainingInterrupted(
-                    f"interrupted at epoch {state.epoch}, step {state.step}"
-                    + (f"; checkpoint saved to {saved}; continue with --resume {saved}"
-                       if saved else ""), saved)
+                    f"interrupted ({name}) at epoch {state.epoch}, step {state.step}"
+                    + (f"; checkpoint saved to {saved.path}"
+                       + (f" ({saved.note})" if saved.note else "")
+                       + f"; continue with {argument('resume', str(saved.path))}" if saved
+                       else f"; nothing was saved (no {argument('save')})"),
+                    saved and saved.path, stop.signum)
+            if saves and saves.step != state.step:
+                saves(state)  # nothing left to train (a resumed run at its end, 0 epochs)
+    except (OSError, MemoryError) as exc:
+        raise _stopped(exc, config, backend, state, rescue,
+                       features, len(train_split)) from None
     finally:
         bar.close()
-        if metrics:
-            metrics.close()
     return TrainResult(state=state,
                        summary=summarize(config, backend, state, splits, predict_labels))
+
+
+def _stopped(exc, config, backend, state, rescue, features, n_train) -> TrainingStopped:
+    """The error for a run that cannot go on, after saving its state through ``rescue``."""
+    if isinstance(exc, MemoryError):
+        _, estimate = _memory_message(config, features, n_train, backend)
+        why = f"out of memory: {estimate}"
+    else:
+        why = str(exc) if isinstance(exc, MultinetError) else f"write failed: {exc}"
+    where = f"the state at epoch {state.epoch}, step {state.step}"
+    if rescue is None:
+        return TrainingStopped(f"{why}; {where} was not saved (no {argument('save')})")
+    try:
+        saved = _saved(rescue(state))
+    except (OSError, MemoryError, MultinetError) as second:
+        return TrainingStopped(f"{why}; {where} could not be saved either ({second})")
+    return TrainingStopped(f"{why}; {where} was saved to {saved.path}"
+                           + (f" ({saved.note})" if saved.note else "")
+                           + f"; continue with {argument('resume', str(saved.path))}")
 
 
 def summarize(config, backend, state, splits, predict_labels) -> dict:

@@ -91,22 +91,32 @@ if [ "$quick" -eq 1 ]; then
            --workload inference)
     limit=240
 else
+    # On a GPU machine: every test on a GPU device, and the torchvision comparison (its
+    # wheels need a CUDA build of PyTorch, so it runs only there); elsewhere the JAX and
+    # PyTorch cases on the CPU.
+    selection="jax or torch"
+    command -v nvidia-smi >/dev/null && selection="gpu or torchvision"
     tests=(tests/test_parity.py tests/test_network.py tests/test_oracles.py
-           tests/test_download.py -k "cupy or jax or torch")
+           tests/test_download.py -k "$selection")
     parity=()
     bench=()
-    limit=200
+    limit=270
 fi
 peer=()
 "$PY" -c "import torch" 2>/dev/null && peer=(--peer torch)
+"$PY" -m multinet bench --help 2>/dev/null | grep -q -- "--peer {.*all" && peer=(--peer all)
 
 step pytest timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider "${tests[@]}" \
     > "$OUT/pytest.txt" 2>&1
 tail -n 25 "$OUT/pytest.txt"
-step parity-json timeout 120 "$PY" -m multinet parity --json "${parity[@]}" "${data_args[@]}" \
+step parity timeout 120 "$PY" -m multinet parity --json "${parity[@]}" "${data_args[@]}" \
     > "$OUT/parity.json" 2> "$OUT/parity.err"
-step parity timeout 120 "$PY" -m multinet parity "${parity[@]}" "${data_args[@]}" \
-    > "$OUT/parity.txt" 2>&1
+"$PY" - "$OUT/parity.json" > "$OUT/parity.txt" 2>&1 <<'PY'
+import json, sys
+from multinet.cli import _print_parity_table
+report = json.load(open(sys.argv[1]))
+_print_parity_table(report["rows"], report["steps"])
+PY
 step bench timeout 240 "$PY" -m multinet bench --json "${peer[@]}" "${bench[@]}" \
     > "$OUT/bench.json" 2> "$OUT/bench.err"
 

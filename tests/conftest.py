@@ -1,7 +1,11 @@
-"""Fixtures shared by the suite: backends x dtypes as parameters, and the MNIST files.
+"""Fixtures shared by the suite: backends x devices x dtypes as parameters, and the
+MNIST files.
 
-Every registered backend is a parameter, available or not. One that cannot run here is
-*skipped with its reason* (visible under ``pytest -rs``), never dropped silently.
+Every registered backend is a parameter, available or not, on each kind of device it
+offers (``Backend.device_choices``: torch on CUDA, MPS and the CPU where present), and
+so is an unregistered library reached by its import name through the generic backend
+(``GENERIC``). One that cannot run here is *skipped with its reason* (visible under
+``pytest -rs``), never dropped silently.
 
 JAX note: float64 on JAX needs its process-wide 64-bit mode. The ``float64`` cases turn
 it on through ``backend.enable_dtype`` (multinet never does it on import); JAX's float32
@@ -16,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multinet.data import find_files, load_dataset
-from multinet.errors import BackendUnavailable
+from helpers import SAMPLE_MNIST
+from multinet.data import ENV_VAR as DATA_ENV_VAR
+from multinet.data import load_dataset, locate
+from multinet.errors import BackendUnavailable, DatasetError, UnknownBackend
 from multinet.registry import backend_names, get_backend
 
-REPO = Path(__file__).resolve().parent.parent
-#: Where CI and the developers' machines keep the real MNIST files.
-SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 DTYPES = ("float32", "float64")
+#: Libraries tested by import name, with no registered backend: the generic path.
+GENERIC = ("array_api_strict",)
 
 
 def pytest_addoption(parser):
@@ -43,28 +48,41 @@ def pytest_collection_modifyitems(config, items):
 def _backend_or_reason(name):
     try:
         return get_backend(name), None
-    except BackendUnavailable as exc:
-        return None, str(exc)
+    except (BackendUnavailable, UnknownBackend) as exc:  # UnknownBackend: a GENERIC module
+        return None, str(exc)                           # that is not installed
 
 
 def backend_params(dtypes=DTYPES):
-    """``pytest.param((backend_name, dtype))`` for every backend x dtype, with readable ids
-    (``jax-cpu-float32``) and a skip mark, with the reason, where the pair cannot run."""
+    """``pytest.param((backend_name, device, dtype))`` for every backend x device x dtype,
+    with readable ids (``jax-cpu-float32``, ``torch-cuda-float64``) and a skip mark, with
+    the reason, where the backend cannot run. ``device`` is a kind from
+    ``Backend.device_choices``, or None for a backend with one device."""
     params = []
-    for name in backend_names():
+    for name in (*backend_names(), *GENERIC):
         backend, reason = _backend_or_reason(name)
-        device = backend.platform if backend else "unavailable"
-        for dtype in dtypes:
-            marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
-            params.append(pytest.param((name, dtype), id=f"{name}-{device}-{dtype}", marks=marks))
+        devices = ((backend.device_choices or (None,)) if backend else (None,))
+        for device in devices:
+            shown = device or (backend.platform if backend else "unavailable")
+            for dtype in dtypes:
+                marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
+                params.append(pytest.param((name, device, dtype),
+                                           id=f"{name}-{shown}-{dtype}", marks=marks))
     return params
+
+
+def _configured(name, device):
+    try:
+        return get_backend(name).configured(device)
+    except BackendUnavailable as exc:
+        pytest.skip(f"{name} on {device}: {exc}")
 
 
 @pytest.fixture(params=backend_params())
 def backend_dtype(request):
-    """``(backend, dtype)`` for every backend and float dtype; float64 enabled where needed."""
-    name, dtype = request.param
-    backend = get_backend(name)
+    """``(backend, dtype)`` for every backend, device and float dtype; float64 enabled
+    where needed, skipped with the reason where the backend refuses it."""
+    name, device, dtype = request.param
+    backend = _configured(name, device)
     try:
         backend.enable_dtype(dtype)
     except BackendUnavailable as exc:
@@ -74,21 +92,42 @@ def backend_dtype(request):
 
 @pytest.fixture(params=backend_params(("float32",)))
 def backend(request):
-    """Every backend, float32 only: for tests where the dtype does not matter."""
-    return get_backend(request.param[0])
+    """Every backend and device, float32 only: for tests where the dtype does not matter."""
+    return _configured(*request.param[:2])
 
 
-def mnist_dir() -> Path | None:
-    chosen = os.environ.get("MULTINET_DATA")
-    candidates = [Path(chosen)] if chosen else [SHARED_MNIST]
-    return next((c for c in candidates if find_files(c)), None)
+def full_mnist_dir() -> Path | None:
+    """The folder of the full MNIST files, found the way ``multinet train`` finds them
+    (``$MULTINET_DATA``, the per-user cache, system folders), or None.
+
+    An explicit ``MULTINET_DATA`` that lacks the files is a mistake worth a failure, not
+    a quiet fall-back to the sample."""
+    try:
+        return locate(None, "mnist")["train_images"].parent
+    except DatasetError as exc:
+        if os.environ.get(DATA_ENV_VAR):
+            raise pytest.UsageError(f"{DATA_ENV_VAR} is set but {exc}") from None
+        return None
+
+
+@pytest.fixture(scope="session")
+def full_mnist():
+    """All 70,000 MNIST images, for the few tests that need every one of them."""
+    directory = full_mnist_dir()
+    if directory is None:
+        pytest.skip(f"needs the full MNIST files (set {DATA_ENV_VAR}, or run 'multinet "
+                    "data fetch'); the committed sample holds 2,560 images")
+    return load_dataset(directory)
 
 
 @pytest.fixture(scope="session")
 def mnist():
-    directory = mnist_dir()
+    """Real MNIST images: the full files where they are found, else the committed sample
+    (the first 2,048 training and 512 test images, tests/data/mnist-sample). Pass
+    ``helpers.data_args(mnist)`` to the CLI so either is read correctly."""
+    directory = full_mnist_dir()
     if directory is None:
-        pytest.skip(f"MNIST files not found: set MULTINET_DATA (looked in {SHARED_MNIST})")
+        return load_dataset(SAMPLE_MNIST, verify=False)
     return load_dataset(directory)
 
 

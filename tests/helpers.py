@@ -1,5 +1,6 @@
 """Helpers shared by the test modules (plain functions; fixtures live in conftest.py)."""
 
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -49,3 +50,33 @@ def mnist_slice(dataset, n_train, n_test):
         dataset,
         train_images=dataset.train_images[:n_train], train_labels=dataset.train_labels[:n_train],
         test_images=dataset.test_images[:n_test], test_labels=dataset.test_labels[:n_test])
+
+
+@contextlib.contextmanager
+def unwritable_dir(path, *, size=None):
+    """``path`` made a folder that refuses writes: read-only, or with ``size`` (bytes), a
+    writable but nearly full one. As root (for whom permissions mean nothing) a tmpfs is
+    mounted there; otherwise a read-only folder is a ``chmod 555`` one, and a full one
+    cannot be made (skipped)."""
+    import pytest
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        if size is not None:
+            pytest.skip("a full disk needs a small tmpfs, which needs root")
+        path.chmod(0o555)
+        try:
+            yield path
+        finally:
+            path.chmod(0o755)
+        return
+    options = f"size={size}" if size is not None else "ro,size=64k"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

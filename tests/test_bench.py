@@ -1,8 +1,10 @@
 """``multinet bench`` runs and reports; it is not a timing test (no speed is asserted)."""
 
+import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,13 +44,24 @@ def test_bench_table_and_unavailable_backends_are_noted():
         assert "cupy: skipped" in out.stdout
 
 
-def test_bench_with_the_torch_peer():
+def test_bench_with_the_torch_peer_beside_the_torch_backend():
     pytest.importorskip("torch", reason="PyTorch is not installed (the peer is optional)")
-    out = bench("--backend", "numpy", "--workload", "floor", "--workload",
-                "notebook-float32", "--peer", "torch", "--json")
-    rows = json.loads(out.stdout)["rows"]
-    ours = next(r for r in rows if r["backend"] == "numpy" and r["workload"] != "floor")
-    assert "x_peer" in ours and any(r["backend"].startswith("torch") for r in rows)
+    out = bench("--backend", "numpy", "--backend", "torch", "--workload", "floor",
+                "--workload", "notebook-float32", "--peer", "torch", "--json")
+    rows = [r for r in json.loads(out.stdout)["rows"] if r["workload"] != "floor"]
+    assert [(r["backend"], r.get("peer")) for r in rows] == [
+        ("numpy", None), ("torch", None), ("torch (native)", "torch")]
+    assert "x_peer" in rows[0] and "x_peer" in rows[1] and "x_peer" not in rows[2]
+
+
+def test_peers_live_with_the_bench_not_among_the_backends():
+    from multinet import backends, peers
+
+    backend_dir = Path(backends.__file__).parent
+    assert not any("peer" in path.name for path in backend_dir.iterdir())
+    for name in peers.PEERS:
+        module = importlib.import_module(f"multinet.peers.{name}")
+        assert callable(module.bench)
 
 
 def test_measure_synchronizes_before_every_clock_read():
@@ -66,8 +79,8 @@ def test_ratios_use_the_fastest_floor_of_the_platform():
              "median_seconds": 1.0},
             {"backend": "a", "platform": "cpu", "workload": "x", "dtype": "float32",
              "median_seconds": 4.0},
-            {"backend": "torch 2", "platform": "cpu", "workload": "x", "dtype": "float32",
-             "median_seconds": 8.0}]
+            {"backend": "torch (native)", "peer": "torch", "platform": "cpu", "workload": "x",
+             "dtype": "float32", "median_seconds": 8.0}]
     add_ratios(rows)
     assert rows[2]["x_floor"] == 4.0 and rows[2]["x_peer"] == 0.5
 

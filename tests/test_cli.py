@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, data_args, run_cli
 from multinet.cli import main
 
 
 def test_train_json_summary(mnist, capsys):
-    code = main(["train", "--data-dir", str(mnist.directory), "--iterations", "3",
+    code = main(["train", *data_args(mnist), "--iterations", "3",
                  "--hidden", "8", "--json", "--no-progress"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
@@ -21,7 +21,7 @@ def test_train_json_summary(mnist, capsys):
 
 def test_train_text_summary_and_backend_from_environment(mnist, capsys, monkeypatch):
     monkeypatch.setenv("MULTINET_BACKEND", "strict")
-    assert main(["train", "--data-dir", str(mnist.directory), "--iterations", "2",
+    assert main(["train", *data_args(mnist), "--iterations", "2",
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "backend strict" in out and "accuracy: train" in out and "samples/s" in out
@@ -38,8 +38,8 @@ def test_unavailable_backend_is_one_line_and_exit_2():
 
 
 def test_unknown_backend_is_one_line_listing_known_names():
-    assert_one_line_error(run_cli("train", "--backend", "torch"), "unknown backend 'torch'",
-                          "numpy")
+    assert_one_line_error(run_cli("train", "--backend", "tensorflow_nonexistent"),
+                          "unknown backend 'tensorflow_nonexistent'", "numpy", "torch")
 
 
 def test_missing_data_says_where_it_looked(tmp_path):
@@ -48,7 +48,7 @@ def test_missing_data_says_where_it_looked(tmp_path):
 
 
 @pytest.mark.parametrize("args", [["train", "--lr", "-1"], ["train", "--iterations", "x"],
-                                  ["train", "--dtype", "float16"], []])
+                                  ["train", "--dtype", "float16"]])
 def test_bad_arguments_exit_2_without_traceback(args):
     result = run_cli(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -65,7 +65,7 @@ def test_backends_lists_every_backend(capsys):
 
 
 def test_parity_table_passes_here(mnist, capsys):
-    code = main(["parity", "--data-dir", str(mnist.directory), "--samples", "256",
+    code = main(["parity", *data_args(mnist), "--samples", "256",
                  "--steps", "10", "--backend", "numpy", "--backend", "strict"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -73,7 +73,7 @@ def test_parity_table_passes_here(mnist, capsys):
 
 
 def test_parity_json_and_skipped_backends(mnist, capsys):
-    assert main(["parity", "--data-dir", str(mnist.directory), "--samples", "128", "--steps",
+    assert main(["parity", *data_args(mnist), "--samples", "128", "--steps",
                  "3", "--dtype", "float32", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     rows = {row["backend"]: row for row in report["rows"]}
@@ -97,7 +97,37 @@ def test_parity_exits_1_when_a_backend_is_out_of_tolerance(mnist, tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: half-backend\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[multinet.backends]\nhalf = half_backend:load\n")
-    result = run_cli("parity", "--data-dir", str(mnist.directory), "--backend", "half",
+    result = run_cli("parity", *data_args(mnist), "--backend", "half",
                      "--samples", "128", "--steps", "2", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 1, result.stderr
     assert "fail" in result.stdout
+
+
+def test_version_and_a_bare_command_show_what_multinet_is():
+    from multinet import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"multinet {__version__}"
+    bare = run_cli()
+    assert bare.returncode == 0 and "usage: multinet" in bare.stdout and not bare.stderr
+    for command in ("train", "evaluate", "predict", "parity", "data", "bench", "backends"):
+        assert command in bare.stdout
+
+
+def test_every_subcommand_is_described_and_every_option_shows_its_default():
+    """An option whose value is not chosen by the user must say what it will be: either
+    argparse shows its default, or the help text states it (presets decide many)."""
+    import argparse
+
+    from multinet.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        assert sub.description, f"{name} has no description"
+        text = sub.format_help()
+        for action in sub._actions:
+            shown = action.default not in (None, argparse.SUPPRESS) and action.nargs != 0
+            if shown and action.option_strings:
+                assert "default" in (action.help or "") or f"default: {action.default}" in text, (
+                    name, action.option_strings)

@@ -59,11 +59,11 @@ def levels(backend_dtype, problem, results, request):
     name = request.node.callspec.params["problem"]
     if (name, "reference") not in results:
         results[name, "reference"] = parity.reference(problem)
-    if (name, backend.name, dtype) not in results:
+    key = (name, backend.name, str(backend.device), dtype)
+    if key not in results:
         run = parity.run(backend, dtype, problem)
-        results[name, backend.name, dtype] = parity.compare(
-            run, results[name, "reference"], dtype, problem)
-    return results[name, backend.name, dtype]
+        results[key] = parity.compare(run, results[name, "reference"], dtype, problem)
+    return results[key]
 
 
 def assert_within(levels, dtype, *names):

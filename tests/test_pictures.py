@@ -9,9 +9,11 @@ within 5 points of the plain 28x28 digits.
 
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -245,6 +247,37 @@ def test_the_box_becomes_20_pixels_on_its_longer_side_keeping_its_shape(block, i
     assert patch.shape == (inner[0] + 8, inner[1] + 8)
     assert pictures.ink_box(patch) == (4, 4, 4 + inner[0], 4 + inner[1])
     assert patch.min() >= 0.0 and patch.max() <= 1.0
+
+
+def test_a_long_box_is_shrunk_in_little_memory(monkeypatch):
+    """A line across a panorama: the padded region around its box used to be about
+    (1.5 x 8000)^2 floats (190 MB here; 11 GB for a 60000-pixel-wide picture); blocks
+    are now averaged first, and the patch stays what plain Lanczos makes of it."""
+    ink = np.zeros((43, 8007))
+    ink[13:33, 7:] = 1.0
+    box = pictures.ink_box(ink)
+    tracemalloc.start()
+    try:
+        patch, inner = pictures.size_normalise(ink, box, size=20, margin=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12e6  # the ink itself is 2.8 MB
+    assert inner == (1, 20) and patch.shape == (9, 28)
+    monkeypatch.setattr(pictures, "REDUCING_GAP", 1e9)  # no blocks: Lanczos alone
+    plain, _ = pictures.size_normalise(ink, box, size=20, margin=4)
+    np.testing.assert_allclose(patch, plain, atol=0.005)
+
+
+def test_a_large_box_reads_the_same_with_and_without_block_averaging(monkeypatch):
+    seven = np.asarray(draw((900, 800), [(150, 100), (700, 120), (300, 700)], width=60,
+                            ink=255, paper=0), dtype=np.float64) / 255
+    box = pictures.ink_box(seven)
+    patch, inner = pictures.size_normalise(seven, box)
+    monkeypatch.setattr(pictures, "REDUCING_GAP", 1e9)
+    plain, plain_inner = pictures.size_normalise(seven, box)
+    assert inner == plain_inner and pictures.ink_box(patch) == pictures.ink_box(plain)
+    np.testing.assert_allclose(patch, plain, atol=0.005)
 
 
 def test_the_box_can_touch_the_edge_of_the_picture():
@@ -571,6 +604,45 @@ def test_a_bad_picture_alone_is_one_line(network, tmp_path):
                           "no picture files in this folder")
     assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(junk), "--show",
                                   "--json"), "--show", "--json")
+
+
+def test_save_inputs_never_writes_over_the_pictures_themselves(network, folder, tmp_path):
+    """``--save-inputs`` naming the pictures' own folder would have replaced a drawing
+    by its 28x28 (a.png -> a.png), through a link too: refused before writing."""
+    checkpoint = network[0]
+    _, good, _ = folder
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    drawing = photos / "a.png"
+    drawing.write_bytes(good[0].read_bytes())
+    (photos / "d.jpg").write_bytes(good[3].read_bytes())
+    before = drawing.read_bytes()
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(photos),
+                                  "--save-inputs", str(photos)),
+                          "--save-inputs", "would write over the picture", "a.png")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.link(drawing, linked / "a.png")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(drawing),
+                                  "--save-inputs", str(linked)), "would write over")
+    assert drawing.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == [
+        "a.png", "d.jpg"]
+    result = run_cli("predict", str(checkpoint), "--image", str(photos / "d.jpg"),
+                     "--save-inputs", str(photos))  # d.png is nobody's picture
+    assert result.returncode == 0, result.stderr
+    assert (photos / "d.png").exists() and drawing.read_bytes() == before
+
+
+def test_an_empty_path_is_not_the_current_folder(network, folder, tmp_path):
+    checkpoint = network[0]
+    _, good, _ = folder
+    (tmp_path / "cwd.png").write_bytes(good[0].read_bytes())
+    result = subprocess.run([sys.executable, "-m", "multinet", "predict", str(checkpoint),
+                             "--image", "", str(good[1])], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["multinet: error: --image: an empty path"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [str(good[1])]
 
 
 def test_without_pillow_predict_says_which_extra_to_install(network, folder):

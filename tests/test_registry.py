@@ -14,7 +14,7 @@ from multinet.errors import BackendUnavailable, UnknownBackend
 from multinet.registry import backend_names, describe_backends, get_backend, resolve_name
 
 REPO = Path(__file__).resolve().parent.parent
-ARRAY_LIBRARIES = ("numpy", "cupy", "jax", "jaxlib", "array_api_strict", "torch")
+ARRAY_LIBRARIES = ("numpy", "cupy", "jax", "jaxlib", "array_api_strict", "torch", "mlx")
 
 
 def run_python(code, **env):
@@ -25,7 +25,7 @@ def run_python(code, **env):
 
 
 def test_builtin_backends_are_registered():
-    assert {"numpy", "jax", "cupy", "strict"} <= set(backend_names())
+    assert {"numpy", "jax", "cupy", "strict", "torch", "mlx"} <= set(backend_names())
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -47,7 +47,8 @@ def test_choosing_numpy_imports_no_other_array_library():
         import sys
         from multinet.registry import get_backend
         get_backend("numpy")
-        print(sorted(m for m in ("jax", "cupy", "array_api_strict", "torch") if m in sys.modules))
+        print(sorted(m for m in ("jax", "cupy", "array_api_strict", "torch", "mlx")
+                     if m in sys.modules))
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

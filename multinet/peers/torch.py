@@ -1,6 +1,11 @@
-"""Not a backend: the bench workloads written directly in PyTorch (eager, no autograd),
-the way a PyTorch user would write the same math, so ``multinet bench --peer torch`` can
-compare against it. PyTorch is never a dependency of multinet."""
+"""The bench workloads written directly in PyTorch (eager, no autograd), the way a PyTorch
+user would write the same math: ``multinet bench --peer torch``.
+
+Beside the torch *backend* (multinet's own network, through the array API, on PyTorch)
+the ratio of the two is what writing to the standard costs. The peer runs on the device
+the torch backend picks (CUDA, else MPS, else the CPU) and waits for it the same way.
+PyTorch is imported inside ``bench`` only, and is never a dependency of multinet.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,39 @@ import math
 import numpy as np
 
 
-def bench_torch(config) -> list[dict]:
+def _device(torch):
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def bench(config) -> list[dict]:
     import torch
 
     from multinet.bench import measure, synthetic_data
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    device = _device(torch)
     data = synthetic_data(config)
-    images_u8 = torch.from_numpy(data["images"])
-    labels = torch.from_numpy(data["labels"]).long()
+    images_u8 = torch.from_numpy(data["images"]).to(device)
+    labels = torch.from_numpy(data["labels"]).long().to(device)
     rows = []
 
+    def synchronize(result):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
     def row(workload, samples, timing, dtype="float32"):
-        rows.append({"backend": f"torch {torch.__version__}", "device": "cpu",
-                     "platform": "cpu", "workload": workload, "dtype": dtype,
-                     "samples": samples, **timing,
+        rows.append({"backend": "torch (native)", "peer": "torch",
+                     "version": torch.__version__, "device": str(device),
+                     "platform": "cpu" if device.type == "cpu" else "gpu",
+                     "workload": workload, "dtype": dtype, "samples": samples, **timing,
                      "samples_per_second": samples / timing["median_seconds"],
-                     "peak_device_bytes": None})
+                     "peak_device_bytes": (torch.cuda.max_memory_allocated(device)
+                                           if device.type == "cuda" else None)})
 
     def init(sizes, dtype, he=False):
         rng = np.random.default_rng(0)
@@ -36,7 +57,8 @@ def bench_torch(config) -> list[dict]:
                 b = np.zeros(fan_out)
             else:
                 w, b = rng.random((fan_in, fan_out)) - 0.5, rng.random(fan_out) - 0.5
-            params += [torch.from_numpy(w).to(dtype), torch.from_numpy(b).to(dtype)]
+            params += [torch.from_numpy(w).to(device, dtype),
+                       torch.from_numpy(b).to(device, dtype)]
         return params
 
     def backprop(params, x, y):
@@ -48,7 +70,7 @@ def bench_torch(config) -> list[dict]:
         logits = a @ params[-2] + params[-1]
         probs = torch.softmax(logits, dim=1)
         delta = probs
-        delta[torch.arange(len(y)), y] -= 1
+        delta[torch.arange(len(y), device=device), y] -= 1
         delta /= len(y)
         grads = [None] * len(params)
         for i in reversed(range(layers)):
@@ -58,14 +80,17 @@ def bench_torch(config) -> list[dict]:
                 delta = (delta @ params[2 * i].T) * (inputs[i] > 0)
         return grads
 
-    no_sync = lambda result: None  # eager CPU: the work is done when the call returns
-
     for workload in config.workloads:
         if workload == "floor":
             x = images_u8.float() / 255
-            row("floor", config.samples, measure(lambda: x.sum(), no_sync, config.repeats))
+            row("floor", config.samples, measure(lambda: x.sum(), synchronize, config.repeats))
         elif workload.startswith("notebook-"):
             dtype_name = workload.split("-", 1)[1]
+            if dtype_name == "float64" and device.type == "mps":
+                rows.append({"backend": "torch (native)", "peer": "torch",
+                             "workload": workload, "dtype": dtype_name,
+                             "skipped": "MPS has no float64"})
+                continue
             dtype = getattr(torch, dtype_name)
             x = images_u8.to(dtype) / 255
             params = init(config.notebook_sizes, dtype)
@@ -74,9 +99,10 @@ def bench_torch(config) -> list[dict]:
                 grads = backprop(params, x, labels)
                 return [p - 0.2 * g for p, g in zip(params, grads)]
 
-            row(workload, config.samples, measure(step, no_sync, config.repeats), dtype_name)
+            row(workload, config.samples, measure(step, synchronize, config.repeats),
+                dtype_name)
         elif workload == "mlp-epoch":
-            order = torch.from_numpy(data["order"]).long()
+            order = torch.from_numpy(data["order"]).long().to(device)
 
             def epoch():
                 params = init(config.mlp_sizes, torch.float32, he=True)
@@ -92,16 +118,17 @@ def bench_torch(config) -> list[dict]:
                         params[j] = params[j] - 1e-3 * step
                 return params
 
-            row("mlp-epoch", order.numel(), measure(epoch, no_sync, config.epoch_repeats))
+            row("mlp-epoch", order.numel(), measure(epoch, synchronize, config.epoch_repeats))
         elif workload == "inference":
             params = init(config.mlp_sizes, torch.float32, he=True)
-            test = torch.from_numpy(data["test_images"])
+            test = torch.from_numpy(data["test_images"]).to(device)
 
             def predict():
                 a = test.float() / 255
                 for i in range(len(params) // 2 - 1):
                     a = torch.relu(a @ params[2 * i] + params[2 * i + 1])
-                return (a @ params[-2] + params[-1]).argmax(1).numpy()
+                return (a @ params[-2] + params[-1]).argmax(1).cpu().numpy()
 
-            row("inference", config.test_samples, measure(predict, no_sync, config.repeats))
+            row("inference", config.test_samples,
+                measure(predict, lambda result: None, config.repeats))
     return rows

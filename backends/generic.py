@@ -1,0 +1,127 @@
+"""Any array-API library by its import name, with no plugin code.
+
+``--backend NAME``, where nobody registered ``NAME``, lands here. The module ``NAME`` is
+an array-API namespace when it declares ``__array_api_version__`` (array-api-strict,
+ndonnx, NumPy >= 2.0 ...) or when array-api-compat wraps it (``array_api_compat.NAME``:
+as it does ``dask.array``). Everything else the ``Backend`` record needs comes from the
+standard itself: devices and dtypes from ``__array_namespace_info__`` (2023.12), host
+copies through DLPack, the kind of device from ``__dlpack_device__``. What the standard
+does not say (how to wait for queued work, how to compile) stays at the defaults: no
+waiting, no compiler; a library that needs more deserves a registered backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import warnings
+
+import numpy as np
+from array_api_compat import array_namespace
+from array_api_compat import device as device_of
+
+from multinet.errors import BackendUnavailable
+from multinet.registry import Backend
+
+#: DLPack device types whose memory the host reads directly (kDLCPU, kDLCUDAHost,
+#: kDLROCMHost), from dlpack.h.
+_HOST_DLPACK_DEVICES = (1, 3, 11)
+
+
+def importable(name: str) -> bool:
+    """Whether ``name`` is a module that could be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package, an empty or relative name
+        return False
+
+
+def namespace(name: str):
+    """``(module, xp)``: the imported module and the namespace its arrays use.
+
+    Raises ``BackendUnavailable`` when the module cannot be imported or is no namespace.
+    """
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - any failure of a user's module, said in one line
+        raise BackendUnavailable(f"module {name!r} could not be imported: "
+                                 f"{type(exc).__name__}: {exc}") from None
+    candidate = module if hasattr(module, "__array_api_version__") else _compat_wrapper(name)
+    if candidate is None:
+        raise BackendUnavailable(
+            f"module {name!r} is no array-API namespace: it has no __array_api_version__ "
+            "and array-api-compat does not wrap it")
+    try:
+        xp = array_namespace(candidate.asarray(np.zeros(1, np.float32)))
+    except Exception as exc:  # noqa: BLE001
+        raise BackendUnavailable(f"module {name!r}: asarray() of a NumPy array failed: "
+                                 f"{type(exc).__name__}: {exc}") from None
+    return module, xp
+
+
+def _compat_wrapper(name: str):
+    try:
+        wrapper = importlib.import_module(f"array_api_compat.{name}")
+    except ImportError:
+        return None
+    return wrapper if hasattr(wrapper, "__array_api_version__") else None
+
+
+def _platform(array) -> str:
+    try:
+        kind, _ = array.__dlpack_device__()
+    except (AttributeError, TypeError, BufferError):
+        return "cpu"
+    return "cpu" if int(kind) in _HOST_DLPACK_DEVICES else "gpu"
+
+
+def load(name: str) -> Backend:
+    """The generic backend for module ``name``."""
+    module, xp = namespace(name)
+    info = xp.__array_namespace_info__() if hasattr(xp, "__array_namespace_info__") else None
+    sample = xp.asarray(np.zeros(1, np.float32))
+    if info is not None:
+        device = info.default_device()
+    else:
+        try:
+            device = device_of(sample)
+        except AttributeError:
+            device = None
+    placement = {} if device is None else {"device": device}
+
+    def asarray(array, dtype=None):
+        array = np.asarray(array, dtype=dtype)
+        return xp.asarray(array, dtype=getattr(xp, array.dtype.name), **placement)
+
+    def to_numpy(array):
+        try:
+            return np.from_dlpack(array)
+        except (AttributeError, TypeError, BufferError, RuntimeError):
+            return np.asarray(array)
+
+    def enable_dtype(dtype):
+        if not hasattr(xp, dtype):
+            raise BackendUnavailable(f"{name} has no {dtype}")
+        floating = info.dtypes(kind="real floating", **placement) if info is not None else {}
+        if dtype.startswith("float") and info is not None and dtype not in floating:
+            raise BackendUnavailable(f"{name} has no {dtype} on {device}")
+
+    top = importlib.import_module(name.split(".")[0])
+    if info is not None:
+        with warnings.catch_warnings():
+            # array-api-compat's torch info tries every device type, deprecated ones too.
+            warnings.simplefilter("ignore")
+            devices = tuple(map(str, info.devices()))
+    else:
+        devices = (str(device),)
+    return Backend(
+        name=name,
+        xp=xp,
+        device=device,
+        asarray=asarray,
+        to_numpy=to_numpy,
+        version=str(getattr(module, "__version__", getattr(top, "__version__", "?"))),
+        enable_dtype=enable_dtype,
+        platform=_platform(sample),
+        devices=devices,
+    )
