@@ -62,4 +62,5 @@ def load() -> Backend:
         version=cupy.__version__,
         platform="gpu",
         devices=tuple(describe(i) for i in range(count)),
+        mutable_arrays=True,
     )

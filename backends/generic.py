@@ -43,7 +43,8 @@ def namespace(name: str):
     """
     try:
         module = importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001 - any failure of a user's module, said in one line
+    # Any failure of a user's module, said in one line: a script's sys.exit() too.
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise BackendUnavailable(f"module {name!r} could not be imported: "
                                  f"{type(exc).__name__}: {exc}") from None
     candidate = module if hasattr(module, "__array_api_version__") else _compat_wrapper(name)

@@ -145,8 +145,9 @@ def _join_processes(jax) -> None:
                                  f"(0 to {count - 1})")
     timeout = _init_timeout()
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise BackendUnavailable(f"coordinator {address!r}: expected HOST:PORT")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BackendUnavailable(f"coordinator {address!r}: expected HOST:PORT, with a "
+                                 "port from 1 to 65535")
     host = host.strip("[]")  # an IPv6 literal, [::1]:1234
     print(f"multinet: process {index} of {count}: joining the run at {address}, waiting up "
           f"to {timeout:g} s for all {count} processes (--init-timeout)", file=sys.stderr,

@@ -20,4 +20,5 @@ def load() -> Backend:
         version=np.__version__,
         fuse_chunk=4096,
         devices=("cpu",),
+        mutable_arrays=True,
     )

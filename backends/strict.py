@@ -33,4 +33,5 @@ def load() -> Backend:
         version=xp.__version__,
         fuse_chunk=4096,
         devices=(str(device),),
+        mutable_arrays=True,
     )

@@ -114,6 +114,7 @@ def _on(torch, xp, name, kinds) -> Backend:
         device_choices=kinds,
         on_device=lambda other: _on(torch, xp, other, kinds),
         optional_compile=functools.partial(_compile, torch),
+        mutable_arrays=True,
         # No chunks (fuse_chunk None), even on the CPU: a full-batch notebook step on
         # 59,000 images took 0.39-0.80 s in one pass (with the transposed copy x_t) and
         # 2.1-2.9 s in chunks of 4,096 rows, whose many small operations each pay

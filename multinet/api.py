@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -179,6 +180,9 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None, *,
     from multinet import checkpoint as ckpt
     from multinet.network import layer_sizes
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgument(f"path must be a checkpoint's file name (a str or a "
+                              f"pathlib.Path), got {type(path).__name__}")
     loaded = ckpt.load(path)
     chosen = resolve_backend(backend, devices)
     state = loaded.state_on(chosen)
@@ -282,7 +286,7 @@ class Run:
                 f"images must be uint8 pixel values 0-255, as load_dataset gives them; got "
                 f"{array.dtype} (for floats in [0, 1]: (images * 255).round().astype("
                 f"numpy.uint8))")
-        if array.ndim == 3 and array.shape[1] * array.shape[2] == features:
+        if array.ndim == 3 and array.shape[1:] == (side, side) and side * side == features:
             return array.reshape(len(array), features)
         if array.ndim == 2 and array.shape[1] == features:
             return array
@@ -293,7 +297,7 @@ class Run:
 
     def predict(self, images) -> np.ndarray:
         """Predicted labels ``(n,)`` int64 (0-9) for uint8 ``images`` ``(n, 28, 28)`` or
-        ``(n, 784)`` (any array the host can read: NumPy, a list, a device array).
+        ``(n, 784)`` (a NumPy array, a list of uint8 images, a device array).
 
         Runs on the run's backend, 10,000 images at a time. Raises ``InvalidArgument``
         for another dtype or shape."""
@@ -334,12 +338,15 @@ class Run:
         ``fit(resume=...)`` and every ``multinet`` command read, on any backend.
 
         Returns the path. Raises ``CheckpointError`` for a state that is not finite and
-        ``OutputError`` when the file cannot be written. In a multi-process run only
+        ``OutputError`` when the file cannot be written, or when ``path`` is an existing
+        file that is not a safetensors file (it would be lost). In a multi-process run only
         process 0 writes."""
         from multinet import checkpoint as ckpt
+        from multinet.files import check_replaceable
 
         if not self.backend.is_primary:
             return Path(path)
+        check_replaceable(path, argument("path"), "checkpoint (safetensors)")
         return ckpt.save(path, self.config, self.state, backend=self.backend,
                          dataset_name=self.dataset_name, dataset_sha256=self.dataset_sha256)
 
@@ -362,15 +369,32 @@ class Run:
         """Images with the predicted class and its probability, as a ``Figure``.
 
         ``images``: uint8 ``(n, 28, 28)`` or ``(n, 784)``; None: the first ``count`` test
-        images of the run's dataset, with their labels. ``labels``, optional ``(n,)``: a
-        wrong prediction is then drawn in red with the true class."""
+        images of the run's dataset, with their labels. ``labels``, optional ``(n,)``
+        integers 0-9: a wrong prediction is then drawn in red with the true class.
+        Raises ``InvalidArgument`` for no images, or labels of another shape or range."""
         from multinet import plots
         from multinet.data import dataset_spec
 
+        import numpy as np
+
         if images is None:
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InvalidArgument(f"count must be an integer >= 1, got {count!r}")
             data = self._data(None)
             images, labels = data.test_images[:count], data.test_labels[:count]
         flat = self._flat_images(images)
+        if len(flat) == 0:
+            raise InvalidArgument("images holds no image to plot")
+        classes = self._sizes[-1]
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(flat),) or labels.dtype.kind not in "iu":
+                raise InvalidArgument(f"labels must be {len(flat)} integer labels, one per "
+                                      f"image, shape ({len(flat)},); got {labels.dtype} "
+                                      f"{labels.shape}")
+            if labels.min() < 0 or labels.max() >= classes:
+                raise InvalidArgument(f"labels must be classes 0-{classes - 1}, got "
+                                      f"{labels.min()}..{labels.max()}")
         side = math.isqrt(flat.shape[1])
         probabilities = self.probabilities(flat)
         return plots.predictions_figure(
@@ -396,9 +420,12 @@ class Run:
         confusion matrix as PNG files in ``folder`` (created if need be), as ``multinet
         train --plots`` and ``multinet plot`` write them; returns their paths. Raises
         ``MultinetError`` without matplotlib and ``OSError`` when a file cannot be
-        written."""
+        written (``OutputError``, before any work, when ``folder`` is a file or cannot be
+        written at all)."""
         from multinet import plots
+        from multinet.files import check_output_dir
 
+        check_output_dir(folder, argument("folder"))
         data = self._data(dataset)
         return plots.write_all(folder, self.history, data, self.evaluate(data),
                                title=f"{self.config.preset} preset on {self.backend.name}"
@@ -547,7 +574,10 @@ def _epochs(overrides: dict) -> int | None:
     if epochs is not None and iterations is not None:
         raise InvalidArgument(f"{argument('iterations')} and {argument('epochs')} are the "
                               "same count (passes over the training set); give one")
-    return epochs if epochs is not None else iterations
+    name, count = ("epochs", epochs) if epochs is not None else ("iterations", iterations)
+    if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral)):
+        raise InvalidArgument(f"{argument(name)} must be an integer, got {count!r}")
+    return count
 
 
 def _new_config(preset: str | None, overrides: dict) -> TrainConfig:
@@ -558,7 +588,7 @@ def _new_config(preset: str | None, overrides: dict) -> TrainConfig:
         raise InvalidArgument(f"{argument('preset', preset)}: choose "
                               f"{' or '.join(map(repr, PRESETS))}")
     values = {k: v for k, v in overrides.items() if k not in ("epochs", "iterations")}
-    if isinstance(values.get("hidden"), int):
+    if isinstance(values.get("hidden"), numbers.Integral):  # one hidden layer
         values["hidden"] = (values["hidden"],)
     try:
         return TrainConfig.from_preset(preset, epochs=_epochs(overrides), **values)
@@ -613,8 +643,13 @@ def _check_options(config: TrainConfig, overrides: dict, source, *, save, metric
 
 def _check_outputs(save, metrics, plots, *, resumed_from: Path | None) -> None:
     """Every output, and matplotlib for the plots, checked before any work starts."""
-    from multinet.files import OutputError, check_output_dir, check_output_file
+    from multinet.files import (OutputError, check_appendable, check_output_dir,
+                                check_output_file, check_replaceable, same_file)
 
+    for name, value in (("save", save), ("metrics", metrics), ("plots", plots)):
+        if isinstance(value, str) and not value:  # it would be ignored, or be "."
+            raise OutputError(f"{argument(name)}: an empty path; name a "
+                              f"{'folder' if name == 'plots' else 'file'}")
     if save is not None:
         in_place = resumed_from is not None and Path(save) == resumed_from
         try:
@@ -625,8 +660,13 @@ def _check_outputs(save, metrics, plots, *, resumed_from: Path | None) -> None:
             raise OutputError(f"{exc}; the run's checkpoints go where it resumed from "
                               f"unless {argument('save', meta='PATH')} names another "
                               "place") from None
+        check_replaceable(save, argument("save"), "checkpoint (safetensors)")
     if metrics is not None:
         check_output_file(metrics, argument("metrics"), append=True)
+        if save is not None and same_file(save, metrics):
+            raise OutputError(f"{argument('metrics')} {metrics}: is the checkpoint's file "
+                              "too; give the metrics a file of their own")
+        check_appendable(metrics, argument("metrics"), "metrics file")
     if plots is not None:
         try:
             import matplotlib.figure  # noqa: F401

@@ -15,9 +15,17 @@ disturb another's, and its peak host memory is its own). Every workload is run o
 warm up (that first run, compilation included, is reported on its own), then
 ``repeats`` times with ``synchronize`` before every clock read; the median and the
 spread (min and max) are reported, with samples per second, the ratio to the same
-backend's memory floor and, with ``--peer torch``, to PyTorch eager doing the same math
-(``multinet.peers``; rows marked ``"peer"``). Beside the torch backend's row, that last
-ratio is the cost of writing the network to the standard rather than in PyTorch.
+backend's memory floor and, with ``--peer torch|jax|all``, to the same math written
+natively (``multinet.peers``; rows marked ``"peer"``): ``x_peer`` against PyTorch eager,
+``x_best_peer`` against the fastest peer row of the workload, named in ``best_peer``.
+Beside the torch backend's row, ``x_peer`` is the cost of writing the network to the
+standard rather than in PyTorch.
+
+The report names the machine (``machine``): the processor from ``/proc/cpuinfo``, the
+cores this process may use, the GPUs, library versions, and, per process, the BLAS and
+OpenMP pools each library loaded with their thread counts (threadpoolctl, the
+``bench`` extra), since the same bench ranks the libraries differently on different
+processors.
 """
 
 from __future__ import annotations
@@ -105,8 +113,9 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     from multinet.data import scale_images
     from multinet.initializers import init_params
     from multinet.registry import get_backend
-    from multinet.train import (DeviceSplit, full_batch_inputs, make_epoch_runner,
-                                make_minibatch_step, make_predictor, make_train_step)
+    from multinet.train import (DeviceSplit, _own_copy, full_batch_inputs,
+                                make_epoch_runner, make_minibatch_step, make_predictor,
+                                make_train_step)
 
     backend = get_backend(name)
     devices = config.extra.get("devices")
@@ -120,7 +129,8 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     rows = []
 
     def row(workload, samples, timing, dtype="float32"):
-        rows.append({"backend": name, "device": str(backend.device),
+        rows.append({"backend": name, "version": backend.version,
+                     "device": str(backend.device),
                      "devices": backend.device_count,
                      "platform": backend.platform, "workload": workload,
                      "dtype": dtype, "samples": samples, **timing,
@@ -159,13 +169,16 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             # Exactly how `multinet train` runs a minibatch epoch on this backend.
             order = backend.batch_asarray(data["order"], "int32")
             run_epoch = make_epoch_runner(backend, optimizer, "float32")
-            step = backend.compile(make_minibatch_step(optimizer))
+            in_place = config.extra.get("in_place", backend.mutable_arrays)
+            step = backend.compile(make_minibatch_step(optimizer, in_place))
 
             def epoch():
                 if run_epoch is not None:
                     return run_epoch(params, state, images, labels, order,
                                      [1e-3] * order.shape[0])[0]
                 p, s = params, state
+                if in_place:  # as `multinet train` does: on arrays of the run's own
+                    p, s = _own_copy(backend, p), _own_copy(backend, s)
                 for i in range(order.shape[0]):
                     p, s, loss, _ = step(p, s, images, labels, order[i, :], 1e-3)
                 return p
@@ -218,32 +231,154 @@ def scaling(devices: int, config: BenchConfig, backend: str = "jax") -> list[dic
     return rows
 
 
+def _cpu() -> dict:
+    """The processor as the kernel names it (``platform.processor()`` says only
+    "x86_64" on Linux): model name, family and model numbers (which tell AMD's Zen
+    generations apart where the name is just "AMD EPYC"), and the vector extensions that
+    decide how fast a matrix product can run."""
+    info = {"model": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            text = file.read().split("\n\n", 1)[0]
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    info["model"] = fields.get("model name", info["model"])
+    for key in ("vendor_id", "cpu family", "model", "stepping"):
+        if key in fields:
+            info[key.replace(" ", "_") if key != "model" else "model_number"] = fields[key]
+    flags = set(fields.get("flags", "").split())
+    info["vector"] = [f for f in ("avx2", "fma", "avx512f", "amx_tile") if f in flags]
+    return info
+
+
+def _gpus() -> list[str]:
+    """NVIDIA GPUs as ``nvidia-smi`` names them (empty where there is none)."""
+    import shutil
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def thread_pools() -> list[dict]:
+    """The BLAS and OpenMP libraries loaded in this process, with their thread counts
+    (threadpoolctl), or one entry saying why they are not known.
+
+    threadpoolctl is the bench's own dependency (``pip install 'multinet[bench]'``),
+    imported here only, so training never needs it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl not installed: pip install 'multinet[bench]'"}]
+    keep = ("user_api", "internal_api", "version", "num_threads", "threading_layer",
+            "architecture", "prefix")
+    return [{k: pool.get(k) for k in keep if pool.get(k) is not None}
+            for pool in threadpool_info()]
+
+
+def _versions() -> dict:
+    """Installed versions of the libraries the bench can run (read from the package
+    metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("multinet", "numpy", "jax", "jaxlib", "torch", "mlx", "cupy-cuda12x",
+                 "cupy-cuda13x", "array-api-strict", "array-api-compat", "threadpoolctl"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version(),
+    """What a reader needs to compare this run with another: processor, cores, memory,
+    GPUs, library versions, and the BLAS NumPy uses here with its threads (each
+    backend's own, as it loaded them, is in the report's ``threads`` per target)."""
+    try:  # NumPy, imported above, has loaded its BLAS: thread_pools() sees it
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
+    return {"platform": platform.platform(), "cpu": _cpu(), "cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(),
+            "memory_bytes": memory, "gpus": _gpus(), "python": platform.python_version(),
+            "versions": _versions(), "numpy_threads": thread_pools(),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "date": time.strftime("%Y-%m-%d")}
 
 
+def describe_machine(m: dict) -> list[str]:
+    """The machine in a few lines of text, for the table's header."""
+    cpu = m["cpu"]
+    generation = (f" (family {cpu['cpu_family']}, model {cpu['model_number']})"
+                  if "cpu_family" in cpu else "")
+    lines = [f"{m['date']}: {cpu['model']}{generation}, {m['cpus']} CPUs"
+             f" ({m['usable_cpus']} usable), {', '.join(cpu.get('vector', [])) or 'no AVX2'}"
+             + (f", {m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "")
+             + (f"; load average {m['load_average'][0]:.2f}" if m.get("load_average") else "")]
+    if m["gpus"]:
+        lines.append("GPU: " + "; ".join(m["gpus"]))
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    return lines
+
+
+def describe_threads(target: str, pools: list[dict]) -> str:
+    parts = [p["note"] if "note" in p else
+             f"{p.get('internal_api')} {p.get('version') or ''}".strip()
+             + f" ({p.get('num_threads')} threads"
+             + (f", {p['threading_layer']}" if p.get("threading_layer") else "")
+             + (f", {p['architecture']}" if p.get("architecture") else "") + ")"
+             for p in pools]
+    return f"{target}: " + ("; ".join(parts) or "no BLAS or OpenMP pool loaded")
+
+
 def add_ratios(rows: list[dict]) -> list[dict]:
-    """Ratio of every time to the memory floor of its platform and to the peer's time for
-    the same workload. The floor of a platform is the fastest read measured on it by any
-    library in this run: a slow reduction in one library must not flatter its ratios."""
+    """Ratios of every time: to the memory floor of its platform (``x_floor``), to
+    PyTorch eager doing the same math (``x_peer``, the plain ``torch (native)`` row) and
+    to the fastest peer row of the same workload and dtype on the same platform
+    (``x_best_peer``, naming it in ``best_peer``).
+
+    The floor of a platform is the fastest read measured on it by any library in this
+    run: a slow reduction in one library must not flatter its ratios. The best peer is
+    chosen per workload, so each multinet row is set against the strongest native
+    formulation measured, not one library's."""
     floors: dict = {}
     for r in rows:
         if r.get("workload") == "floor" and "median_seconds" in r:
             platform_ = r.get("platform", "cpu")
             floors[platform_] = min(floors.get(platform_, math.inf), r["median_seconds"])
-    peers = {(r["workload"], r["dtype"]): r["median_seconds"] for r in rows
-             if r.get("peer") and "median_seconds" in r}
+    timed_peers = [r for r in rows if r.get("peer") and "median_seconds" in r]
+    torch_eager = {(r["workload"], r["dtype"]): r["median_seconds"] for r in timed_peers
+                   if r["peer"] == "torch" and not r.get("variant")}
+    best: dict = {}
+    for r in timed_peers:
+        key = (r["workload"], r["dtype"], r.get("platform", "cpu"))
+        if key not in best or r["median_seconds"] < best[key]["median_seconds"]:
+            best[key] = r
     for r in rows:
         if "median_seconds" not in r:
             continue
         floor = floors.get(r.get("platform", "cpu"))
         if floor and r["workload"] != "floor":
             r["x_floor"] = r["median_seconds"] / floor
-        peer = peers.get((r["workload"], r["dtype"]))
-        if peer and not r.get("peer"):
+        if r.get("peer"):
+            continue
+        peer = torch_eager.get((r["workload"], r["dtype"]))
+        if peer:
             r["x_peer"] = r["median_seconds"] / peer
+        fastest = best.get((r["workload"], r["dtype"], r.get("platform", "cpu")))
+        if fastest:
+            r["x_best_peer"] = r["median_seconds"] / fastest["median_seconds"]
+            r["best_peer"] = fastest["backend"]
     return rows
 
 
@@ -258,7 +393,7 @@ def _worker_main(target: str, config_json: str) -> None:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for r in rows:
         r["peak_host_bytes"] = peak_kb * 1024
-    print(json.dumps({"target": target, "rows": rows}))
+    print(json.dumps({"target": target, "rows": rows, "threads": thread_pools()}))
 
 
 if __name__ == "__main__":

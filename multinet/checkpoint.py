@@ -157,7 +157,8 @@ def save(path, config: TrainConfig, state: TrainState, *, backend: Backend,
     try:
         return write_atomic(path, data)
     except OSError as exc:
-        raise OutputError(f"cannot write the checkpoint {path}: {reason(exc)}") from None
+        raise OutputError(f"cannot write the checkpoint {path}: {reason(exc)}",
+                          cause=reason(exc)) from None
 
 
 def rescuing(save, target) -> Callable[[TrainState], Saved]:
@@ -202,6 +203,8 @@ def load(path) -> Checkpoint:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -81,6 +82,10 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        """One line, as for every other mistake (argparse would print the usage too)."""
+        self.exit(EXIT_USAGE, f"multinet: error: {message} (see '{self.prog} --help')\n")
 
 
 def _preset_values(name: str) -> str:
@@ -170,7 +175,8 @@ def _cmd_train(args) -> int:
                  if getattr(args, name) is not None}
     plan = api.prepare_fit(
         args.dataset, preset=args.preset, backend=args.backend, resume=args.resume,
-        save=args.save or args.resume, metrics=args.metrics, plots=args.plots,
+        save=args.resume if args.save is None else args.save, metrics=args.metrics,
+        plots=args.plots,
         devices=args.devices, device=args.device, compile=args.compile, **overrides)
     args.dataset = plan.dataset_name
     dataset = _load_data(args)
@@ -486,7 +492,7 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_backends(args) -> int:
-    if args.probe:
+    if args.probe is not None:
         return _cmd_probe(args)
     rows = describe_backends()
     if args.json:
@@ -620,11 +626,14 @@ def _cmd_bench(args) -> int:
     if args.peer:
         import importlib.util
 
-        if importlib.util.find_spec(args.peer) is None:
-            raise MultinetError(f"--peer {args.peer}: {args.peer} is not installed "
-                                f"(pip install {args.peer})")
-        targets.append(f"peer:{args.peer}")
-    rows, notes = [], []
+        wanted = PEERS if args.peer == "all" else (args.peer,)
+        installed = [p for p in wanted if importlib.util.find_spec(p) is not None]
+        if not installed:
+            raise MultinetError(f"--peer {args.peer}: {' and '.join(wanted)} "
+                                f"{'is' if len(wanted) == 1 else 'are'} not installed "
+                                f"(pip install {' '.join(wanted)})")
+        targets += [f"peer:{p}" for p in installed]
+    rows, notes, threads = [], [], {}
     for target in targets:
         if not target.startswith("peer:"):
             try:
@@ -642,19 +651,27 @@ def _cmd_bench(args) -> int:
         if result.get("error"):
             notes.append(f"{target}: failed: {result['error']}")
         rows += result["rows"]
+        if result.get("threads") is not None:
+            threads[target] = result["threads"]
     if not any("median_seconds" in r for r in rows):
         reasons = notes + [f"{r['backend']} {r['workload']}: {r.get('skipped')}" for r in rows]
         raise MultinetError("nothing was timed: " + ("; ".join(reasons) or "no backend ran"))
     rows = bench.add_ratios(rows)
-    if args.json:
-        print(json.dumps({"machine": bench.machine(), "config": dataclasses.asdict(config),
-                          "rows": rows, "notes": notes}))
-        return 0
     m = bench.machine()
-    print(f"{m['date']}, {m['processor'] or m['platform']}, {m['cpus']} CPUs; median of "
-          f"{config.repeats} ({config.epoch_repeats} for an epoch) after one warm-up run")
-    print(f"{'backend':<14} {'workload':<17} {'dtype':<8} {'median':>10} {'min-max':>17} "
-          f"{'samples/s':>11} {'x floor':>8} {'x peer':>7} {'first run':>10} {'host MB':>8}")
+    if args.json:
+        print(json.dumps({"machine": m, "threads": threads,
+                          "config": dataclasses.asdict(config), "rows": rows, "notes": notes}))
+        return 0
+    for line in bench.describe_machine(m):
+        print(line)
+    for target, pools in threads.items():
+        print("  " + bench.describe_threads(target, pools))
+    print(f"median of {config.repeats} ({config.epoch_repeats} for an epoch) after one "
+          "warm-up run; x peer: against PyTorch eager; x best: against the fastest peer "
+          "(named) of the workload")
+    print(f"{'backend':<16} {'workload':<17} {'dtype':<8} {'median':>10} {'min-max':>17} "
+          f"{'samples/s':>11} {'x floor':>8} {'x peer':>7} {'x best':>7} {'best peer':<15} "
+          f"{'first run':>10} {'host MB':>8}")
     for r in rows:
         if "median_seconds" not in r:
             print(f"{r['backend']:<14} {r['workload']:<17} {r['dtype']:<8} skipped: "
@@ -662,9 +679,10 @@ def _cmd_bench(args) -> int:
             continue
         spread = f"{r['min_seconds'] * 1e3:.3g}-{r['max_seconds'] * 1e3:.3g} ms"
         ratio = lambda key: f"{r[key]:.2f}" if key in r else "-"
-        print(f"{r['backend'][:14]:<14} {r['workload']:<17} {r['dtype']:<8} "
+        print(f"{r['backend'][:16]:<16} {r['workload']:<17} {r['dtype']:<8} "
               f"{r['median_seconds'] * 1e3:>7.3g} ms {spread:>17} "
               f"{r['samples_per_second']:>11,.0f} {ratio('x_floor'):>8} {ratio('x_peer'):>7} "
+              f"{ratio('x_best_peer'):>7} {r.get('best_peer', '-')[:15]:<15} "
               f"{r['first_seconds'] * 1e3:>7.0f} ms {r['peak_host_bytes'] / 2**20:>8.0f}")
     for note in notes:
         print(note)
@@ -696,8 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="multinet",
-        description="One array-API neural network, trained on NumPy, CuPy, JAX or any "
-                    "library that implements the array API standard.")
+        description="One array-API neural network, trained on NumPy, CuPy, JAX, PyTorch, "
+                    "MLX or any library that implements the array API standard.")
     parser.add_argument("--version", action="version", version=f"multinet {__version__}")
     parser.set_defaults(run=None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -757,11 +775,17 @@ def build_parser() -> argparse.ArgumentParser:
         "several hosts. Environment: MULTINET_COORDINATOR, MULTINET_NUM_PROCESSES, "
         "MULTINET_PROCESS_ID, MULTINET_INIT_TIMEOUT.")
     parallel.add_argument("--devices", type=_devices, metavar="N|all",
-                          help="devices to split each batch over")
+                          help="devices to split each batch over (default: no split, one "
+                               "device; a multi-process run needs it)")
     parallel.add_argument("--coordinator", metavar="HOST:PORT",
-                          help="address of process 0, for a multi-process run")
-    parallel.add_argument("--num-processes", type=_positive(int), metavar="N")
-    parallel.add_argument("--process-id", type=_non_negative_int, metavar="I")
+                          help="address of process 0, for a multi-process run (default: "
+                               "$MULTINET_COORDINATOR, else one process)")
+    parallel.add_argument("--num-processes", type=_positive(int), metavar="N",
+                          help="processes in the run, with --coordinator (default: "
+                               "$MULTINET_NUM_PROCESSES)")
+    parallel.add_argument("--process-id", type=_non_negative_int, metavar="I",
+                          help="this process's number, 0 to N-1, with --coordinator "
+                               "(default: $MULTINET_PROCESS_ID)")
     parallel.add_argument("--init-timeout", type=_positive(float), metavar="SECONDS",
                           help="how long to wait for every process to join before giving "
                                "up with an error (default: $MULTINET_INIT_TIMEOUT, else 60)")
@@ -780,10 +804,12 @@ def build_parser() -> argparse.ArgumentParser:
                              ", or an ONNX model from export --onnx (OUT.onnx)"
                              if name == "evaluate" else ""))
         sub.add_argument("--backend", metavar="NAME",
-                         help="backend to run on (any: checkpoints move between them)")
+                         help="backend to run on (any: checkpoints move between them; "
+                              "default: $MULTINET_BACKEND, else numpy)")
         _add_data_options(sub, sources=False, checkpoint=True)
         if name == "predict":
-            sub.add_argument("--index", type=_non_negative_int, help="test image number")
+            sub.add_argument("--index", type=_non_negative_int,
+                             help="test image number (give this or --image)")
             sub.add_argument("--image", nargs="+", metavar="PATH",
                              help="pictures instead: files, or folders (the picture files "
                                   "directly in them), prepared as MNIST's digits were "
@@ -859,9 +885,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="backend to time (repeatable; default: every available)")
     bench_cmd.add_argument("--workload", action="append", choices=WORKLOADS,
                            help="workload (repeatable; default: all)")
-    bench_cmd.add_argument("--peer", choices=PEERS,
+    bench_cmd.add_argument("--peer", choices=(*PEERS, "all"),
                            help="also time the same math written natively in that library "
-                                "(torch: PyTorch eager; needs it installed)")
+                                "(torch: PyTorch eager; jax: jax.value_and_grad, jit, "
+                                "lax.scan; all: every one installed)")
     bench_cmd.add_argument("--repeats", type=_positive(int), default=5,
                            help="timed runs per workload (default: 5)")
     bench_cmd.add_argument("--epoch-repeats", type=_positive(int), default=3,
@@ -898,14 +925,37 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         # Whoever read the output went away (``| head``): stop quietly, as cat and grep
-        # do, with their status. stdout goes to devnull so that Python's own flush at exit
-        # does not complain again.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):  # stdout is not a file (tests)
-            pass
+        # do, with their status.
+        _stdout_to_devnull()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # Standard output on a full disk (``> /dev/full``) or a failing device: every
+        # file multinet writes itself reports its own failure (``OutputError``), so an
+        # operating-system error without a file name that gets here is the output's.
+        if exc.filename is not None or exc.errno not in OUTPUT_ERRNOS:
+            raise
+        _stdout_to_devnull()
+        print(f"multinet: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+#: Why writing standard output can fail, besides a closed pipe.
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at devnull, so that Python's own flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (tests)
+        pass
+
+
+def _one_line(message) -> str:
+    """The message with its line breaks shown as ``\\n``: a name read from a file (a
+    tensor's, a path's) may hold one, and the error must stay one line."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _run(argv) -> int:
@@ -918,10 +968,10 @@ def _run(argv) -> int:
         with spelled(WORDING):  # the library's messages name these flags, not arguments
             return args.run(args)
     except TrainingInterrupted as exc:  # SIGINT 130, SIGTERM 143, SIGHUP 129
-        print(f"multinet: {exc}", file=sys.stderr)
+        print(f"multinet: {_one_line(exc)}", file=sys.stderr)
         return 128 + int(exc.signum)
     except MultinetError as exc:
-        print(f"multinet: error: {exc}", file=sys.stderr)
+        print(f"multinet: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:
         print("multinet: error: out of memory", file=sys.stderr)

@@ -366,8 +366,9 @@ def split_indices(n: int, dev_size: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def flatten(images: np.ndarray) -> np.ndarray:
-    """``(n, rows, cols)`` -> ``(n, rows * cols)`` without copying."""
-    return images.reshape(len(images), -1)
+    """``(n, rows, cols)`` -> ``(n, rows * cols)`` without copying; ``n`` may be 0 (where
+    ``-1`` could not be inferred)."""
+    return images.reshape(len(images), int(np.prod(images.shape[1:])))
 
 
 def scale_images(images, dtype):

@@ -31,6 +31,7 @@ Both carry the checkpoint's metadata as ONNX metadata properties (``model_metada
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ import numpy as np
 from multinet import network, optim
 from multinet.checkpoint import Checkpoint
 from multinet.data import CLASSES, scale_images
-from multinet.errors import MultinetError
+from multinet.errors import InvalidArgument, MultinetError, argument
 
 #: The images every multinet dataset holds (MNIST and Fashion-MNIST), rows x columns.
 IMAGE_SHAPE = (28, 28)
@@ -221,9 +222,10 @@ def _adam_constants(optimizer: optim.Optimizer) -> dict:
     return {"beta1": optimizer.beta1, "beta2": optimizer.beta2, "eps": optimizer.eps}
 
 
-def write(model: bytes, path, flag: str = "--onnx") -> Path:
+def write(model: bytes, path, flag: str = "onnx=") -> Path:
     """Write ``model`` to ``path`` atomically (``multinet.files.write_atomic``), creating
-    its folder; ``OutputError`` (one line) when that is impossible."""
+    its folder; ``OutputError`` (one line, naming ``flag``, the argument that gave the
+    path) when that is impossible."""
     from multinet.files import OutputError, reason, write_atomic
 
     try:
@@ -319,21 +321,40 @@ def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = N
     inference graph's path; ``onnx_train``: the training step's, with ``batch_size``)
     of ``checkpoint``, a ``Checkpoint`` or a checkpoint file's path. Returns the paths
     written. One-line errors: ``CheckpointError``, ``OutputError`` (checked before any
-    tracing), ``BackendUnavailable`` without the ``onnx`` extra."""
+    tracing), ``InvalidArgument`` (no output, the same file for both, a ``batch_size``
+    that is not an integer >= 1 or comes without ``onnx_train``), ``BackendUnavailable``
+    without the ``onnx`` extra."""
     from multinet import checkpoint as ckpt
-    from multinet.files import check_output_file
+    from multinet.files import OutputError, check_output_file
 
-    outputs = {flag: path for flag, path in (("--onnx", onnx), ("--onnx-train", onnx_train))
+    if onnx is None and onnx_train is None:
+        raise InvalidArgument(f"nothing to export: give {argument('onnx', meta='OUT.onnx')}, "
+                              f"{argument('onnx_train', meta='OUT.onnx')}, or both")
+    if batch_size is not None:
+        if onnx_train is None:
+            raise InvalidArgument(f"{argument('batch_size')} fixes the training graph's "
+                                  f"batch: it needs {argument('onnx_train')}")
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                or batch_size < 1):
+            raise InvalidArgument(f"{argument('batch_size')} must be an integer >= 1 (or "
+                                  f"None: any batch size), got {batch_size!r}")
+        batch_size = int(batch_size)
+    outputs = {argument(name): path for name, path in (("onnx", onnx),
+                                                       ("onnx_train", onnx_train))
                if path is not None}
     for flag, path in outputs.items():  # refused before the tracing, not after it
         check_output_file(path, flag)
+    if onnx is not None and onnx_train is not None and (
+            Path(onnx).resolve() == Path(onnx_train).resolve()):
+        raise OutputError(f"{argument('onnx')} and {argument('onnx_train')} name the same "
+                          f"file, {onnx}: give each model its own")
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = ckpt.load(checkpoint)
     tracer = _tracer()
     written = []
     if onnx is not None:
-        written.append(write(inference_model(checkpoint, tracer), onnx, "--onnx"))
+        written.append(write(inference_model(checkpoint, tracer), onnx, argument("onnx")))
     if onnx_train is not None:
         written.append(write(training_model(checkpoint, batch_size, tracer), onnx_train,
-                             "--onnx-train"))
+                             argument("onnx_train")))
     return written

@@ -16,6 +16,7 @@ start instead.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import tempfile
@@ -28,12 +29,18 @@ TEMPORARY_TAG = "multinet"
 
 
 class OutputError(MultinetError, OSError):
-    """An output file or folder cannot be written (refused before or during the work)."""
+    """An output file or folder cannot be written (refused before or during the work).
+    ``cause``: the operating system's few words on why (``No space left on device``),
+    where known; the message itself names the file too."""
+
+    def __init__(self, message: str, *, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause
 
 
 def reason(exc: OSError) -> str:
     """A few words on why an operating-system call failed: ``No space left on device``."""
-    return exc.strerror or str(exc) or type(exc).__name__
+    return getattr(exc, "cause", "") or exc.strerror or str(exc) or type(exc).__name__
 
 
 def _host() -> str:
@@ -127,7 +134,10 @@ def append_line(path, line: str) -> None:
         size = os.fstat(fd).st_size
         if size and _last_byte(path, size) not in (b"\n", None):
             data = b"\n" + data
-        os.write(fd, data)
+        if os.write(fd, data) != len(data):
+            # A nearly full disk takes part of the record without an error: take it back.
+            os.ftruncate(fd, size)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     finally:
         os.close(fd)
 
@@ -179,6 +189,44 @@ def check_output_file(path, flag: str, *, append: bool = False) -> Path:
                 raise OutputError(f"{flag} {path}: cannot write ({reason(exc)})") from None
     _probe_folder(_nearest_existing(path.parent), flag, path)
     return path
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name one file (through links and relative paths), existing or
+    not yet."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _head(path, size: int = 16) -> bytes | None:
+    """The first bytes of an existing, readable regular file; None otherwise."""
+    try:
+        if not Path(path).is_file():  # (opening a FIFO would wait for a writer)
+            return None
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return None
+
+
+def check_replaceable(path, flag: str, what: str) -> None:
+    """Refuse to replace an existing file that is not a safetensors file (the format of
+    ``what``): a metrics log, a script, a picture given by mistake would be lost."""
+    head = _head(path)
+    if head and not (len(head) > 8 and head[8:9] == b"{"):  # length, then a JSON header
+        raise OutputError(f"{flag} {path}: exists and is not a {what}; it would be "
+                          "replaced: give another file name, or remove it first")
+
+
+def check_appendable(path, flag: str, what: str) -> None:
+    """Refuse to append JSON lines to an existing file that does not hold them (a
+    checkpoint given as the metrics file would be damaged)."""
+    head = (_head(path) or b"").lstrip()
+    if head and not head.startswith(b"{"):
+        raise OutputError(f"{flag} {path}: exists and is not a {what} (JSON lines); "
+                          "appending would damage it: give another file name")
 
 
 def check_output_dir(path, flag: str) -> Path:

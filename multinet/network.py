@@ -58,12 +58,14 @@ def _forward_keeping_activations(params, x):
 
 
 def forward(params, x):
-    """Logits, shape ``(batch, classes)``."""
+    """Logits ``(batch, classes)``, before the softmax, for ``x`` ``(batch, features)``
+    (MNIST: 784 pixels scaled to [0, 1]) in the parameters' float dtype."""
     return _forward_keeping_activations(params, x)[0]
 
 
 def predict(params, x):
-    """Predicted class labels, shape ``(batch,)``."""
+    """Predicted class labels ``(batch,)``, the index of each row's largest logit (the
+    library's default integer dtype); ``x`` as for ``forward``."""
     xp = array_namespace(x)
     return xp.argmax(forward(params, x), axis=1)
 

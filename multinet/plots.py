@@ -42,9 +42,16 @@ def _figure(**kwargs):
 
 
 def _save(fig, path) -> Path:
+    """Rendered whole in memory, then written atomically (``multinet.files``): a full
+    disk leaves the previous picture, never a part of one."""
+    import io
+
+    from multinet.files import write_atomic
+
     path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format=path.suffix[1:].lower() or "png")
+    return write_atomic(path, buffer.getvalue())
 
 
 def curves_figure(history: list[dict], title: str = "", xlabel: str = "epoch"):

@@ -219,7 +219,7 @@ def probe(name: str) -> dict:
     if xp is None:
         try:
             xp = importlib.import_module(name)  # not a namespace: still say what it lacks
-        except Exception:  # noqa: BLE001 - already reported above
+        except (Exception, SystemExit):  # noqa: BLE001 - already reported above
             xp = None
     findings += check_namespace(xp) if xp is not None else []
     if backend is None:

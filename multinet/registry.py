@@ -110,6 +110,12 @@ class Backend:
     #: its first compilation costs more than a short run saves (``torch.compile``: about a
     #: minute for a training step on two cores); ``compile`` stays eager. None: ``compile`` is all there is.
     optional_compile: Callable[[Callable], Callable] | None = None
+    #: Whether the library's arrays can be changed in place (the array API's in-place
+    #: operators, ``x -= y``): True for NumPy, CuPy, PyTorch and array-api-strict, whose
+    #: optimizers then update parameters and state in place (``multinet.optim``) instead
+    #: of allocating new arrays every step; False for JAX and MLX, whose arrays are
+    #: immutable (XLA reuses their buffers inside a compiled program instead).
+    mutable_arrays: bool = False
 
     def batch_asarray(self, array, dtype=None):
         """Place an array whose last axis indexes the samples of a batch (see ``shard``)."""

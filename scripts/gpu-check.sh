@@ -100,15 +100,12 @@ else
            tests/test_download.py -k "$selection")
     parity=()
     bench=()
-    limit=270
+    limit="${PYTEST_LIMIT:-270}"
 fi
 peer=()
 "$PY" -c "import torch" 2>/dev/null && peer=(--peer torch)
 "$PY" -m multinet bench --help 2>/dev/null | grep -q -- "--peer {.*all" && peer=(--peer all)
 
-step pytest timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider "${tests[@]}" \
-    > "$OUT/pytest.txt" 2>&1
-tail -n 25 "$OUT/pytest.txt"
 step parity timeout 120 "$PY" -m multinet parity --json "${parity[@]}" "${data_args[@]}" \
     > "$OUT/parity.json" 2> "$OUT/parity.err"
 "$PY" - "$OUT/parity.json" > "$OUT/parity.txt" 2>&1 <<'PY'
@@ -119,6 +116,9 @@ _print_parity_table(report["rows"], report["steps"])
 PY
 step bench timeout 240 "$PY" -m multinet bench --json "${peer[@]}" "${bench[@]}" \
     > "$OUT/bench.json" 2> "$OUT/bench.err"
+step pytest timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider "${tests[@]}" \
+    > "$OUT/pytest.txt" 2>&1
+tail -n 25 "$OUT/pytest.txt"
 
 {
     echo "== parity"; cat "$OUT/parity.txt"

@@ -101,6 +101,32 @@ def test_predict_accepts_both_layouts_and_refuses_floats(short_run):
         short_run.predict(images[:, :20, :20])
 
 
+def test_predict_refuses_784_pixels_that_are_no_28_by_28_image_and_takes_none(short_run):
+    images = short_run.dataset.test_images[:4]
+    with pytest.raises(InvalidArgument, match=r"\(n, 28, 28\) or \(n, 784\); got \(4, 14, 56\)"):
+        short_run.predict(images.reshape(4, 14, 56))
+    for empty in (images[:0], images[:0].reshape(0, 784)):
+        assert short_run.predict(empty).shape == (0,)
+        assert short_run.probabilities(empty).shape == (0, 10)
+
+
+def test_plot_predictions_names_its_bad_arguments(short_run):
+    pytest.importorskip("matplotlib")
+    images = short_run.dataset.test_images[:4]
+    for call, message in (
+            (lambda: short_run.plot_predictions(count=0), "count must be an integer >= 1, "
+                                                          "got 0"),
+            (lambda: short_run.plot_predictions(count=-1), "got -1"),
+            (lambda: short_run.plot_predictions(images[:0]), "no image to plot"),
+            (lambda: short_run.plot_predictions(images, [7, 2, 1]),
+             "labels must be 4 integer labels, one per image, shape (4,); got int64 (3,)"),
+            (lambda: short_run.plot_predictions(images, [7.0, 2.0, 1.0, 0.0]), "got float64"),
+            (lambda: short_run.plot_predictions(images, [7, 2, 1, 10]),
+             "labels must be classes 0-9, got 1..10")):
+        with pytest.raises(InvalidArgument, match=re.escape(message)):
+            call()
+
+
 def test_evaluate_agrees_with_the_summary(short_run):
     result = short_run.evaluate()
     assert result["test_accuracy"] == short_run.summary["test_accuracy"]

@@ -28,9 +28,9 @@ def torch_backend():
 
 
 def test_torch_prefers_cuda_then_mps_then_cpu():
+    backend = torch_backend()
     import torch
 
-    backend = torch_backend()
     present = [kind for kind, there in (("cuda", torch.cuda.is_available()),
                                         ("mps", torch.backends.mps.is_available()),
                                         ("cpu", True)) if there]
@@ -51,12 +51,12 @@ def test_torch_refuses_a_device_it_does_not_have(mnist):
 
 def test_torch_on_mps_refuses_float64_in_one_line(monkeypatch):
     """Simulated where there is no Mac: the refusal depends only on the device kind."""
+    torch_backend()
     import array_api_compat.torch as xp
     import torch
 
     from multinet.backends import torch as torch_module
 
-    torch_backend()
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     mps = torch_module._on(torch, xp, "mps", torch_module._kinds(torch))
     assert mps.platform == "gpu" and mps.device.type == "mps"
@@ -124,11 +124,11 @@ def test_mlx_compiles_a_step_once_for_every_learning_rate(rng):
 
 
 def test_mlx_float64_is_refused_where_it_is_not_float64():
-    from multinet.backends.mlx import _float64_exp_error
-
+    backend = mlx_backend()
     import mlx.core as mx
 
-    backend = mlx_backend()
+    from multinet.backends.mlx import _float64_exp_error
+
     if backend.platform == "cpu" and _float64_exp_error(mx) <= 1e-13:
         backend.enable_dtype("float64")  # an MLX whose CPU float64 is float64
         return
@@ -164,3 +164,10 @@ def test_a_name_that_does_not_import_lists_the_registered_backends(mnist):
     assert_one_line_error(run_cli("train", "--backend", "no_such_library", *data_args(mnist)),
                           "unknown backend 'no_such_library'", "numpy", "torch", "mlx",
                           "import name")
+
+
+def test_a_module_that_exits_on_import_is_one_line(mnist, tmp_path):
+    (tmp_path / "exits_on_import.py").write_text("raise SystemExit(3)\n")
+    result = run_cli("train", "--backend", "exits_on_import", *data_args(mnist),
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert_one_line_error(result, "'exits_on_import' could not be imported: SystemExit: 3")

@@ -7,8 +7,10 @@ the arithmetic of the exported graph, which does not depend on how good the netw
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,7 +27,7 @@ from multinet import export, optim, parity  # noqa: E402
 from multinet.backends import onnx as onnx_backend  # noqa: E402
 from multinet.cli import main  # noqa: E402
 from multinet.data import dataset_spec, split_indices  # noqa: E402
-from multinet.errors import BackendUnavailable  # noqa: E402
+from multinet.errors import BackendUnavailable, MultinetError  # noqa: E402
 from multinet.registry import get_backend  # noqa: E402
 from multinet.train import TrainConfig, epoch_order, train  # noqa: E402
 
@@ -98,6 +100,20 @@ def test_metadata_carries_the_checkpoint(trained):
     assert saved["config"] == checkpoint.metadata["config"]
     assert saved["multinet_version"] == meta["multinet_version"]
     assert set(json.loads(meta["exported_with"])) == {"ndonnx", "onnx", "onnxruntime"}
+
+
+def test_docs_list_every_metadata_key_a_model_carries(small_checkpoint):
+    """docs/export.md's metadata table: its first column's keys are exactly those of a
+    training model (which carries every key the inference model does, and ``optimizer``)."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text()
+    table = page.split("\n## Metadata\n", 1)[1].split("\n## ", 1)[0]
+    documented = {key for line in table.splitlines() if line.startswith("| `")
+                  for key in re.findall(r"`(\w+)`", line.split("|")[1])}
+    checkpoint = ckpt.load(small_checkpoint)
+    inference = export.open_model(export.inference_model(checkpoint)).metadata
+    training = export.open_model(export.training_model(checkpoint)).metadata
+    assert set(inference) <= set(training)
+    assert documented == set(training)
 
 
 def test_a_float64_checkpoint_exports_float32_logits_of_float64_arithmetic(mnist, tmp_path):
@@ -252,6 +268,37 @@ def test_bad_checkpoints_and_unwritable_outputs_are_one_line_errors(small_checkp
         assert_one_line_error(run_cli(*args), fragment)
     assert not (tmp_path / "m.onnx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "garbage.safetensors"]
+
+
+def test_both_models_onto_one_file_is_refused_before_any_work(small_checkpoint, tmp_path):
+    same = tmp_path / "m.onnx"
+    result = run_cli("export", str(small_checkpoint), "--onnx", str(same), "--onnx-train",
+                     str(tmp_path / "." / "m.onnx"))
+    assert_one_line_error(result, "--onnx and --onnx-train name the same file")
+    assert not same.exists()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(), "nothing to export: give onnx=OUT.onnx, onnx_train=OUT.onnx, or both"),
+    (dict(onnx="m.onnx", batch_size=8), "batch_size= fixes the training graph's batch: it "
+                                        "needs onnx_train="),
+    (dict(onnx_train="s.onnx", batch_size=0), "batch_size= must be an integer >= 1 (or "
+                                              "None: any batch size), got 0"),
+    (dict(onnx_train="s.onnx", batch_size=-5), "got -5"),
+    (dict(onnx_train="s.onnx", batch_size="64"), "got '64'"),
+    (dict(onnx_train="s.onnx", batch_size=True), "got True"),
+    (dict(onnx_train="s.onnx", batch_size=1.5), "got 1.5"),
+    (dict(onnx="m.onnx", onnx_train="./m.onnx"), "onnx= and onnx_train= name the same file"),
+    (dict(onnx="a-file/m.onnx"), "onnx= a-file/m.onnx: "),
+])
+def test_export_from_python_names_its_arguments(small_checkpoint, tmp_path, monkeypatch,
+                                                arguments, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(MultinetError, match=re.escape(message)) as info:
+        export.export(small_checkpoint, **arguments)
+    assert "--" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_a_file_that_is_no_model_is_a_one_line_error(small_checkpoint, tmp_path):

@@ -386,3 +386,27 @@ def test_a_metrics_line_cut_off_by_a_crash_does_not_swallow_the_next(tmp_path):
     path.write_text('{"epoch": 1}\n{"epoch": 2, "lo')
     files.append_line(path, json.dumps({"epoch": 3}))
     assert path.read_text().splitlines()[-1] == '{"epoch": 3}'
+
+
+# --- Found when the fixes were tried by someone else (issue 11) ----------------------------
+
+@pytest.mark.parametrize("name", ["junk\nmultinet: error: second line", "params/W9\r\nx"])
+def test_a_tensor_name_with_a_line_break_is_still_one_line(tmp_path, capsys, name):
+    """The name comes from the file: printed raw, it split the error into two lines."""
+    path = write(tmp_path / "bad.st", {**T, name: np.zeros(1, np.float32)}, M)
+    code = main(["evaluate", str(path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"multinet: error: {path}: not a valid multinet checkpoint")
+    assert "\\n" in lines[0]
+
+
+def test_a_folder_or_a_path_that_is_no_file_name_is_named_as_such(tmp_path):
+    import multinet
+    from multinet.errors import InvalidArgument
+
+    (tmp_path / "run.safetensors").mkdir()
+    assert_rejected(tmp_path / "run.safetensors", "is a folder, not a checkpoint file")
+    for wrong in (None, 5, b"a.st"):
+        with pytest.raises(InvalidArgument, match="path must be a checkpoint's file name"):
+            multinet.load(wrong)

@@ -253,7 +253,7 @@ def test_sigkill_loops_during_training_keep_checkpoint_and_metrics_in_step(tmp_p
     checkpoint always loads, no temporary file piles up, and the metrics hold each log
     point exactly once."""
     rng = np.random.default_rng(0)
-    common = ["train", *DATA, "--iterations", "400", "--save", "k.st", "--metrics",
+    common = ["train", *DATA, "--iterations", "1200", "--save", "k.st", "--metrics",
               "m.jsonl", "--no-progress"]
     fresh = [*common, "--hidden", "256", "--log-every", "2"]
     first, kills = True, 0
@@ -276,7 +276,7 @@ def test_sigkill_loops_during_training_keep_checkpoint_and_metrics_in_step(tmp_p
         assert finished.wait(timeout=600) == 0, finished.communicate()
     assert kills >= 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.st", "m.jsonl"]
-    assert [r["step"] for r in records(tmp_path / "m.jsonl")] == list(range(2, 401, 2))
+    assert [r["step"] for r in records(tmp_path / "m.jsonl")] == list(range(2, 1201, 2))
 
 
 # --- 1. Never keep a bad state -----------------------------------------------------------
@@ -290,15 +290,18 @@ def test_a_nan_hidden_from_the_loss_stops_the_run_and_keeps_the_last_good_checkp
     data = helpers.mnist_slice(sample, 1200, 200)
     config = TrainConfig.from_preset("notebook", epochs=8, dev_size=200, log_every=2,
                                      optimizer="momentum", momentum=0.5)
-    real_update = optim.update
+    def poisoned(real_update):
+        def update(optimizer, params, grads, state, lr):
+            params, state = real_update(optimizer, params, grads, state, lr)
+            if float(state["t"]) == 5:
+                params = {**params, "b1": np.where(np.arange(10) == 3, np.nan, params["b1"])}
+            return params, state
 
-    def poisoned(optimizer, params, grads, state, lr):
-        params, state = real_update(optimizer, params, grads, state, lr)
-        if float(state["t"]) == 5:
-            params = {**params, "b1": np.where(np.arange(10) == 3, np.nan, params["b1"])}
-        return params, state
+        return update
 
-    monkeypatch.setattr(optim, "update", poisoned)
+    # NumPy's arrays are mutable, so training updates them in place (update_in_place).
+    for name in ("update", "update_in_place"):
+        monkeypatch.setattr(optim, name, poisoned(getattr(optim, name)))
     path = tmp_path / "c.st"
 
     def save(state):
@@ -311,6 +314,42 @@ def test_a_nan_hidden_from_the_loss_stops_the_run_and_keeps_the_last_good_checkp
     assert "b1" in message and "by epoch 6" in message
     assert "optimizer momentum, lr 0.2 (constant schedule), momentum 0.5, full batch" in message
     assert f"the last checkpoint, {path}, is from epoch 4" in message
+    assert ckpt.load(path).metadata["progress"]["epoch"] == 4
+
+
+def test_memory_running_out_in_an_in_place_update_saves_nothing_half_updated(
+        sample, tmp_path, monkeypatch):
+    """On a backend whose arrays are updated in place (NumPy), memory running out between
+    two writes of an update leaves a state that is neither step: the rescue file is not
+    written, and the last checkpoint stays the last good one."""
+    from multinet.train import TrainingStopped
+
+    numpy = get_backend("numpy")
+    assert numpy.mutable_arrays
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset("notebook", epochs=8, dev_size=200, log_every=2)
+    real = optim.update_in_place
+
+    def half_then_out_of_memory(optimizer, params, grads, state, lr):
+        if int(state["t"]) == 5:
+            params["W1"] -= lr * grads["W1"]  # one parameter written, the others not
+            raise MemoryError
+        return real(optimizer, params, grads, state, lr)
+
+    monkeypatch.setattr(optim, "update_in_place", half_then_out_of_memory)
+    path, rescued = tmp_path / "c.st", tmp_path / "rescue.st"
+
+    def save(state):
+        return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
+                         dataset_sha256={})
+
+    def rescue(state):
+        return ckpt.save(rescued, config, state, backend=numpy, dataset_name="mnist",
+                         dataset_sha256={})
+
+    with pytest.raises(TrainingStopped, match="last checkpoint written is the last good"):
+        train(config, numpy, data, progress=False, checkpoint=save, on_interrupt=rescue)
+    assert not rescued.exists()
     assert ckpt.load(path).metadata["progress"]["epoch"] == 4
 
 
@@ -549,3 +588,189 @@ def test_a_process_that_cannot_join_says_what_it_waited_for_and_gives_up(process
                         "(--init-timeout)")
     assert len(lines) == 2 and lines[1].startswith("multinet: error: ")
     assert fragment.format(port=port) in lines[1]
+
+
+# --- Found when the fixes were tried by someone else (issue 11) ----------------------------
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(epochs=1.5), "epochs= must be an integer, got 1.5"),
+    (dict(iterations=True), "iterations= must be an integer, got True"),
+    (dict(iterations=2, lr="0.1"), "lr must be a number, got '0.1'"),
+    (dict(iterations=2, lr=True), "lr must be a number, got True"),
+    (dict(iterations=2, hidden="32"), "hidden must be a sequence of integers"),
+    (dict(iterations=2, hidden=[32.7]), "hidden must be a sequence of integers"),
+    (dict(iterations=2, seed=1.5), "seed must be an integer, got 1.5"),
+    (dict(iterations=2, log_every=1.5), "log_every must be an integer, got 1.5"),
+    (dict(iterations=2, optimizer=5), "optimizer must be a string, got 5"),
+])
+def test_hyperparameters_of_the_wrong_type_are_refused_before_the_work(
+        sample, tmp_path, overrides, fragment):
+    """``fit(epochs=1.5)`` trained and wrote a checkpoint that its own loader refuses;
+    ``hidden="32"`` trained a 784-3-2-10 network; ``seed=1.5`` failed in NumPy."""
+    import multinet
+    from multinet.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=fragment.replace("(", r"\(")):
+        multinet.fit(sample, progress=False, save=tmp_path / "a.st", **overrides)
+    assert not (tmp_path / "a.st").exists()
+
+
+def test_numpy_numbers_as_hyperparameters_train_and_save_a_loadable_checkpoint(sample,
+                                                                               tmp_path):
+    """``fit(iterations=np.int64(2), lr=np.float32(0.1))`` raised ``TypeError: Object of
+    type int64 is not JSON serializable`` at the first save, after the training."""
+    import multinet
+
+    run = multinet.fit(helpers.mnist_slice(sample, 1200, 100), progress=False,
+                       iterations=np.int64(2), lr=np.float32(0.1), hidden=np.int32(12),
+                       seed=np.uint8(3), dev_size=np.int16(200), save=tmp_path / "a.st")
+    config = multinet.load(tmp_path / "a.st").config
+    assert config == run.config and config.epochs == 2 and config.hidden == (12,)
+    assert type(config.epochs) is int and type(config.lr) is float
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--save", "{d}/a.st", "--metrics", "{d}/a.st"], "is the checkpoint's file too"),
+    (["--resume", "{d}/good.st", "--metrics", "{d}/good.st"], "is the checkpoint's file too"),
+    (["--save", "{d}/link.st", "--metrics", "{d}/good.st"], "is the checkpoint's file too"),
+    (["--metrics", "{d}/other.st"], "is not a metrics file (JSON lines)"),
+    (["--save", "{d}/m.jsonl"], "is not a checkpoint (safetensors)"),
+    (["--save", "{d}/notes.txt"], "is not a checkpoint (safetensors)"),
+    (["--save", ""], "--save: an empty path"),
+    (["--plots", ""], "--plots: an empty path"),
+    (["--resume", "{d}/good.st", "--save", ""], "--save: an empty path"),
+])
+def test_an_output_that_would_destroy_another_file_is_refused_before_the_work(
+        tmp_path, capsys, args, fragment):
+    """``--save a.st --metrics a.st`` appended JSON to the checkpoint (exit 0, the file
+    unreadable); ``--metrics`` naming a checkpoint damaged it; ``--save`` naming a text
+    file replaced it; ``--save ''`` saved nothing, silently."""
+    assert main(["train", *DATA, "--iterations", "1", "--save", str(tmp_path / "good.st"),
+                 "--json"]) == 0
+    (tmp_path / "other.st").write_bytes((tmp_path / "good.st").read_bytes())
+    (tmp_path / "link.st").symlink_to(tmp_path / "good.st")
+    (tmp_path / "m.jsonl").write_text('{"epoch": 1}\n')
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    capsys.readouterr()
+    code = main(["train", *DATA, "--iterations", "2",
+                 *(a.format(d=tmp_path) for a in args)])
+    one_line_error(code, capsys.readouterr(), fragment)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_metrics_file_of_a_run_is_appended_to_by_the_next(tmp_path, capsys):
+    """The checks above leave the usual case alone: a metrics file of JSON lines is
+    appended to, a checkpoint is replaced."""
+    args = ["train", *DATA, "--iterations", "2", "--log-every", "1", "--json",
+            "--save", str(tmp_path / "a.st"), "--metrics", str(tmp_path / "m.jsonl")]
+    assert main(args) == 0 and main(args) == 0
+    assert [r["step"] for r in records(tmp_path / "m.jsonl")] == [1, 2, 1, 2]
+
+
+def test_standard_output_that_cannot_be_written_is_one_line():
+    """``multinet ... > /dev/full``: a traceback before."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "multinet", "backends", "--json"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    helpers.assert_one_line_error(result, "cannot write the output: No space left on device")
+
+
+def test_a_failed_save_says_why_once_in_the_systems_words(tmp_path, capsys, monkeypatch):
+    """The rescue's note read "(a.st could not be written: cannot write the checkpoint
+    a.st: No space left on device)"."""
+    from multinet import files
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", None)
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst).name == "a.st":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    path = tmp_path / "a.st"
+    line = one_line_error(main(["train", *DATA, "--iterations", "4", "--save", str(path)]),
+                          capsys.readouterr())
+    assert f"({path} could not be written: No space left on device)" in line
+    assert line.count("No space left on device") == 2  # the stop, and the rescue's note
+
+
+def test_a_coordinator_port_out_of_range_is_refused_at_once():
+    pytest.importorskip("jax")
+    result = helpers.run_cli(
+        "train", *DATA, "--backend", "jax", "--devices", "all", "--coordinator",
+        "127.0.0.1:99999", "--num-processes", "2", "--process-id", "1",
+        "--init-timeout", "30", timeout=120)
+    helpers.assert_one_line_error(result, "127.0.0.1:99999", "port from 1 to 65535")
+
+
+def test_a_metrics_record_cut_short_by_a_full_disk_is_taken_back(tmp_path, capsys,
+                                                                  monkeypatch):
+    """A nearly full disk takes part of a write without an error: the metrics file kept
+    half a record, and the resumed run wrote the whole one after it."""
+    real_write = os.write
+
+    def nearly_full(fd, data):
+        if bytes(data).startswith(b'{"epoch": 3,'):
+            return real_write(fd, bytes(data)[:20])
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", nearly_full)
+    path, metrics = tmp_path / "a.st", tmp_path / "m.jsonl"
+    line = one_line_error(main(["train", *DATA, "--iterations", "6", "--log-every", "1",
+                                "--save", str(path), "--metrics", str(metrics)]),
+                          capsys.readouterr(), "cannot append to the metrics file",
+                          "No space left on device", f"was saved to {path}")
+    assert metrics.read_text().endswith("\n")
+    assert [r["step"] for r in records(metrics)] == [1, 2]
+    monkeypatch.setattr(os, "write", real_write)
+    assert main(["train", *DATA, "--resume", str(path), "--metrics", str(metrics),
+                 "--json"]) == 0, line
+    assert [r["step"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_plot_written_over_on_a_full_disk_stays_the_previous_picture(tmp_path):
+    """PNGs were written in place: on a full disk the previous picture was cut to a part
+    of the new one (``image file is truncated``)."""
+    pytest.importorskip("matplotlib")
+    from multinet import plots
+
+    def history(epochs, noise):
+        jitter = np.random.default_rng(0).random(epochs) * noise
+        return [{"epoch": e, "step": e, "lr": 0.1, "loss": 2.0 / e * (1 + jitter[e - 1]),
+                 "train_accuracy": 0.5, "dev_accuracy": 0.5 + jitter[e - 1] / 2, "seconds": e}
+                for e in range(1, epochs + 1)]
+
+    with helpers.unwritable_dir(tmp_path / "full", size=192 * 1024) as full:
+        path = plots.training_curves(history(2, 0), full / "curves.png")  # about 44 KB
+        before = path.read_bytes()
+        info = os.statvfs(full)
+        (full / "filler").write_bytes(b"\0" * max(0, info.f_bavail * info.f_frsize - 8192))
+        with pytest.raises(OSError):  # a noisy curve: about 100 KB
+            plots.training_curves(history(400, 1), path)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in full.iterdir()) == ["curves.png", "filler"]
+
+
+def test_run_save_and_save_plots_refuse_to_destroy_another_file(sample, tmp_path):
+    """``Run.save("notes.txt")`` replaced the file; ``Run.save_plots`` on a file raised a
+    bare ``FileExistsError`` after evaluating."""
+    import multinet
+    from multinet.files import OutputError
+
+    run = multinet.fit(helpers.mnist_slice(sample, 1200, 100), progress=False,
+                       iterations=1, dev_size=200)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(OutputError, match=r"path= .*notes.txt: exists and is not a checkpoint"):
+        run.save(notes)
+    assert notes.read_text() == "my notes\n"
+    with pytest.raises(OutputError, match=r"folder= .*notes.txt: is a file, not a folder"):
+        run.save_plots(notes)
+    assert run.save(tmp_path / "a.st") == run.save(tmp_path / "a.st")  # a checkpoint: replaced

@@ -60,6 +60,10 @@ def build(kind: str, source: Path, out: Path) -> Path:
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("packaging")
     source = source_copy(root / "source")
+    # As a checkout where the tests ran from tests/ holds: caches git ignores.
+    for cache in (".hypothesis/examples", ".pytest_cache/v"):
+        (source / "tests" / cache).mkdir(parents=True)
+        (source / "tests" / cache / "entry").write_text("cached")
     return {"wheel": build("wheel", source, root / "dist"),
             "sdist": build("sdist", source, root / "dist"), "root": root}
 
@@ -68,7 +72,9 @@ def built(tmp_path_factory):
 def fresh_python(built):
     """A new venv with the wheel installed and nothing else of multinet: its other
     dependencies come from this environment's site-packages through a plain path entry,
-    which (unlike a site directory) does not run this environment's editable-install hook."""
+    which (unlike a site directory) does not run this environment's editable-install hook.
+    That entry also shows pip this environment's multinet (a regular install of the same
+    version), which pip would take as already installed: ``--ignore-installed``."""
     home = built["root"] / "venv"
     venv.create(home, with_pip=False)
     python = home / "bin" / "python"
@@ -78,7 +84,8 @@ def fresh_python(built):
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-deps", "--no-index", "--no-cache-dir", str(built["wheel"])],
+         "--ignore-installed", "--no-deps", "--no-index", "--no-cache-dir",
+         str(built["wheel"])],
         capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
     return python
@@ -131,7 +138,8 @@ def test_the_sdist_is_the_whole_project_and_its_tests_collect(built, fresh_pytho
                      "tests/data/mnist-sample/README.md", "docs/parity.md",
                      "examples/train_notebook.py", "scripts/gpu-check.sh"):
         assert required in names, required
-    assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
+    assert not any("__pycache__" in name or name.endswith(".pyc") or ".hypothesis" in name
+                   or ".pytest_cache" in name for name in names)
     unpacked = next((built["root"] / "unpacked").iterdir())
     result = run(fresh_python, "-m", "pytest", "--collect-only", "-q", "-p",
                  "no:cacheprovider", cwd=unpacked)

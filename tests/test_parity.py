@@ -169,3 +169,43 @@ def test_chunked_full_batch_gradients_match_one_pass(backend_dtype, chunk, rng):
         <= parity.tolerance(dtype)
     assert float(backend.to_numpy(chunk_accuracy)) == pytest.approx(
         float(backend.to_numpy(network.accuracy(logits, y))))
+
+
+@pytest.mark.parametrize("spec", [dict(name="sgd"), dict(name="momentum"),
+                                  dict(name="adam"), dict(name="adam", weight_decay=0.01)],
+                         ids=["sgd", "momentum", "adam", "adam-decay"])
+def test_in_place_updates_match_the_functional_ones(backend_dtype, spec, rng):
+    """Where arrays are mutable, training updates them in place (``optim.update_in_place``):
+    the same steps, rounded differently, so within the tolerance of as many steps; the
+    functional update's inputs are not touched by it, the in-place one's are its result."""
+    from multinet import optim
+    from multinet.initializers import init_params, to_host
+
+    backend, dtype = backend_dtype
+    if not backend.mutable_arrays:
+        pytest.skip(f"{backend.name}'s arrays are immutable: it never updates in place")
+    optimizer = optim.Optimizer(**spec)
+    steps = 5
+    functional = init_params((30, 8, 10), seed=1, backend=backend, dtype=dtype)
+    mutable = init_params((30, 8, 10), seed=1, backend=backend, dtype=dtype)
+    state, mutable_state = optim.init_state(optimizer, functional), optim.init_state(
+        optimizer, mutable)
+    for _ in range(steps):
+        grads = {k: backend.asarray(rng.standard_normal(v.shape), dtype)
+                 for k, v in functional.items()}
+        before = to_host(functional, backend)
+        functional, state = optim.update(optimizer, functional, grads, state, 0.01)
+        same = mutable
+        mutable, mutable_state = optim.update_in_place(optimizer, mutable, grads,
+                                                       mutable_state, 0.01)
+        assert all(mutable[k] is same[k] for k in same)
+        assert not any(np.array_equal(before[k], v)
+                       for k, v in to_host(functional, backend).items())
+    assert parity.max_relative_error(to_host(mutable, backend), to_host(functional, backend)) \
+        <= parity.tolerance(dtype, steps)
+    for key in state.get("v", state.get("m", {})):
+        for part in ("m", "v"):
+            if part in state:
+                assert parity.relative_error(backend.to_numpy(mutable_state[part][key]),
+                                             backend.to_numpy(state[part][key])) \
+                    <= parity.tolerance(dtype, steps)

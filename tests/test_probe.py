@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import mnist_slice, run_cli
+from helpers import assert_one_line_error, mnist_slice, run_cli
 from multinet import probe
 from multinet.registry import get_backend
 from multinet.train import TrainConfig, non_finite, train
@@ -92,3 +92,14 @@ def test_every_namespace_call_of_a_training_run_is_probed(mnist):
     probed = set(probe.ATTRIBUTES) | {name for c in probe.CHECKS for name in c.needs}
     assert called, "the recording namespace was not used"
     assert called - probed == set(), f"calls no probe check covers: {called - probed}"
+
+
+def test_a_module_that_exits_on_import_is_reported_not_obeyed(tmp_path):
+    """A script that calls sys.exit() when imported must not end multinet silently."""
+    result = probe_cli(tmp_path, "exits_on_import", "raise SystemExit(3)\n")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result
+    assert "could not be imported: SystemExit: 3" in result.stdout
+
+
+def test_an_empty_module_name_is_one_line():
+    assert_one_line_error(run_cli("backends", "--probe", ""), "--probe", "no module named")

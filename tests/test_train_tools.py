@@ -23,7 +23,9 @@ SMALL = dict(preset="mlp", hidden=(32,), batch_size=64, epochs=4, dev_size=200, 
 
 
 def mnist_slice(dataset):
-    return helpers.mnist_slice(dataset, 2200, 500)
+    """2,048 training images (the committed sample's all, the full files' first), so a run
+    is the same with either: less the dev split, 1,848 images, 28 batches of 64 an epoch."""
+    return helpers.mnist_slice(dataset, 2048, 500)
 
 
 def small_config(**overrides):
@@ -89,7 +91,7 @@ def test_cosine_schedule():
     assert optim.learning_rate(1.0, "constant", 99, 100) == 1.0
 
 
-@pytest.mark.parametrize("stop_at_step", [70, 61])  # mid-epoch (31 batches an epoch); end
+@pytest.mark.parametrize("stop_at_step", [70, 55])  # mid-epoch (28 batches an epoch); end
 def test_resume_after_ctrl_c_ends_where_an_uninterrupted_run_ends(mnist, tmp_path,
                                                                  monkeypatch, stop_at_step):
     backend = get_backend("numpy")
@@ -171,7 +173,7 @@ def test_checkpoint_holds_everything_a_resume_needs(mnist, tmp_path):
     assert set(loaded.opt_state) == {"t", "m", "v"} and set(loaded.opt_state["m"]) == {
         "W1", "b1", "W2", "b2"}
     meta = loaded.metadata
-    assert meta["progress"] == {"epoch": 1, "batch": 0, "step": 31,
+    assert meta["progress"] == {"epoch": 1, "batch": 0, "step": 28,
                                 "seconds": result.state.seconds}
     assert meta["dataset"]["content_sha256"] == {"train_images": "abc"}
     assert "epoch_order" in meta["rng"] and len(meta["history"]) == 1
@@ -194,14 +196,18 @@ def test_bad_checkpoint_files_are_clear_errors(tmp_path):
 
 def test_train_save_evaluate_predict_plot_from_the_command_line(mnist, tmp_path):
     data = [*data_args(mnist)]
+    # One epoch of the full files is 461 steps; the committed sample leaves 1,048 training
+    # images after the dev split, 8 steps an epoch, and only 512 test images.
+    epochs, least = (20, 0.8) if helpers.is_sample(mnist) else (1, 0.9)
+    tested = len(mnist.test_labels)
     path = tmp_path / "mlp.safetensors"
-    trained = cli("train", "--preset", "mlp", "--hidden", "32", "--epochs", "1", "--save",
-                  str(path), "--metrics", str(tmp_path / "m.jsonl"), "--plots",
+    trained = cli("train", "--preset", "mlp", "--hidden", "32", "--epochs", str(epochs),
+                  "--save", str(path), "--metrics", str(tmp_path / "m.jsonl"), "--plots",
                   str(tmp_path / "plots"), "--json", "--no-progress", *data)
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
-    assert summary["test_accuracy"] > 0.9 and summary["checkpoint"] == str(path)
-    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 1
+    assert summary["test_accuracy"] > least and summary["checkpoint"] == str(path)
+    assert len((tmp_path / "m.jsonl").read_text().splitlines()) == epochs
     for name in ("training_curves.png", "predictions.png", "confusion_matrix.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -209,8 +215,8 @@ def test_train_save_evaluate_predict_plot_from_the_command_line(mnist, tmp_path)
     report = json.loads(evaluated.stdout)
     assert report["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     matrix = np.array(report["confusion_matrix"])
-    assert matrix.shape == (10, 10) and matrix.sum() == 10000
-    assert np.trace(matrix) / 10000 == pytest.approx(report["test_accuracy"])
+    assert matrix.shape == (10, 10) and matrix.sum() == tested
+    assert np.trace(matrix) / tested == pytest.approx(report["test_accuracy"])
     text = cli("evaluate", str(path), *data)
     assert "confusion matrix" in text.stdout and text.returncode == 0
 

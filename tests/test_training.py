@@ -9,12 +9,13 @@ from multinet.train import TrainConfig, train
 def test_short_run_learns_on_every_backend(backend_dtype, mnist):
     backend, dtype = backend_dtype
     config = TrainConfig(epochs=100, dtype=dtype, dev_size=500, log_every=20)
-    result = train(config, backend, mnist_slice(mnist, 3000, 1000), progress=False)
+    # All of the committed sample (the full files' first images): the same run with either.
+    result = train(config, backend, mnist_slice(mnist, 2048, 512), progress=False)
     losses = [record["loss"] for record in result.history]
     assert losses[-1] < 0.6 * losses[0]
     summary = result.summary
     assert summary["backend"] == backend.name and summary["dtype"] == dtype
-    assert summary["train_samples"] == 2500
+    assert summary["train_samples"] == 1548
     # Chance is 0.10; the notebook's net reaches about 0.7 after 100 steps.
     for split in ("train", "dev", "test"):
         assert summary[f"{split}_accuracy"] > 0.5, summary

@@ -8,5 +8,6 @@ One module per peer, named after the library (``multinet.peers.torch``), exposin
 Each imports its library inside ``bench`` only, so that listing peers imports none.
 """
 
-#: Every peer, by the name ``--peer`` takes (also the library's import name).
-PEERS = ("torch",)
+#: Every peer, by the name ``--peer`` takes (also the library's import name);
+#: ``--peer all`` runs each of them that is installed.
+PEERS = ("torch", "jax")

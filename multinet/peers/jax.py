@@ -1,0 +1,135 @@
+"""The bench workloads written directly in JAX, the way a JAX user would write the same
+math: ``multinet bench --peer jax``.
+
+The loss is written once and differentiated by ``jax.value_and_grad`` (no hand-written
+backprop), every step is ``jax.jit``-ed, the minibatch epoch is one ``lax.scan`` over
+its batches, and Adam is the textbook expression over pytrees (``jax.tree.map``), as in
+a hand-rolled training loop; same sizes, initialisation, batches and learning rates as
+multinet's workloads (``multinet.bench``). Beside the jax *backend* (multinet's own
+network, hand-written gradients, through the array API) the ratio of the two is what
+writing to the standard with hand-written gradients costs on JAX, or saves.
+
+It runs on JAX's default device and matmul precision (what a user gets), except that on
+a GPU the precision is "highest", as multinet's jax backend sets it, so both do the
+same float32 arithmetic. JAX is imported inside ``bench`` only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def bench(config) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+
+    from multinet.bench import measure, synthetic_data
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        jax.config.update("jax_default_matmul_precision", "highest")
+    data = synthetic_data(config)
+    images_u8 = jax.device_put(data["images"], device)
+    labels = jax.device_put(data["labels"], device)
+    rows = []
+
+    def row(workload, samples, timing, dtype="float32"):
+        stats = device.memory_stats()
+        rows.append({"backend": "jax (native)", "peer": "jax", "version": jax.__version__,
+                     "device": str(device), "platform": device.platform,
+                     "workload": workload, "dtype": dtype, "samples": samples, **timing,
+                     "samples_per_second": samples / timing["median_seconds"],
+                     "peak_device_bytes": stats.get("peak_bytes_in_use") if stats else None})
+
+    def init(sizes, dtype, he=False):
+        rng = np.random.default_rng(0)
+        params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            if he:
+                w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2 / fan_in)
+                b = np.zeros(fan_out)
+            else:
+                w, b = rng.random((fan_in, fan_out)) - 0.5, rng.random(fan_out) - 0.5
+            params.append((jnp.asarray(w, dtype), jnp.asarray(b, dtype)))
+        return params
+
+    def logits_of(params, x):
+        for w, b in params[:-1]:
+            x = jax.nn.relu(x @ w + b)
+        w, b = params[-1]
+        return x @ w + b
+
+    def loss(params, x, y):
+        log_probs = jax.nn.log_softmax(logits_of(params, x))
+        return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
+
+    grad_fn = jax.value_and_grad(loss)
+
+    for workload in config.workloads:
+        if workload == "floor":
+            x = images_u8.astype(jnp.float32) / 255
+            total = jax.jit(jnp.sum)
+            row("floor", config.samples,
+                measure(lambda: total(x), jax.block_until_ready, config.repeats))
+            del x
+        elif workload.startswith("notebook-"):
+            dtype_name = workload.split("-", 1)[1]
+            if dtype_name == "float64":
+                jax.config.update("jax_enable_x64", True)
+            dtype = jnp.dtype(dtype_name)
+            x = images_u8.astype(dtype) / 255
+            params = init(config.notebook_sizes, dtype)
+
+            @jax.jit
+            def step(params, x, y):
+                value, grads = grad_fn(params, x, y)
+                return jax.tree.map(lambda p, g: p - 0.2 * g, params, grads), value
+
+            row(workload, config.samples,
+                measure(lambda: step(params, x, labels), jax.block_until_ready,
+                        config.repeats), dtype_name)
+            del x
+        elif workload == "mlp-epoch":
+            order = jax.device_put(data["order"], device)
+            lrs = jnp.full(order.shape[0], 1e-3, jnp.float32)
+            b1, b2, eps = 0.9, 0.999, 1e-8
+
+            def adam_step(carry, batch):
+                params, m, v, t = carry
+                index, lr = batch
+                x = images_u8[index].astype(jnp.float32) / 255
+                value, grads = grad_fn(params, x, labels[index])
+                t = t + 1
+                m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, grads)
+                v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, grads)
+                m_hat = jax.tree.map(lambda m: m / (1 - b1 ** t), m)
+                v_hat = jax.tree.map(lambda v: v / (1 - b2 ** t), v)
+                params = jax.tree.map(lambda p, m, v: p - lr * m / (jnp.sqrt(v) + eps),
+                                      params, m_hat, v_hat)
+                return (params, m, v, t), value
+
+            @jax.jit
+            def run_epoch(params, order, lrs):
+                zeros = jax.tree.map(jnp.zeros_like, params)
+                carry = (params, zeros, zeros, jnp.zeros((), jnp.float32))
+                (params, _, _, _), losses = jax.lax.scan(adam_step, carry, (order, lrs))
+                return params, losses
+
+            params = init(config.mlp_sizes, jnp.float32, he=True)
+            row("mlp-epoch", order.size,
+                measure(lambda: run_epoch(params, order, lrs), jax.block_until_ready,
+                        config.epoch_repeats))
+        elif workload == "inference":
+            params = init(config.mlp_sizes, jnp.float32, he=True)
+            test = jax.device_put(data["test_images"], device)
+
+            @jax.jit
+            def predict(params, images):
+                return jnp.argmax(logits_of(params, images.astype(jnp.float32) / 255), axis=1)
+
+            row("inference", config.test_samples,
+                measure(lambda: np.asarray(predict(params, test)), lambda result: None,
+                        config.repeats))
+    return rows
