@@ -1,15 +1,19 @@
 """Downloading and finding data, against a local HTTP server on 127.0.0.1 (no internet).
 
-The server (tests/mirror.py) serves the real MNIST files under /good/, and under other
+The server (tests/mirror.py) serves the real MNIST files under /good/ (the full files where
+they are found, else the committed sample, whose checksums then stand in for MNIST's in
+this process: ``sample_as_mnist``), and under other
 prefixes the failures users meet: /corrupt/ (one byte changed), /missing/ (404), /hang/
 (never answers in time), /truncated/ (the connection drops halfway), /flaky/ (fails the
 first request for each file, then works). tests/test_faults_data.py has the rest.
 """
 
+import dataclasses
 import gzip
-import os
+import hashlib
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +22,8 @@ from helpers import assert_one_line_error
 from helpers import data_args, is_sample
 from helpers import run_cli as cli
 from mirror import running_mirror
-from multinet.data import FILES, load_dataset, locate
+from multinet.cli import main
+from multinet.data import DATASETS, FILES, load_dataset, locate
 from multinet.download import fetch, mirrors_for
 from multinet.errors import DatasetError
 
@@ -26,9 +31,35 @@ HANG_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
-def mnist_files(full_mnist):
-    return {f"{stem}.gz": (full_mnist.directory / f"{stem}.gz").read_bytes()
+def mnist_files(mnist):
+    return {f"{stem}.gz": (mnist.directory / f"{stem}.gz").read_bytes()
             for stem in FILES.values()}
+
+
+@pytest.fixture(autouse=True)
+def sample_as_mnist(mnist, mnist_files, monkeypatch):
+    """Without the full files, the sample is served as MNIST: for this process, MNIST's
+    known checksums (of the served .gz files and of their contents) become the sample's,
+    so the download and verification code runs unchanged on real bytes."""
+    if not is_sample(mnist):
+        return
+    roles = {f"{stem}.gz": role for role, stem in FILES.items()}
+    spec = dataclasses.replace(
+        DATASETS["mnist"],
+        download_hashes={roles[name]: "sha256:" + hashlib.sha256(data).hexdigest()
+                         for name, data in mnist_files.items()},
+        content_sha256={roles[name]: hashlib.sha256(gzip.decompress(data)).hexdigest()
+                        for name, data in mnist_files.items()})
+    monkeypatch.setitem(DATASETS, "mnist", spec)
+
+
+def run_main(capsys, *args):
+    """``multinet ARGS`` in this process (so ``sample_as_mnist`` holds), as ``run_cli``'s
+    result: ``returncode``, ``stdout``, ``stderr``."""
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +81,14 @@ def only_gz_files(directory):
     return sorted(p.name for p in directory.iterdir()) == sorted(f"{s}.gz" for s in FILES.values())
 
 
-def test_fetch_verify_then_train_without_data_dir(server, cache):
+def test_fetch_verify_then_train_without_data_dir(server, cache, capsys):
     base, _ = server
-    env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": ""}
-    fetched = cli("data", "fetch", "--mirror", f"{base}/good/", env=env)
+    fetched = run_main(capsys, "data", "fetch", "--mirror", f"{base}/good/")
     assert fetched.returncode == 0, fetched.stderr
     assert only_gz_files(cache / "mnist")
-    verified = cli("data", "verify", env=env)
+    verified = run_main(capsys, "data", "verify")
     assert verified.returncode == 0 and verified.stdout.count("ok ") == 4, verified.stdout
-    trained = cli("train", "--iterations", "2", "--no-progress", "--offline", env=env)
+    trained = run_main(capsys, "train", "--iterations", "2", "--no-progress", "--offline")
     assert trained.returncode == 0, trained.stderr
     assert "accuracy: train" in trained.stdout
 
@@ -97,32 +127,32 @@ def test_every_mirror_failing_is_one_line_naming_them(server, cache):
 
 
 def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server, cache,
-                                                                            mnist_files):
+                                                                            mnist_files,
+                                                                            capsys):
     base, _ = server
     fetch(mirrors=[f"{base}/good/"], progress=False)
     damaged = cache / "mnist" / "train-labels-idx1-ubyte.gz"
     raw = bytearray(gzip.decompress(damaged.read_bytes()))
     raw[-1] ^= 1
     damaged.write_bytes(gzip.compress(bytes(raw)))
-    env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": ""}
-    assert_one_line_error(cli("train", "--offline", "--iterations", "1", env=env),
+    assert_one_line_error(run_main(capsys, "train", "--offline", "--iterations", "1"),
                           "train-labels-idx1-ubyte.gz", "checksum mismatch")
-    verified = cli("data", "verify", env=env)
+    verified = run_main(capsys, "data", "verify")
     assert_one_line_error(verified, "1 file(s) damaged", "multinet data fetch")
     assert "MISMATCH" in verified.stdout and verified.stdout.count("ok ") == 3
     fetch(mirrors=[f"{base}/good/"], progress=False)  # pooch sees the wrong hash, re-fetches
     assert damaged.read_bytes() == mnist_files[damaged.name]
 
 
-def test_offline_never_touches_the_network(server, cache):
+def test_offline_never_touches_the_network(server, cache, capsys, monkeypatch):
     base, hits = server
     before = sum(hits.values())
-    env = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"], "MULTINET_DATA": "",
-           "MULTINET_MIRRORS": f"{base}/good/"}
-    assert_one_line_error(cli("train", "--offline", env=env), "not found", "multinet data fetch")
+    monkeypatch.setenv("MULTINET_MIRRORS", f"{base}/good/")
+    assert_one_line_error(run_main(capsys, "train", "--offline"), "not found",
+                          "multinet data fetch")
     assert sum(hits.values()) == before
     # Without --offline the same command downloads from $MULTINET_MIRRORS into the cache.
-    result = cli("train", "--iterations", "1", "--no-progress", env=env)
+    result = run_main(capsys, "train", "--iterations", "1", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert hits["good"] > 0 and only_gz_files(cache / "mnist")
 
