@@ -25,11 +25,16 @@ def evaluate(params_host: dict, backend: Backend, dataset: Dataset, dtype: str) 
     params = to_backend(params_host, backend)
     images = backend.asarray(flatten(dataset.test_images))
     predicted = make_predictor(backend)(params, images)
+    return {"backend": backend.name, **report(predicted, dataset)}
+
+
+def report(predicted: np.ndarray, dataset: Dataset) -> dict:
+    """What test-set predictions ``(n,)`` say: accuracy, per class and as a confusion
+    matrix (rows: true class), with the predictions themselves."""
     true = dataset.test_labels
     matrix = confusion_matrix(predicted, true)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     return {
-        "backend": backend.name,
         "dataset": dataset.name,
         "test_samples": int(len(true)),
         "test_accuracy": float(np.mean(predicted == true)),

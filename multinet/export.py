@@ -297,22 +297,11 @@ def evaluate_model(model, dataset, batch_size: int = EVALUATION_BATCH) -> dict:
     """The test-set report of an opened inference model in onnxruntime: the keys of
     ``multinet.evaluation.evaluate``'s report, with ``runtime`` for ``backend``;
     ``logits`` and ``predictions`` (host arrays) too, for comparisons."""
-    from multinet.evaluation import confusion_matrix
+    from multinet.evaluation import report
 
     logits, predicted = run_inference(model, dataset.test_images, batch_size)
-    true = dataset.test_labels
-    matrix = confusion_matrix(predicted, true)
-    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-    return {
-        "runtime": f"onnxruntime {model.version}",
-        "dataset": dataset.name,
-        "test_samples": int(len(true)),
-        "test_accuracy": float(np.mean(predicted == true)),
-        "per_class_accuracy": [float(a) for a in per_class],
-        "confusion_matrix": matrix.tolist(),
-        "logits": logits,
-        "predictions": predicted,
-    }
+    return {"runtime": f"onnxruntime {model.version}", **report(predicted, dataset),
+            "logits": logits}
 
 
 def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = None

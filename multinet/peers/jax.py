@@ -16,9 +16,9 @@ same float32 arithmetic. JAX is imported inside ``bench`` only.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from multinet.initializers import draw_params
 
 
 def bench(config) -> list[dict]:
@@ -44,16 +44,10 @@ def bench(config) -> list[dict]:
                      "peak_device_bytes": stats.get("peak_bytes_in_use") if stats else None})
 
     def init(sizes, dtype, he=False):
-        rng = np.random.default_rng(0)
-        params = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            if he:
-                w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2 / fan_in)
-                b = np.zeros(fan_out)
-            else:
-                w, b = rng.random((fan_in, fan_out)) - 0.5, rng.random(fan_out) - 0.5
-            params.append((jnp.asarray(w, dtype), jnp.asarray(b, dtype)))
-        return params
+        # multinet's own draw (the same numbers as its backends start from), as pairs.
+        host = draw_params(sizes, seed=0, init="he" if he else "uniform")
+        return [(jnp.asarray(host[f"W{i}"], dtype), jnp.asarray(host[f"b{i}"], dtype))
+                for i in range(1, len(sizes))]
 
     def logits_of(params, x):
         for w, b in params[:-1]:

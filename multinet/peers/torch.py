@@ -15,9 +15,7 @@ contiguous copy for the gradient's product, and the parameters updated in place.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
+from multinet.initializers import draw_params
 
 
 def _device(torch):
@@ -56,17 +54,10 @@ def bench(config) -> list[dict]:
                                            if device.type == "cuda" else None)})
 
     def init(sizes, dtype, he=False):
-        rng = np.random.default_rng(0)
-        params = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            if he:
-                w = rng.standard_normal((fan_in, fan_out)) * math.sqrt(2 / fan_in)
-                b = np.zeros(fan_out)
-            else:
-                w, b = rng.random((fan_in, fan_out)) - 0.5, rng.random(fan_out) - 0.5
-            params += [torch.from_numpy(w).to(device, dtype),
-                       torch.from_numpy(b).to(device, dtype)]
-        return params
+        # multinet's own draw (the same numbers as its backends start from), flattened.
+        host = draw_params(sizes, seed=0, init="he" if he else "uniform")
+        return [torch.from_numpy(host[f"{kind}{i}"]).to(device, dtype)
+                for i in range(1, len(sizes)) for kind in ("W", "b")]
 
     def backprop(params, x, y, x_t=None):
         inputs, a = [x], x
