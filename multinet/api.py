@@ -570,12 +570,14 @@ def _copy_state(state: TrainState) -> TrainState:
 
 
 def _epochs(overrides: dict) -> int | None:
+    from multinet.train import is_integer
+
     epochs, iterations = overrides.get("epochs"), overrides.get("iterations")
     if epochs is not None and iterations is not None:
         raise InvalidArgument(f"{argument('iterations')} and {argument('epochs')} are the "
                               "same count (passes over the training set); give one")
     name, count = ("epochs", epochs) if epochs is not None else ("iterations", iterations)
-    if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral)):
+    if count is not None and not is_integer(count):
         raise InvalidArgument(f"{argument(name)} must be an integer, got {count!r}")
     return count
 

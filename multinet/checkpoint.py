@@ -54,6 +54,7 @@ from multinet.errors import MultinetError
 from multinet.initializers import to_backend
 from multinet.registry import Backend
 from multinet.train import Saved, TrainConfig, TrainState
+from multinet.train import is_int as _is_int
 
 FORMAT = "multinet-checkpoint/1"
 #: Inputs of the first layer: 28 x 28 pixels, the image size of every dataset in
@@ -226,10 +227,6 @@ def load(path) -> Checkpoint:
         return _validated(metadata, tensors)
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise CheckpointError(f"{path}: not a valid multinet checkpoint: {exc}") from None
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:

@@ -31,13 +31,13 @@ Both carry the checkpoint's metadata as ONNX metadata properties (``model_metada
 from __future__ import annotations
 
 import json
-import numbers
 from pathlib import Path
 
 import numpy as np
 
 from multinet import network, optim
 from multinet.checkpoint import Checkpoint
+from multinet.train import is_integer
 from multinet.data import CLASSES, scale_images
 from multinet.errors import InvalidArgument, MultinetError, argument
 
@@ -323,8 +323,7 @@ def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = N
         if onnx_train is None:
             raise InvalidArgument(f"{argument('batch_size')} fixes the training graph's "
                                   f"batch: it needs {argument('onnx_train')}")
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                or batch_size < 1):
+        if not is_integer(batch_size) or batch_size < 1:
             raise InvalidArgument(f"{argument('batch_size')} must be an integer >= 1 (or "
                                   f"None: any batch size), got {batch_size!r}")
         batch_size = int(batch_size)

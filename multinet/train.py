@@ -111,7 +111,7 @@ class TrainConfig:
                     items = None if isinstance(value, (str, bytes)) else tuple(value)
                 except TypeError:  # not iterable
                     items = None
-                if items is None or not all(map(_is_integral, items)):
+                if items is None or not all(map(is_integer, items)):
                     raise TypeError(f"hidden must be a sequence of integers (one width per "
                                     f"hidden layer), got {value!r}")
                 value = tuple(int(h) for h in items)
@@ -119,7 +119,7 @@ class TrainConfig:
                 if not isinstance(value, str):
                     raise TypeError(f"{name} must be a string, got {value!r}")
             elif isinstance(default, int):
-                if not _is_integral(value):
+                if not is_integer(value):
                     raise TypeError(f"{name} must be an integer, got {value!r}")
                 value = int(value)
             elif isinstance(default, float):
@@ -146,9 +146,9 @@ class TrainConfig:
         for name, value in values.items():
             kind = type(getattr(cls, name, None)) if name != "hidden" else list
             ok = (isinstance(value, str) if kind is str else
-                  _is_int(value) if kind is int else
-                  (_is_int(value) or isinstance(value, float)) if kind is float else
-                  isinstance(value, list) and len(value) > 0 and all(map(_is_int, value)))
+                  is_int(value) if kind is int else
+                  (is_int(value) or isinstance(value, float)) if kind is float else
+                  isinstance(value, list) and len(value) > 0 and all(map(is_int, value)))
             if not ok:
                 wanted = {str: "a string", int: "an integer", float: "a number",
                           list: "a non-empty list of integers"}[kind]
@@ -182,12 +182,13 @@ class TrainConfig:
         return ", ".join(parts)
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """A Python ``int``, not a bool: what JSON (a checkpoint's metadata) holds."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_integral(value) -> bool:
-    """An integer of any kind (Python's, NumPy's), not a bool."""
+def is_integer(value) -> bool:
+    """An integer of any kind (Python's, NumPy's), not a bool: what callers may pass."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
