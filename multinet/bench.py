@@ -111,6 +111,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     """All workloads on one backend, in this process."""
     from multinet import optim
     from multinet.data import scale_images
+    from multinet.heap import retain_freed_memory
     from multinet.initializers import init_params
     from multinet.registry import get_backend
     from multinet.train import (DeviceSplit, _own_copy, full_batch_inputs,
@@ -118,6 +119,9 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                                 make_train_step)
 
     backend = get_backend(name)
+    # As `multinet train` does (multinet.heap); the peers' processes keep glibc's defaults.
+    heap_status = (retain_freed_memory() if config.extra.get("retain_heap", True)
+                   else "allocator default")
     devices = config.extra.get("devices")
     if devices:
         backend = backend.data_parallel(devices)
@@ -135,7 +139,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                      "platform": backend.platform, "workload": workload,
                      "dtype": dtype, "samples": samples, **timing,
                      "samples_per_second": samples / timing["median_seconds"],
-                     "peak_device_bytes": backend.peak_memory()})
+                     "peak_device_bytes": backend.peak_memory(), "heap": heap_status})
 
     for workload in config.workloads:
         if workload == "floor":
@@ -393,6 +397,7 @@ def _worker_main(target: str, config_json: str) -> None:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for r in rows:
         r["peak_host_bytes"] = peak_kb * 1024
+        r.setdefault("heap", "allocator default")
     print(json.dumps({"target": target, "rows": rows, "threads": thread_pools()}))
 
 

@@ -633,7 +633,7 @@ def _cmd_bench(args) -> int:
                                 f"{'is' if len(wanted) == 1 else 'are'} not installed "
                                 f"(pip install {' '.join(wanted)})")
         targets += [f"peer:{p}" for p in installed]
-    rows, notes, threads = [], [], {}
+    rows, notes, threads, heaps = [], [], {}, {}
     for target in targets:
         if not target.startswith("peer:"):
             try:
@@ -653,6 +653,7 @@ def _cmd_bench(args) -> int:
         rows += result["rows"]
         if result.get("threads") is not None:
             threads[target] = result["threads"]
+        heaps[target] = next((r["heap"] for r in result["rows"] if r.get("heap")), None)
     if not any("median_seconds" in r for r in rows):
         reasons = notes + [f"{r['backend']} {r['workload']}: {r.get('skipped')}" for r in rows]
         raise MultinetError("nothing was timed: " + ("; ".join(reasons) or "no backend ran"))
@@ -665,7 +666,8 @@ def _cmd_bench(args) -> int:
     for line in bench.describe_machine(m):
         print(line)
     for target, pools in threads.items():
-        print("  " + bench.describe_threads(target, pools))
+        print("  " + bench.describe_threads(target, pools)
+              + (f"; heap: {heaps[target]}" if heaps.get(target) else ""))
     print(f"median of {config.repeats} ({config.epoch_repeats} for an epoch) after one "
           "warm-up run; x peer: against PyTorch eager; x best: against the fastest peer "
           "(named) of the workload")

@@ -33,7 +33,7 @@ import numpy as np
 from array_api_compat import array_namespace
 from tqdm.auto import tqdm
 
-from multinet import network, optim
+from multinet import heap, network, optim
 from multinet.data import CLASSES, Dataset, flatten, scale_images, split_indices
 from multinet.errors import MultinetError, argument
 from multinet.initializers import SCHEMES, init_params
@@ -648,6 +648,7 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went.
     """
     backend.enable_dtype(config.dtype)
+    heap.retain_freed_memory()  # an eager step's temporaries reused, not re-faulted
     try:
         splits = splits_on_device(backend, config, dataset)
     except ValueError as exc:  # a dev split larger than the data
@@ -788,8 +789,9 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
                        features, len(train_split)) from None
     finally:
         bar.close()
-    return TrainResult(state=state,
-                       summary=summarize(config, backend, state, splits, predict_labels))
+    summary = summarize(config, backend, state, splits, predict_labels)
+    heap.release_free_memory()
+    return TrainResult(state=state, summary=summary)
 
 
 def _stopped(exc, config, backend, state, rescue, features, n_train) -> TrainingStopped:

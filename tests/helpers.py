@@ -80,3 +80,12 @@ def unwritable_dir(path, *, size=None):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def clean_malloc_env() -> dict:
+    """This process's environment less glibc's malloc settings (``multinet.heap`` leaves
+    a user's own alone), so a child runs with glibc's defaults."""
+    from multinet.heap import USER_SETTINGS
+
+    return {k: v for k, v in os.environ.items()
+            if k not in USER_SETTINGS and k != "GLIBC_TUNABLES"}

@@ -136,6 +136,9 @@ def test_bench_with_every_peer():
         rows["numpy"]["median_seconds"] / rows[fastest]["median_seconds"])
     assert report["machine"]["cpu"]["model"]
     assert any(pool.get("user_api") == "blas" for pool in report["threads"]["numpy"])
+    # multinet's backends run as `multinet train` does (multinet.heap), the peers as is.
+    assert rows["numpy"]["heap"] in ("retained", "not glibc")
+    assert rows["torch (native)"]["heap"] == rows["jax (native)"]["heap"] == "allocator default"
     help_text = subprocess.run([sys.executable, "-m", "multinet", "bench", "--help"],
                                capture_output=True, text=True).stdout
     assert "--peer {torch,jax,all}" in help_text  # what scripts/gpu-check.sh looks for

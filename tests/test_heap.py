@@ -1,0 +1,94 @@
+"""multinet.heap: a training process keeps its freed memory for the next step.
+
+Counted in page faults, not timed: a step whose temporaries are served from memory the
+process already holds faults no pages in, one whose memory went back to the kernel
+faults in every page of it again."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+from multinet import heap
+from multinet.train import train
+from test_train_tools import mnist_slice, small_config
+
+GLIBC = heap._glibc() is not None
+
+# 60 minibatch steps of the mlp preset on NumPy after 10 to warm up, in a fresh process;
+# prints the minor page faults per step.
+FAULTS_PER_STEP = """
+import json, resource, sys
+from multinet import heap, optim
+from multinet.bench import BenchConfig, synthetic_data
+from multinet.initializers import init_params
+from multinet.registry import get_backend
+from multinet.train import _own_copy, make_minibatch_step
+status = heap.retain_freed_memory() if sys.argv[1] == "retain" else "default"
+numpy = get_backend("numpy")
+data = synthetic_data(BenchConfig(samples=128 * 70))
+images, labels = numpy.asarray(data["images"]), numpy.asarray(data["labels"], "int32")
+adam = optim.Optimizer("adam")
+params = _own_copy(numpy, init_params((784, 512, 256, 10), seed=0, backend=numpy,
+                                      dtype="float32", init="he"))
+state = optim.init_state(adam, params)
+step = make_minibatch_step(adam, in_place=True)
+for i, index in enumerate(data["order"]):
+    if i == 10:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    params, state, loss, accuracy = step(params, state, images, labels, index, 1e-3)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({"status": status, "faults_per_step": faults / (len(data["order"]) - 10)}))
+"""
+
+
+def faults_per_step(mode):
+    result = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode],
+                            capture_output=True, text=True, timeout=300,
+                            env=helpers.clean_malloc_env())
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only: elsewhere heap does nothing")
+def test_a_training_step_reuses_the_memory_of_the_step_before():
+    default = faults_per_step("default")
+    if default["faults_per_step"] < 400:
+        pytest.skip(f"this glibc keeps freed memory by itself "
+                    f"({default['faults_per_step']:.0f} page faults a step)")
+    retained = faults_per_step("retain")
+    assert retained["status"] == "retained"
+    # The step's temporaries are ~7 MB (1,700 pages): all of them faulted in again each
+    # step by default, all reused with the thresholds raised (a few dozen faults remain).
+    assert retained["faults_per_step"] < default["faults_per_step"] / 10, (default, retained)
+
+
+def test_the_users_own_malloc_settings_are_left_alone(monkeypatch):
+    def refuse():
+        raise AssertionError("glibc touched although the user tuned it")
+
+    monkeypatch.setattr(heap, "_glibc", refuse)
+    for environ in ({"MALLOC_TRIM_THRESHOLD_": "0"}, {"MALLOC_MMAP_THRESHOLD_": "131072"},
+                    {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}):
+        assert heap.retain_freed_memory(environ).endswith("set by the user")
+    monkeypatch.setattr(heap, "_glibc", lambda: None)
+    assert heap.retain_freed_memory({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}) == "not glibc"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_retaining_twice_is_harmless():
+    assert heap.retain_freed_memory({}) == "retained"
+    assert heap.retain_freed_memory({}) == "retained"
+    heap.release_free_memory()
+
+
+def test_training_retains_freed_memory_and_gives_it_back_at_the_end(mnist, monkeypatch):
+    calls = []
+    monkeypatch.setattr(heap, "retain_freed_memory", lambda: calls.append("retain"))
+    monkeypatch.setattr(heap, "release_free_memory", lambda: calls.append("release"))
+    from multinet.registry import get_backend
+
+    train(small_config(epochs=1), get_backend("numpy"), mnist_slice(mnist), progress=False)
+    assert calls == ["retain", "release"]
