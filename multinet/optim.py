@@ -91,8 +91,10 @@ def update_in_place(optimizer: Optimizer, params: dict, grads: dict, state: dict
     is nine per parameter, more memory traffic than the step's own products for the
     ``mlp`` preset on NumPy. Here Adam makes four temporaries per parameter: the
     operations that have no in-place form in the standard (``sqrt``) or whose operand
-    would otherwise be overwritten. The bias corrections are folded into one 0-d factor
-    per step (``lr / (1 - b1**t)``) and ``sqrt(1 - b2**t)``, so the result differs from
+    would otherwise be overwritten. The bias corrections are folded into a 0-d step size
+    and epsilon per step (``lr * sqrt(1 - b2**t) / (1 - b1**t)``, ``eps * sqrt(1 - b2**t)``;
+    Kingma & Ba 2015 reorder it so at the end of section 2, but there with epsilon
+    unscaled, which changes the step), so the result differs from
     ``update`` by rounding only (checked against it within the parity tolerance,
     tests/test_parity.py).
 
@@ -116,8 +118,11 @@ def update_in_place(optimizer: Optimizer, params: dict, grads: dict, state: dict
         return params, new_state
     b1, b2 = optimizer.beta1, optimizer.beta2
     xp = array_namespace(*params.values())
-    step_size = lr / (1 - b1 ** t)
+    # lr * (m / c1) / (sqrt(v / c2) + eps) == (lr * sqrt(c2) / c1) * m / (sqrt(v) + eps * sqrt(c2))
+    # with c1 = 1 - b1**t, c2 = 1 - b2**t: the same step, one pass over v fewer.
     root_correction2 = xp.sqrt(1 - b2 ** t)
+    step_size = lr * root_correction2 / (1 - b1 ** t)
+    eps = optimizer.eps * root_correction2
     for key, g in grads.items():
         m, v = state["m"][key], state["v"][key]
         m *= b1
@@ -127,8 +132,7 @@ def update_in_place(optimizer: Optimizer, params: dict, grads: dict, state: dict
         square *= 1 - b2
         v += square
         denominator = xp.sqrt(v)
-        denominator /= root_correction2
-        denominator += optimizer.eps
+        denominator += eps
         step = m * step_size
         step /= denominator
         params[key] -= step
