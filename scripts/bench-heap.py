@@ -8,20 +8,30 @@ the ratio of their medians.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 
 from multinet import bench
+from multinet.cli import _number, _Parser, _positive
+
+
+def check_heap(parser, name, retain, rows) -> None:
+    """Stop (one line, status 2) where the "after" process did not raise the thresholds:
+    the user's own MALLOC_* settings, or no glibc, make both columns the same run."""
+    status = next((r["heap"] for r in rows if r.get("heap")), None)
+    if retain and status != "retained":
+        parser.error(f"{name}: nothing to compare, the thresholds were not raised: {status}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # multinet's parser: a mistake is one line (``multinet: error: ...``) and status 2.
+    parser = _Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", action="append", help="default: numpy")
-    parser.add_argument("--workload", action="append",
+    parser.add_argument("--workload", action="append", choices=bench.WORKLOADS,
                         help="default: notebook-float32, mlp-epoch, inference")
-    parser.add_argument("--rounds", type=int, default=3, help="default: 3")
-    parser.add_argument("--samples", type=int, default=59000, help="default: 59,000")
+    parser.add_argument("--rounds", type=_positive(int), default=3, help="default: 3")
+    parser.add_argument("--samples", default=59000, help="at least 128; default: 59,000",
+                        type=_number(int, lambda n: n >= 128, ">= 128, one batch"))
     args = parser.parse_args()
     config = bench.BenchConfig(samples=args.samples, repeats=5, epoch_repeats=3,
                                workloads=tuple(args.workload or (
@@ -35,7 +45,8 @@ def main() -> None:
                 run = dataclasses.replace(config, extra={"retain_heap": retain})
                 result = bench.run_in_subprocess(name, run)
                 if result.get("error"):
-                    raise SystemExit(f"{name}: {result['error']}")
+                    parser.error(f"{name}: {result['error']}")
+                check_heap(parser, name, retain, result["rows"])
                 for row in result["rows"]:
                     if "median_seconds" in row:
                         key = (name, row["workload"], row["dtype"])

@@ -73,8 +73,29 @@ def test_the_users_own_malloc_settings_are_left_alone(monkeypatch):
     for environ in ({"MALLOC_TRIM_THRESHOLD_": "0"}, {"MALLOC_MMAP_THRESHOLD_": "131072"},
                     {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}):
         assert heap.retain_freed_memory(environ).endswith("set by the user")
+    assert heap.retain_freed_memory(
+        {"GLIBC_TUNABLES": "glibc.rtld.nns=2:glibc.malloc.mmap_threshold=131072"}
+    ) == "GLIBC_TUNABLES glibc.malloc.mmap_threshold set by the user"
     monkeypatch.setattr(heap, "_glibc", lambda: None)
-    assert heap.retain_freed_memory({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}) == "not glibc"
+    # Other settings, malloc's own included, are no reason to leave the thresholds alone:
+    # as MALLOC_ARENA_MAX, so glibc.malloc.arena_max.
+    for environ in ({"GLIBC_TUNABLES": "glibc.rtld.nns=2"}, {"MALLOC_ARENA_MAX": "2"},
+                    {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0"}):
+        assert heap.retain_freed_memory(environ) == "not glibc"
+
+
+def test_off_glibc_nothing_is_done_and_nothing_raised(monkeypatch):
+    """On Linux without glibc (musl), ``platform.libc_ver`` reads the Python binary, which
+    may be gone (replaced by an upgrade): still no error, the run goes on untouched."""
+    def unreadable(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", sys.executable)
+
+    monkeypatch.setattr(heap.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(heap.platform, "libc_ver", unreadable)
+    assert heap.retain_freed_memory({}) == "not glibc"
+    heap.release_free_memory()
+    monkeypatch.setattr(heap.platform, "libc_ver", lambda *args, **kwargs: ("", ""))
+    assert heap.retain_freed_memory({}) == "not glibc"
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
