@@ -530,6 +530,10 @@ def _cmd_parity(args) -> int:
     from multinet import parity
     from multinet.registry import backend_names
 
+    for name in args.backend or ():
+        # Named on the command line: one that cannot run here is an error, as for train,
+        # not a skipped row (those are for the registered ones nobody asked for).
+        get_backend(name)
     dataset = _load_data(args)
     if args.samples > len(dataset.train_labels):
         raise MultinetError(f"--samples {args.samples} exceeds the "

@@ -6,6 +6,8 @@ import pytest
 
 from helpers import assert_one_line_error, data_args, run_cli
 from multinet.cli import main
+from multinet.errors import BackendUnavailable
+from multinet.registry import get_backend
 
 
 def test_train_json_summary(mnist, capsys):
@@ -86,6 +88,23 @@ def test_parity_json_and_skipped_backends(mnist, capsys):
     for row in rows.values():
         assert row["verdict"] in ("pass", "skipped")
         assert row["verdict"] != "skipped" or row["reason"]
+
+
+# math: importable, but not an array library; cupy: registered, but not installed (or no GPU).
+@pytest.mark.parametrize("name", ["math", "cupy"])
+def test_parity_of_a_named_backend_that_cannot_run_is_one_line_and_exit_2(mnist, name):
+    """As for train, with train's reason; unasked, such a backend is a skipped row (the
+    test above)."""
+    try:
+        get_backend(name)
+    except BackendUnavailable as exc:
+        reason = str(exc)
+    else:
+        pytest.skip(f"{name} runs here; this checks a backend that cannot")
+    result = run_cli("parity", *data_args(mnist), "--backend", "numpy", "--backend", name,
+                     "--samples", "64", "--steps", "1")
+    assert_one_line_error(result, reason)
+    assert not result.stdout
 
 
 def test_parity_exits_1_when_a_backend_is_out_of_tolerance(mnist, tmp_path):
