@@ -40,9 +40,8 @@ names the argument to change (``InvalidArgument``, ``DatasetError``,
 library; each is imported when a backend that needs it is chosen.
 """
 
-import importlib.util as _importlib_util
+import os as _os
 import sys as _sys
-from pathlib import Path as _Path
 
 
 def _bind_source_backends() -> None:
@@ -55,27 +54,71 @@ def _bind_source_backends() -> None:
     sibling folder in its place. It only acts in a checkout (a ``pyproject.toml`` beside
     both folders) and only when the package has no ``backends`` of its own, so an
     installed multinet is never touched.
+
+    Written with ``os.path``, importing nothing more unless it acts: pathlib and
+    importlib.util would add 15 ms to the time before the command can catch a Ctrl-C.
     """
-    package = _Path(__file__).resolve().parent
-    folder = package.parent / "backends"
-    if ("multinet.backends" in _sys.modules or (package / "backends").is_dir()
-            or not (package.parent / "pyproject.toml").is_file()
-            or not (folder / "__init__.py").is_file()):
+    package = _os.path.dirname(_os.path.realpath(__file__))
+    root = _os.path.dirname(package)
+    init = _os.path.join(root, "backends", "__init__.py")
+    if ("multinet.backends" in _sys.modules
+            or _os.path.isdir(_os.path.join(package, "backends"))
+            or not _os.path.isfile(_os.path.join(root, "pyproject.toml"))
+            or not _os.path.isfile(init)):
         return
-    spec = _importlib_util.spec_from_file_location(
-        "multinet.backends", folder / "__init__.py", submodule_search_locations=[str(folder)])
-    module = _importlib_util.module_from_spec(spec)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "multinet.backends", init, submodule_search_locations=[_os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
     _sys.modules["multinet.backends"] = module
     spec.loader.exec_module(module)
 
 
 _bind_source_backends()
 
-from multinet.api import PlotsNotWritten, Run, fit, init_params, load, load_dataset
-from multinet.errors import (BackendUnavailable, DatasetError, DatasetNotFound,
-                             InvalidArgument, MultinetError, UnknownBackend)
-from multinet.network import forward, loss_and_grads, predict, sgd_step, train_step
-from multinet.registry import Backend, backend_names, get_backend
+TYPE_CHECKING = False  # type checkers know the name; importing typing would take 4 ms
+if TYPE_CHECKING:
+    from multinet.api import PlotsNotWritten, Run, fit, init_params, load, load_dataset
+    from multinet.errors import (BackendUnavailable, DatasetError, DatasetNotFound,
+                                 InvalidArgument, MultinetError, UnknownBackend)
+    from multinet.network import forward, loss_and_grads, predict, sgd_step, train_step
+    from multinet.registry import Backend, backend_names, get_backend
+del TYPE_CHECKING
+
+#: Where each public name is defined. It is imported on first use (PEP 562), as are the
+#: submodules (``multinet.api``), not by ``import multinet``: the ``multinet`` command
+#: imports this package before it can catch a Ctrl-C (``multinet.__main__``), and these
+#: imports took a tenth of a second.
+_SOURCES = {
+    "multinet.api": ("PlotsNotWritten", "Run", "fit", "init_params", "load", "load_dataset"),
+    "multinet.errors": ("BackendUnavailable", "DatasetError", "DatasetNotFound",
+                        "InvalidArgument", "MultinetError", "UnknownBackend"),
+    "multinet.network": ("forward", "loss_and_grads", "predict", "sgd_step", "train_step"),
+    "multinet.registry": ("Backend", "backend_names", "get_backend"),
+}
+_SOURCE = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str):
+    import importlib
+    import importlib.util
+
+    if name in _SOURCE:
+        value = getattr(importlib.import_module(_SOURCE[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"multinet.{name}"):
+        value = importlib.import_module(f"multinet.{name}")  # a submodule
+    else:
+        raise AttributeError(f"module 'multinet' has no attribute {name!r}")
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    """Every name, the public ones not yet imported too; not these two hooks, which
+    ``help(multinet)`` would list among the API."""
+    return sorted({*globals(), *_SOURCE} - {"__getattr__", "__dir__"})
+
 
 __version__ = "0.1.0"
 

@@ -10,10 +10,12 @@ process, on the committed MNIST sample, to keep the module quick.
 import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -174,6 +176,47 @@ def test_a_scanned_jax_epoch_stops_within_one_program_and_resumes_exactly(sample
     assert parity.max_relative_error(params, expected) <= bound
     assert parity.relative_error(resumed.history[-1]["loss"],
                                  reference.history[-1]["loss"]) <= bound
+
+
+def console_script(folder: Path) -> Path:
+    """The ``multinet`` script as an installer writes it from pyproject.toml's entry point
+    (the one installed here may predate a change to it)."""
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    module, function = re.search(r'^multinet = "([\w.]+):(\w+)"$', text, re.M).groups()
+    script = folder / "multinet-script.py"
+    script.write_text(f"import sys\nfrom {module} import {function}\n"
+                      f"if __name__ == '__main__':\n    sys.exit({function}())\n")
+    return script
+
+
+@pytest.mark.parametrize("entry", ["-m", "script"])
+@pytest.mark.parametrize("imported", ["numpy", "multinet.registry", "multinet.cli"])
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path, entry, imported):
+    """The command's imports take tenths of a second: a Ctrl-C then is one line and 130,
+    as later in the run, for ``python -m multinet`` and the installed script alike. Python
+    reports each import as it ends (``PYTHONPROFILEIMPORTTIME``): the signal is sent when
+    ``imported`` is, to land in the imports after it (or, on a slow reader, in the run)."""
+    program = ["-m", "multinet"] if entry == "-m" else [str(console_script(tmp_path))]
+    process = subprocess.Popen([sys.executable, *program, *LONG], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    watchdog = threading.Timer(120, process.kill)  # the import never reported: fail, not hang
+    watchdog.start()
+    try:
+        for line in process.stderr:
+            if line.startswith("import time:") and line.split("|")[-1].strip() == imported:
+                process.send_signal(signal.SIGINT)
+                break
+        else:
+            raise AssertionError(f"{imported} was never imported")
+        err = process.stderr.read()
+        process.wait()
+    finally:
+        watchdog.cancel()
+    lines = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert "Traceback" not in err, err
+    assert process.returncode == 130, err
+    assert len(lines) == 1 and lines[0].startswith("multinet: interrupted"), lines
 
 
 # --- 11. Metrics after a resume ----------------------------------------------------------

@@ -122,6 +122,12 @@ def test_an_installed_wheel_runs_from_the_checkout_root_and_elsewhere(fresh_pyth
     assert Path(located.stdout.strip()).resolve().is_relative_to(expected.resolve())
 
 
+def test_the_installed_script_runs(fresh_python, tmp_path):
+    """``multinet`` as pip writes it from pyproject.toml's entry point."""
+    result = run(fresh_python.parent / "multinet", "--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("multinet "), result.stderr
+
+
 def test_the_suite_collects_from_the_checkout_root_with_an_installed_wheel(fresh_python):
     result = run(fresh_python, "-m", "pytest", "--collect-only", "-q", "-p",
                  "no:cacheprovider", "tests/test_network.py", cwd=REPO)
