@@ -303,17 +303,22 @@ class Run:
         """Predicted labels ``(n,)`` int64 (0-9) for uint8 ``images`` ``(n, 28, 28)`` or
         ``(n, 784)`` (a NumPy array, a list of uint8 images, a device array).
 
-        Runs on the run's backend, 10,000 images at a time. Raises ``InvalidArgument``
-        for another dtype or shape."""
+        Runs on the run's backend, in chunks (``multinet.train.make_predictor``). Raises
+        ``InvalidArgument`` for another dtype or shape, and
+        ``multinet.evaluation.OutputsNotFinite`` for weights too large for the dtype."""
         import numpy as np
 
+        from multinet.evaluation import check_finite
+
         flat = self._flat_images(images)
+        check_finite(self._host_params, flat, self.config.dtype)
         labels = self._predictor(self.params, self.backend.asarray(flat))
         return np.asarray(labels, dtype=np.int64)
 
     def probabilities(self, images) -> np.ndarray:
         """Softmax probabilities ``(n, 10)`` float64 (rows sum to 1) for uint8 ``images``
-        ``(n, 28, 28)`` or ``(n, 784)``; the logits come from the backend."""
+        ``(n, 28, 28)`` or ``(n, 784)``; the logits come from the backend. Raises
+        ``multinet.evaluation.OutputsNotFinite`` for weights too large for the dtype."""
         from multinet.evaluation import probabilities
 
         return probabilities(self._host_params, self.backend, self._flat_images(images),
@@ -326,7 +331,8 @@ class Run:
         name for a run from ``load``). Returns ``test_accuracy`` (fraction),
         ``test_samples``, ``per_class_accuracy`` (10 fractions), ``confusion_matrix``
         (10 x 10 lists, ``[true][predicted]`` counts), ``predictions`` (``(n,)`` NumPy
-        labels), ``backend`` and ``dataset``."""
+        labels), ``backend`` and ``dataset``. Raises ``multinet.evaluation.OutputsNotFinite``
+        when the weights are too large for the dtype (its forward pass overflows)."""
         from multinet.evaluation import evaluate
 
         data = self._data(dataset)

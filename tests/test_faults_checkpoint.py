@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
+from helpers import SAMPLE_MNIST, assert_one_line_error, run_cli
 from multinet import checkpoint as ckpt
 from multinet import files
 from multinet.cli import main
@@ -170,6 +171,65 @@ def test_the_commands_reject_a_nan_checkpoint_with_one_line(tmp_path, capsys, co
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"multinet: error: {path}: not a valid multinet checkpoint: "
                                "params/W1 holds NaN")
+
+
+def _with_weights(value, W2=None) -> dict:
+    """``T`` with every parameter ``value`` (``W2``: that second layer instead)."""
+    tensors = {k: np.full_like(v, value) if k.startswith("params/") else v
+               for k, v in T.items()}
+    return tensors if W2 is None else {**tensors, "params/W2": W2}
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["evaluate", "--json"],
+                                     ["predict", "--index", "0"], ["plot", "--out"]],
+                         ids=" ".join)
+def test_weights_too_large_for_float32_are_one_line_not_numpy_warnings(tmp_path, command):
+    """Finite weights (1e30) a checkpoint accepts, whose forward pass overflows: NumPy
+    warned of overflows, and the commands went on to report labels read from inf and NaN
+    logits (all 0, "nan%")."""
+    path = write(tmp_path / "huge.st", _with_weights(1e30), M)
+    out = [str(tmp_path / "plots")] if command[-1] == "--out" else []
+    result = run_cli(command[0], str(path), *command[1:], *out,
+                     "--data-dir", str(SAMPLE_MNIST), "--no-verify")
+    assert_one_line_error(result, "weights are too large for float32", "inf or NaN",
+                          "1 of 1 images" if command[0] == "predict" else "512 of 512 images")
+    assert not result.stdout and not (tmp_path / "plots").exists()
+
+
+def test_the_python_api_refuses_such_weights_too(tmp_path, mnist):
+    """``Run.predict`` / ``probabilities`` / ``evaluate`` from Python: the same error,
+    no NumPy warnings (pytest runs with warnings as errors where configured; checked
+    here with ``warnings`` itself)."""
+    import warnings
+
+    import multinet
+    from multinet.evaluation import OutputsNotFinite
+
+    run = multinet.load(write(tmp_path / "huge.st", _with_weights(1e30), M))
+    images = mnist.test_images[:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (run.predict, run.probabilities):
+            with pytest.raises(OutputsNotFinite, match="3 of 3 images"):
+                call(images)
+        with pytest.raises(OutputsNotFinite):
+            run.evaluate(mnist)
+
+
+def test_weights_near_the_limit_are_checked_not_refused(mnist):
+    """Past the cheap bound (``check_finite``) but finite all the way: 1e17 into every
+    hidden unit and +-3e17 out of it, cancelling, is evaluated (a RuntimeWarning would
+    fail here)."""
+    from multinet.evaluation import evaluate
+
+    signs = np.where(np.arange(16) % 2, 3e17, -3e17).astype(np.float32)
+    tensors = _with_weights(1e17, W2=np.repeat(signs[:, None], 10, axis=1))
+    params = {k.removeprefix("params/"): v for k, v in tensors.items()
+              if k.startswith("params/")}
+    bound = 16 * (784 + 1) * 1e17 * 3e17  # |W2|^T (|W1|^T 1 + |b1|), as check_finite
+    assert bound > float(np.finfo(np.float32).max) / 2
+    result = evaluate(params, NUMPY, mnist, "float32")
+    assert result["test_samples"] == len(result["predictions"]) == len(mnist.test_labels)
 
 
 def test_a_truncated_file_and_an_unreadable_header_are_one_line(tmp_path):
