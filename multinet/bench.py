@@ -170,7 +170,10 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
                                  init="he")
             state = optim.init_state(optimizer, params)
-            # Exactly how `multinet train` runs a minibatch epoch on this backend.
+            # The step or program `multinet train` runs. Where the backend compiles runs of
+            # steps, train runs them SCAN_STEPS at a time (to answer signals) and the bench
+            # as one: the same time within the noise (JAX, AMD EPYC, 7 interleaved rounds:
+            # train's way / the bench's 0.95 median, 0.84-1.07).
             order = backend.batch_asarray(data["order"], "int32")
             run_epoch = make_epoch_runner(backend, optimizer, "float32")
             in_place = config.extra.get("in_place", backend.mutable_arrays)
