@@ -17,7 +17,8 @@ warm up (that first run, compilation included, is reported on its own), then
 spread (min and max) are reported, with samples per second, the ratio to the same
 backend's memory floor and, with ``--peer torch|jax|all``, to the same math written
 natively (``multinet.peers``; rows marked ``"peer"``): ``x_peer`` against PyTorch eager,
-``x_best_peer`` against the fastest peer row of the workload, named in ``best_peer``.
+``x_best_peer`` against the fastest peer row of the workload, named in ``best_peer``
+(both on the row's own platform, CPU or GPU).
 Beside the torch backend's row, ``x_peer`` is the cost of writing the network to the
 standard rather than in PyTorch.
 
@@ -73,6 +74,22 @@ def synthetic_data(config: BenchConfig):
                                                  * config.batch_size]
                   .reshape(-1, config.batch_size).astype(np.int32),
     }
+
+
+def images_bytes(config: BenchConfig) -> int:
+    """Host memory a worker needs at least, in bytes: the synthetic uint8 training and
+    test images and one float32 copy of the training images (which the floor and the
+    notebook iteration read); each library adds its own on top."""
+    features = config.notebook_sizes[0]
+    return config.samples * features * (1 + 4) + config.test_samples * features
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def measure(run, synchronize, repeats: int) -> dict:
@@ -153,7 +170,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                 backend.enable_dtype(dtype)
             except Exception as exc:  # noqa: BLE001 - reported, not fatal
                 rows.append({"backend": name, "workload": workload, "dtype": dtype,
-                             "skipped": str(exc)})
+                             "skipped": str(exc), "heap": heap_status})
                 continue
             # Exactly what `multinet train` runs for a full-batch iteration.
             x, x_t = full_batch_inputs(backend, split, dtype)
@@ -310,10 +327,8 @@ def machine() -> dict:
     """What a reader needs to compare this run with another: processor, cores, memory,
     GPUs, library versions, and the BLAS NumPy uses here with its threads (each
     backend's own, as it loaded them, is in the report's ``threads`` per target)."""
-    try:  # NumPy, imported above, has loaded its BLAS: thread_pools() sees it
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = None
+    memory = physical_memory()
+    # NumPy, imported above, has loaded its BLAS: thread_pools() sees it.
     return {"platform": platform.platform(), "cpu": _cpu(), "cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(),
@@ -350,22 +365,24 @@ def describe_threads(target: str, pools: list[dict]) -> str:
 
 def add_ratios(rows: list[dict]) -> list[dict]:
     """Ratios of every time: to the memory floor of its platform (``x_floor``), to
-    PyTorch eager doing the same math (``x_peer``, the plain ``torch (native)`` row) and
-    to the fastest peer row of the same workload and dtype on the same platform
-    (``x_best_peer``, naming it in ``best_peer``).
+    PyTorch eager doing the same math on the same platform (``x_peer``, the plain
+    ``torch (native)`` row) and to the fastest peer row of the same workload and dtype on
+    the same platform (``x_best_peer``, naming it in ``best_peer``).
 
     The floor of a platform is the fastest read measured on it by any library in this
     run: a slow reduction in one library must not flatter its ratios. The best peer is
     chosen per workload, so each multinet row is set against the strongest native
-    formulation measured, not one library's."""
+    formulation measured, not one library's. A row with no timed peer of its workload,
+    dtype and platform (the peer skipped that dtype, or ran only on the GPU while the row
+    ran on the CPU) gets no peer ratio rather than one across devices."""
     floors: dict = {}
     for r in rows:
         if r.get("workload") == "floor" and "median_seconds" in r:
             platform_ = r.get("platform", "cpu")
             floors[platform_] = min(floors.get(platform_, math.inf), r["median_seconds"])
     timed_peers = [r for r in rows if r.get("peer") and "median_seconds" in r]
-    torch_eager = {(r["workload"], r["dtype"]): r["median_seconds"] for r in timed_peers
-                   if r["peer"] == "torch" and not r.get("variant")}
+    torch_eager = {(r["workload"], r["dtype"], r.get("platform", "cpu")): r["median_seconds"]
+                   for r in timed_peers if r["peer"] == "torch" and not r.get("variant")}
     best: dict = {}
     for r in timed_peers:
         key = (r["workload"], r["dtype"], r.get("platform", "cpu"))
@@ -379,11 +396,12 @@ def add_ratios(rows: list[dict]) -> list[dict]:
             r["x_floor"] = r["median_seconds"] / floor
         if r.get("peer"):
             continue
-        peer = torch_eager.get((r["workload"], r["dtype"]))
+        key = (r["workload"], r["dtype"], r.get("platform", "cpu"))
+        peer = torch_eager.get(key)
         if peer:
             r["x_peer"] = r["median_seconds"] / peer
-        fastest = best.get((r["workload"], r["dtype"], r.get("platform", "cpu")))
-        if fastest:
+        fastest = best.get(key)
+        if fastest and fastest["median_seconds"] > 0:
             r["x_best_peer"] = r["median_seconds"] / fastest["median_seconds"]
             r["best_peer"] = fastest["backend"]
     return rows

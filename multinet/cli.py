@@ -621,12 +621,21 @@ def _cmd_bench(args) -> int:
     from multinet import bench
     from multinet.registry import backend_names
 
-    workloads = tuple(args.workload or bench.WORKLOADS)
+    # A name given twice is timed once (dict: first-seen order).
+    workloads = tuple(dict.fromkeys(args.workload or bench.WORKLOADS))
     config = bench.BenchConfig(repeats=args.repeats, epoch_repeats=args.epoch_repeats,
                                workloads=workloads, samples=args.samples)
+    needed, memory = bench.images_bytes(config), bench.physical_memory()
+    if memory and needed > memory:
+        raise MultinetError(f"--samples {args.samples}: the images alone need "
+                            f"{needed / 2**30:,.1f} GiB, and this machine has "
+                            f"{memory / 2**30:,.1f} GiB")
     if args.devices:
+        if args.peer:
+            raise MultinetError("bench --devices times JAX over devices, without peers: "
+                                "drop --peer")
         return _bench_scaling(bench, args, config)
-    targets = list(args.backend or backend_names())
+    targets = list(dict.fromkeys(args.backend or backend_names()))
     if args.peer:
         import importlib.util
 
@@ -638,6 +647,9 @@ def _cmd_bench(args) -> int:
                                 f"(pip install {' '.join(wanted)})")
         targets += [f"peer:{p}" for p in installed]
     rows, notes, threads, heaps = [], [], {}, {}
+    if args.peer:  # --peer all where one peer library is missing: say so, not nothing
+        notes += [f"peer:{p}: skipped: {p} is not installed (pip install {p})"
+                  for p in wanted if p not in installed]
     for target in targets:
         if not target.startswith("peer:"):
             try:
@@ -672,27 +684,35 @@ def _cmd_bench(args) -> int:
     for target, pools in threads.items():
         print("  " + bench.describe_threads(target, pools)
               + (f"; heap: {heaps[target]}" if heaps.get(target) else ""))
-    print(f"median of {config.repeats} ({config.epoch_repeats} for an epoch) after one "
-          "warm-up run; x peer: against PyTorch eager; x best: against the fastest peer "
-          "(named) of the workload")
+    epochs = f" ({config.epoch_repeats} for an epoch)" if "mlp-epoch" in workloads else ""
+    print(f"median of {config.repeats}{epochs} after one warm-up run; x peer: against "
+          "PyTorch eager; x best: against the fastest peer (named) of the workload; both "
+          "on the same platform (CPU or GPU)")
     print(f"{'backend':<16} {'workload':<17} {'dtype':<8} {'median':>10} {'min-max':>17} "
           f"{'samples/s':>11} {'x floor':>8} {'x peer':>7} {'x best':>7} {'best peer':<15} "
           f"{'first run':>10} {'host MB':>8}")
     for r in rows:
         if "median_seconds" not in r:
-            print(f"{r['backend']:<14} {r['workload']:<17} {r['dtype']:<8} skipped: "
+            print(f"{r['backend'][:16]:<16} {r['workload']:<17} {r['dtype']:<8} skipped: "
                   f"{r.get('skipped')}")
             continue
-        spread = f"{r['min_seconds'] * 1e3:.3g}-{r['max_seconds'] * 1e3:.3g} ms"
+        spread = f"{_milliseconds(r['min_seconds'])}-{_milliseconds(r['max_seconds'])} ms"
         ratio = lambda key: f"{r[key]:.2f}" if key in r else "-"
         print(f"{r['backend'][:16]:<16} {r['workload']:<17} {r['dtype']:<8} "
-              f"{r['median_seconds'] * 1e3:>7.3g} ms {spread:>17} "
+              f"{_milliseconds(r['median_seconds']):>7} ms {spread:>17} "
               f"{r['samples_per_second']:>11,.0f} {ratio('x_floor'):>8} {ratio('x_peer'):>7} "
               f"{ratio('x_best_peer'):>7} {r.get('best_peer', '-')[:15]:<15} "
               f"{r['first_seconds'] * 1e3:>7.0f} ms {r['peak_host_bytes'] / 2**20:>8.0f}")
     for note in notes:
         print(note)
     return 0
+
+
+def _milliseconds(seconds: float) -> str:
+    """At least three significant digits, never in exponent form: ``0.285``, ``43.8``,
+    ``3,914``."""
+    ms = seconds * 1e3
+    return f"{ms:,.0f}" if ms >= 1000 else f"{ms:.3g}"
 
 
 def _bench_scaling(bench, args, config) -> int:

@@ -10,20 +10,38 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 
 from multinet import bench
-from multinet.cli import _number, _Parser, _positive
+from multinet.cli import EXIT_INTERRUPTED, EXIT_USAGE, _number, _Parser, _positive
+from multinet.errors import MultinetError
+from multinet.registry import get_backend
 
 
-def check_heap(parser, name, retain, rows) -> None:
+def fail(message) -> None:
+    """Stop with one line and status 2, as ``multinet`` does for a mistake found after
+    the options were read (no pointer to ``--help``: the options were fine)."""
+    print(f"multinet: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def check_heap(name, retain, rows) -> None:
     """Stop (one line, status 2) where the "after" process did not raise the thresholds:
     the user's own MALLOC_* settings, or no glibc, make both columns the same run."""
     status = next((r["heap"] for r in rows if r.get("heap")), None)
     if retain and status != "retained":
-        parser.error(f"{name}: nothing to compare, the thresholds were not raised: {status}")
+        fail(f"{name}: nothing to compare, the thresholds were not raised: {status}")
 
 
 def main() -> None:
+    try:
+        compare()
+    except KeyboardInterrupt:  # the worker of the moment is killed by subprocess.run
+        print("multinet: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def compare() -> None:
     # multinet's parser: a mistake is one line (``multinet: error: ...``) and status 2.
     parser = _Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", action="append", help="default: numpy")
@@ -34,24 +52,39 @@ def main() -> None:
                         type=_number(int, lambda n: n >= 128, ">= 128, one batch"))
     args = parser.parse_args()
     config = bench.BenchConfig(samples=args.samples, repeats=5, epoch_repeats=3,
-                               workloads=tuple(args.workload or (
-                                   "notebook-float32", "mlp-epoch", "inference")))
+                               workloads=tuple(dict.fromkeys(args.workload or (
+                                   "notebook-float32", "mlp-epoch", "inference"))))
+    names = list(dict.fromkeys(args.backend or ["numpy"]))
+    for name in names:  # a typo or a missing library: before any process starts
+        try:
+            get_backend(name)
+        except MultinetError as exc:
+            fail(exc)
+    needed, memory = bench.images_bytes(config), bench.physical_memory()
+    if memory and needed > memory:
+        fail(f"--samples {args.samples}: the images alone need {needed / 2**30:,.1f} GiB, "
+             f"and this machine has {memory / 2**30:,.1f} GiB")
     m = bench.machine()
     print("\n".join(bench.describe_machine(m)))
     times: dict = {}
+    skipped: dict = {}
     for _ in range(args.rounds):
-        for name in args.backend or ["numpy"]:
+        for name in names:
             for retain in (False, True):
                 run = dataclasses.replace(config, extra={"retain_heap": retain})
                 result = bench.run_in_subprocess(name, run)
                 if result.get("error"):
-                    parser.error(f"{name}: {result['error']}")
-                check_heap(parser, name, retain, result["rows"])
+                    fail(f"{name}: {result['error']}")
+                check_heap(name, retain, result["rows"])
                 for row in result["rows"]:
+                    if "skipped" in row:
+                        skipped[f"{name} {row['workload']}"] = row["skipped"]
                     if "median_seconds" in row:
                         key = (name, row["workload"], row["dtype"])
                         times.setdefault(key, {}).setdefault(retain, []).append(
                             row["median_seconds"])
+    if not times:
+        fail("nothing was timed: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     print(f"medians of {args.rounds} rounds (each the median of its repeats), ms")
     print(f"{'backend':8} {'workload':18} {'default':>9} {'retained':>9} {'ratio':>6}")
     for (name, workload, _), pair in times.items():

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error, run_cli
 
 from multinet.bench import BenchConfig, add_ratios, measure
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def bench(*args):
@@ -147,3 +150,93 @@ def test_bench_with_every_peer():
 def test_config_defaults_are_mnist_shaped():
     config = BenchConfig()
     assert config.samples == 59000 and config.test_samples == 10000
+
+
+def test_peer_ratios_stay_within_a_platform_and_skip_what_no_peer_timed():
+    def row(backend, platform, workload, dtype="float32", seconds=1.0, **extra):
+        return {"backend": backend, "platform": platform, "workload": workload,
+                "dtype": dtype, **({"median_seconds": seconds} if seconds is not None else {}),
+                **extra}
+
+    rows = [row("numpy", "cpu", "x", seconds=4.0),
+            row("cupy", "gpu", "x", seconds=0.5),
+            row("numpy", "cpu", "x", "float64", seconds=8.0),
+            row("numpy", "cpu", "lonely", seconds=3.0),
+            row("torch (native)", "gpu", "x", seconds=0.25, peer="torch"),
+            row("torch (native)", "gpu", "x", "float64", seconds=None, peer="torch",
+                skipped="no float64 here"),
+            row("jax (native)", "cpu", "x", seconds=2.0, peer="jax"),
+            row("jax (native)", "cpu", "x", "float64", seconds=0.0, peer="jax")]
+    add_ratios(rows)
+    numpy32, cupy, numpy64, lonely = rows[:4]
+    # The CPU row is not set against PyTorch on the GPU, only against the CPU peer.
+    assert "x_peer" not in numpy32
+    assert (numpy32["x_best_peer"], numpy32["best_peer"]) == (2.0, "jax (native)")
+    assert (cupy["x_peer"], cupy["x_best_peer"], cupy["best_peer"]) == (
+        2.0, 2.0, "torch (native)")
+    # A skipped peer row and a zero time (no ratio, no division by zero) give nothing.
+    assert not {"x_peer", "x_best_peer", "best_peer"} & (set(numpy64) | set(lonely))
+
+
+def test_a_skipped_workload_names_the_heap_of_its_process(monkeypatch):
+    import dataclasses
+
+    from multinet import registry
+    from multinet.bench import bench_backend
+
+    def refuse(dtype):
+        raise registry.BackendUnavailable(f"no {dtype} here")
+
+    numpy = registry.get_backend("numpy")
+    monkeypatch.setattr(registry, "get_backend",
+                        lambda name: dataclasses.replace(numpy, enable_dtype=refuse))
+    [row] = bench_backend("numpy", BenchConfig(samples=128, workloads=("notebook-float64",),
+                                               extra={"retain_heap": False}))
+    assert row["skipped"] == "no float64 here" and row["heap"] == "allocator default"
+
+
+def test_bench_times_a_name_given_twice_once():
+    out = bench("--backend", "numpy", "--backend", "numpy", "--workload", "floor",
+                "--workload", "floor", "--json")
+    assert [(r["backend"], r["workload"]) for r in json.loads(out.stdout)["rows"]] == [
+        ("numpy", "floor")]
+
+
+def test_every_peer_asked_for_is_in_the_report_even_when_not_installed(tmp_path):
+    pytest.importorskip("jax", reason="JAX is not installed (the peer is optional)")
+    # A Python in which `import torch` fails, whether or not PyTorch is installed.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    result = run_cli("bench", "--backend", "numpy", "--workload", "floor", "--peer", "all",
+                     "--samples", "1280", "--repeats", "1",
+                     env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "jax (native)" in result.stdout
+    assert "peer:torch: skipped: torch is not installed" in result.stdout
+    only_torch = run_cli("bench", "--peer", "torch", env={"PYTHONPATH": str(tmp_path)})
+    assert_one_line_error(only_torch, "--peer torch", "not installed")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--samples", "99999999999999"], "GiB"),
+    (["--devices", "2", "--backend", "jax", "--peer", "torch"], "--peer"),
+])
+def test_bad_bench_options_are_one_line(args, fragment):
+    assert_one_line_error(run_cli("bench", *args, timeout=120), fragment)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--samples", "99999999999999"], "GiB"),
+    (["--backend", "bogus"], "error: unknown backend 'bogus'"),  # checked before any run
+    (["--rounds", "0"], "--rounds"),
+])
+def test_bad_bench_heap_options_are_one_line(args, fragment):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench-heap.py"), *args],
+                            capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, fragment)
+
+
+def test_the_table_shows_long_times_without_exponents():
+    from multinet.cli import _milliseconds
+
+    assert [_milliseconds(s) for s in (0.000285, 0.0438, 3.9144)] == ["0.285", "43.8",
+                                                                       "3,914"]
