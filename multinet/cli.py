@@ -9,12 +9,14 @@ their options and call it, and its messages name the flags (``multinet.flags``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -618,6 +620,33 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    with _signals_interrupt():
+        return _bench_table(args)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP end a bench as Ctrl-C does: an exception in the parent, so
+    ``subprocess.run`` kills the worker it waits for (it does on any exception) instead
+    of leaving it to run on alone; one line and 128 + the signal's number."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise TrainingInterrupted(f"interrupted ({signal.Signals(signum).name}); "
+                                  "the bench's worker was stopped", None, signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, interrupt)
+                    for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _bench_table(args) -> int:
     from multinet import bench
     from multinet.registry import backend_names
 

@@ -2,8 +2,11 @@
 
 import importlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -240,3 +243,55 @@ def test_the_table_shows_long_times_without_exponents():
 
     assert [_milliseconds(s) for s in (0.000285, 0.0438, 3.9144)] == ["0.285", "43.8",
                                                                        "3,914"]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux's /proc), empty where that is not known."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as file:
+            return [int(p) for p in file.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_bench_stops_its_worker_too(signum):
+    """Sent to the parent alone (as a service manager or a closed terminal may), the
+    signal used to end the parent and leave the worker timing on its own."""
+    bench_cmd = [sys.executable, "-m", "multinet", "bench", "--backend", "numpy",
+                 "--workload", "mlp-epoch", "--samples", "12800", "--epoch-repeats", "50"]
+    process = subprocess.Popen(bench_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = _children(process.pid)
+        assert workers, "the bench started no worker"
+        time.sleep(1.0)  # the worker is timing now, and the parent waits for it
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+        survivors = [w for w in workers if _alive(w)]
+    finally:
+        process.kill()
+        for worker in workers:  # never leave one timing on its own, whatever happened
+            if _alive(worker):
+                os.kill(worker, signal.SIGKILL)
+    assert process.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("multinet: interrupted (") and "Traceback" not in err, err
+    assert not survivors
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}") and not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            return file.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
