@@ -183,7 +183,9 @@ def test_in_place_updates_match_the_functional_ones(backend_dtype, spec, rng):
 
     backend, dtype = backend_dtype
     if not backend.mutable_arrays:
-        pytest.skip(f"{backend.name}'s arrays are immutable: it never updates in place")
+        pytest.skip(f"{backend.name} does not declare its arrays mutable "
+                    f"(Backend.mutable_arrays: JAX's and MLX's are not; the generic path "
+                    f"cannot tell): it never updates in place")
     optimizer = optim.Optimizer(**spec)
     steps = 5
     functional = init_params((30, 8, 10), seed=1, backend=backend, dtype=dtype)
