@@ -710,7 +710,7 @@ def _train(plan: FitPlan, dataset: Dataset, sha256: dict, state, progress: bool)
     import numpy as np
 
     from multinet import checkpoint as ckpt
-    from multinet import files
+    from multinet import files, heap
     from multinet.train import train
 
     config, backend, save = plan.config, plan.backend, plan.save
@@ -727,11 +727,14 @@ def _train(plan: FitPlan, dataset: Dataset, sha256: dict, state, progress: bool)
                            save or INTERRUPTED_CHECKPOINT)
     # A diverging run is stopped with one line naming its cause; NumPy's overflow
     # warnings on the way there would only bury it.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        result = train(config, backend, dataset, progress=progress and backend.is_primary,
-                       state=state, checkpoint=saver(save) if save else None,
-                       on_interrupt=rescue,
-                       metrics_path=plan.metrics if backend.is_primary else None)
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = train(config, backend, dataset,
+                           progress=progress and backend.is_primary, state=state,
+                           checkpoint=saver(save) if save else None, on_interrupt=rescue,
+                           metrics_path=plan.metrics if backend.is_primary else None)
+    finally:  # once the run's splits and temporaries are gone, however it ended
+        heap.release_free_memory()
     summary = {**result.summary, "dataset": dataset.name, "devices": backend.device_count,
                "processes": backend.process_count,
                "checkpoint": str(save) if save else None}

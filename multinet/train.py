@@ -648,7 +648,9 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went.
     """
     backend.enable_dtype(config.dtype)
-    heap.retain_freed_memory()  # an eager step's temporaries reused, not re-faulted
+    # An eager step's temporaries reused, not re-faulted; multinet.fit trims the heap
+    # once the run is over (heap.release_free_memory).
+    heap.retain_freed_memory()
     try:
         splits = splits_on_device(backend, config, dataset)
     except ValueError as exc:  # a dev split larger than the data
@@ -789,9 +791,8 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
                        features, len(train_split)) from None
     finally:
         bar.close()
-    summary = summarize(config, backend, state, splits, predict_labels)
-    heap.release_free_memory()
-    return TrainResult(state=state, summary=summary)
+    return TrainResult(state=state,
+                       summary=summarize(config, backend, state, splits, predict_labels))
 
 
 def _stopped(exc, config, backend, state, rescue, features, n_train) -> TrainingStopped:

@@ -12,8 +12,10 @@ import pytest
 
 import helpers
 from multinet import heap
-from multinet.train import train
-from test_train_tools import mnist_slice, small_config
+from test_train_tools import SMALL, mnist_slice
+
+#: ``multinet.fit`` keywords for a run of a second or two.
+SMALL_FIT = {**SMALL, "epochs": 1}
 
 GLIBC = heap._glibc() is not None
 
@@ -109,7 +111,18 @@ def test_training_retains_freed_memory_and_gives_it_back_at_the_end(mnist, monke
     calls = []
     monkeypatch.setattr(heap, "retain_freed_memory", lambda: calls.append("retain"))
     monkeypatch.setattr(heap, "release_free_memory", lambda: calls.append("release"))
-    from multinet.registry import get_backend
+    import multinet
 
-    train(small_config(epochs=1), get_backend("numpy"), mnist_slice(mnist), progress=False)
+    multinet.fit(mnist_slice(mnist), **SMALL_FIT, progress=False)
     assert calls == ["retain", "release"]
+
+
+def test_a_run_that_stops_gives_its_memory_back_too(mnist, monkeypatch):
+    """Diverged (lr 1e30): the error reaches the caller, and the heap is trimmed first."""
+    calls = []
+    monkeypatch.setattr(heap, "release_free_memory", lambda: calls.append("release"))
+    import multinet
+
+    with pytest.raises(multinet.MultinetError):
+        multinet.fit(mnist_slice(mnist), **{**SMALL_FIT, "lr": 1e30}, progress=False)
+    assert calls == ["release"]
