@@ -618,6 +618,20 @@ def _last_logged_step(path) -> int | None:
     return None
 
 
+def check_metrics_position(metrics_path, step: int) -> None:
+    """Refuse to resume at ``step`` into a metrics file whose records go past it: the run
+    would write those steps a second time (a checkpoint older than the file, say, after a
+    later run from the same start). A fresh run appending to an old file is fine: its
+    steps start again from 1, as a new run."""
+    logged = _last_logged_step(metrics_path)
+    if logged is not None and logged > step:
+        raise MultinetError(
+            f"{argument('metrics')} {metrics_path}: already holds records up to step "
+            f"{logged}, past step {step} where the resumed checkpoint stands; going on would "
+            f"write steps {step + 1}-{logged} into it a second time: give the metrics "
+            f"another file, or resume from the checkpoint those records came from")
+
+
 def _log(metrics_path, record: dict) -> None:
     from multinet.files import OutputError, append_line, reason
 
@@ -658,6 +672,7 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     train_split = splits["train"]
     features = train_split.images.shape[1]
     check_memory(config, backend, features, len(train_split))
+    resumed = state is not None
     if state is None:
         state = initial_state(config, backend, features)
     full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
@@ -667,6 +682,8 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
             f"({argument('batch_size')}) that divide evenly by {backend.device_count}")
     batches = 1 if full_batch else len(train_split) // config.batch_size
     check_position(state, batches, features)
+    if resumed and metrics_path:
+        check_metrics_position(metrics_path, state.step)
     total_steps = config.epochs * batches
     optimizer = config.optimizer_spec()
     run_steps = None

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -711,6 +712,27 @@ def test_the_metrics_file_of_a_run_is_appended_to_by_the_next(tmp_path, capsys):
     assert [r["step"] for r in records(tmp_path / "m.jsonl")] == [1, 2, 1, 2]
 
 
+def test_resuming_an_older_checkpoint_into_a_newer_metrics_file_is_refused(tmp_path,
+                                                                          capsys):
+    """The file already holds the steps the run would take: they were appended a second
+    time (steps 2, 4, 4). Nothing is trained or written then; resuming the
+    newest checkpoint into the same file goes on as before."""
+    a, old, metrics = tmp_path / "a.st", tmp_path / "old.st", tmp_path / "m.jsonl"
+    run = ["train", *DATA, "--json", "--metrics", str(metrics)]
+    assert main([*run, "--iterations", "2", "--save", str(a)]) == 0
+    shutil.copy(a, old)
+    assert main([*run, "--resume", str(a), "--iterations", "4", "--save", str(a)]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    line = one_line_error(main([*run, "--resume", str(old), "--iterations", "4", "--save",
+                                str(tmp_path / "b.st")]), capsys.readouterr(),
+                          "already holds records up to step 4, past step 2")
+    assert "--metrics" in line
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert main([*run, "--resume", str(a), "--iterations", "6", "--save", str(a)]) == 0
+    assert [r["step"] for r in records(metrics)] == [2, 4, 6]  # logged every 2 steps
+
+
 def test_standard_output_that_cannot_be_written_is_one_line():
     """``multinet ... > /dev/full``: a traceback before."""
     if not os.path.exists("/dev/full"):
@@ -775,7 +797,7 @@ def test_a_metrics_record_cut_short_by_a_full_disk_is_taken_back(tmp_path, capsy
     monkeypatch.setattr(os, "write", real_write)
     assert main(["train", *DATA, "--resume", str(path), "--metrics", str(metrics),
                  "--json"]) == 0, line
-    assert [r["step"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records(metrics)] == [2, 4, 6]  # logged every 2 steps
 
 
 def test_a_plot_written_over_on_a_full_disk_stays_the_previous_picture(tmp_path):
