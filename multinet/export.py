@@ -266,9 +266,11 @@ def multinet_outputs(params_host: dict, backend, images: np.ndarray, dtype: str,
     ``(n, 28, 28)``: the logits of ``network.forward`` and the predictions ``multinet
     evaluate`` makes, as host arrays."""
     from multinet.data import flatten
+    from multinet.evaluation import check_finite
     from multinet.initializers import to_backend
     from multinet.train import make_predictor
 
+    check_finite(params_host, images, dtype)  # inf or NaN logits compare as nothing
     backend.enable_dtype(dtype)
     params = to_backend(params_host, backend)
     device_images = backend.asarray(flatten(images))
@@ -296,10 +298,16 @@ def agreement(exported, own) -> dict:
 def evaluate_model(model, dataset, batch_size: int = EVALUATION_BATCH) -> dict:
     """The test-set report of an opened inference model in onnxruntime: the keys of
     ``multinet.evaluation.evaluate``'s report, with ``runtime`` for ``backend``;
-    ``logits`` and ``predictions`` (host arrays) too, for comparisons."""
-    from multinet.evaluation import report
+    ``logits`` and ``predictions`` (host arrays) too, for comparisons. Raises
+    ``multinet.evaluation.OutputsNotFinite`` where any image's logits are inf or NaN."""
+    from multinet.evaluation import OutputsNotFinite, report
 
     logits, predicted = run_inference(model, dataset.test_images, batch_size)
+    bad = int(np.sum(~np.isfinite(logits).all(axis=1)))
+    if bad:  # the model's weights overflow its dtype, as multinet.evaluation refuses too
+        raise OutputsNotFinite(
+            f"the model's logits are inf or NaN on {bad} of {len(logits)} images, so its "
+            f"predictions would mean nothing (weights too large for its dtype?)")
     return {"runtime": f"onnxruntime {model.version}", **report(predicted, dataset),
             "logits": logits}
 

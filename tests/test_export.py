@@ -311,6 +311,28 @@ def test_a_file_that_is_no_model_is_a_one_line_error(small_checkpoint, tmp_path)
     assert_one_line_error(run_cli("evaluate", str(step)), "not a multinet inference model")
 
 
+def test_an_overflowing_model_and_its_checkpoint_are_one_line_errors(tmp_path):
+    """Weights of 1e30 export (the file is a valid model), but their logits are inf and
+    NaN: ``evaluate`` reported labels read from them as accuracies, and ``--against``
+    printed NumPy's overflow warnings and "logits relative error inf"."""
+    from test_faults_checkpoint import M, _with_weights, write
+
+    huge = write(tmp_path / "huge.st", _with_weights(1e30), M)
+    model = tmp_path / "m.onnx"
+    assert run_cli("export", str(huge), "--onnx", str(model)).returncode == 0
+    sample = ["--data-dir", str(helpers.SAMPLE_MNIST), "--no-verify"]
+    assert_one_line_error(run_cli("evaluate", str(model), *sample),
+                          "logits are inf or NaN on 512 of 512 images")
+    assert_one_line_error(run_cli("evaluate", str(model), "--against", str(huge), *sample),
+                          "logits are inf or NaN")
+    from multinet.evaluation import OutputsNotFinite
+
+    images = np.full((3, 28, 28), 255, dtype=np.uint8)
+    with pytest.raises(OutputsNotFinite, match="3 of 3 images"):  # multinet's own side
+        export.multinet_outputs(ckpt.load(huge).params, get_backend("numpy"), images,
+                                "float32")
+
+
 def _main_result(argv, capsys):
     code = main(argv)
     return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
