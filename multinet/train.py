@@ -600,36 +600,64 @@ def check_position(state: TrainState, batches: int, features: int) -> None:
             f"{state.step}) does not fit this data's {batches} batch(es) per epoch")
 
 
-def _last_logged_step(path) -> int | None:
-    """The step of the last record in a metrics file, or None (no file, or no record)."""
+def _logged_records(path) -> list[dict]:
+    """The records at the end of a metrics file (its last 64 KiB), oldest first; lines
+    that are not records (cut off by a crash, or not written by multinet) left out."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 65536))
             lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
+    except OSError:  # no file yet
+        return []
+    records = []
+    for line in lines:
         try:
             record = json.loads(line)
-            return int(record["step"])
-        except (ValueError, TypeError, KeyError):
+        except ValueError:
             continue
-    return None
+        if isinstance(record, dict) and type(record.get("step")) is int:
+            records.append(record)
+    return records
 
 
-def check_metrics_position(metrics_path, step: int) -> None:
-    """Refuse to resume at ``step`` into a metrics file whose records go past it: the run
-    would write those steps a second time (a checkpoint older than the file, say, after a
-    later run from the same start). A fresh run appending to an old file is fine: its
-    steps start again from 1, as a new run."""
-    logged = _last_logged_step(metrics_path)
-    if logged is not None and logged > step:
+def metrics_to_write_first(metrics_path, state: TrainState) -> list[dict]:
+    """The records of ``state.history`` a resumed run appends to its metrics file before
+    its own: those after the last one the file holds (a run killed between saving a
+    checkpoint and logging its line), all of them where it holds none.
+
+    A record is this run's when it equals one of the history's as JSON text (which keeps
+    every float exactly, NaN included), not by its step: one file may hold several runs, each from step 1. Raises
+    ``MultinetError`` when the record after this run's last in the file goes past the
+    state's step: a run from this checkpoint (or an older copy of it) logged those steps
+    already, and going on would write them a second time. A history that is empty (a
+    state saved before its first log point) leaves nothing to tell runs apart: it goes on.
+    """
+    if not state.history:
+        return []
+    records = _logged_records(metrics_path)
+    # Compared as JSON text: NaN (a dev accuracy without a dev split) equals itself there.
+    history = [json.dumps(r, sort_keys=True) for r in state.history]
+    for i in range(len(records) - 1, -1, -1):
+        if json.dumps(records[i], sort_keys=True) in history:
+            break
+    else:
+        return list(state.history)
+    after = records[i + 1:]
+    if after and after[0]["step"] > state.step:
+        last = after[0]["step"]
+        for record in after[1:]:  # the steps of that run, up to where another begins
+            if record["step"] <= last:
+                break
+            last = record["step"]
+        steps = (f"step {last}" if last == after[0]["step"]
+                 else f"steps {after[0]['step']}-{last}")
         raise MultinetError(
-            f"{argument('metrics')} {metrics_path}: already holds records up to step "
-            f"{logged}, past step {step} where the resumed checkpoint stands; going on would "
-            f"write steps {step + 1}-{logged} into it a second time: give the metrics "
-            f"another file, or resume from the checkpoint those records came from")
+            f"{argument('metrics', str(metrics_path))}: already holds records up to step "
+            f"{last}, past step {state.step} where the resumed checkpoint stands; going on "
+            f"would write {steps} into it a second time: give the metrics another file, or "
+            f"resume from the checkpoint those records came from")
+    return state.history[history.index(json.dumps(records[i], sort_keys=True)) + 1:]
 
 
 def _log(metrics_path, record: dict) -> None:
@@ -672,7 +700,6 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     train_split = splits["train"]
     features = train_split.images.shape[1]
     check_memory(config, backend, features, len(train_split))
-    resumed = state is not None
     if state is None:
         state = initial_state(config, backend, features)
     full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
@@ -682,8 +709,7 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
             f"({argument('batch_size')}) that divide evenly by {backend.device_count}")
     batches = 1 if full_batch else len(train_split) // config.batch_size
     check_position(state, batches, features)
-    if resumed and metrics_path:
-        check_metrics_position(metrics_path, state.step)
+    pending = metrics_to_write_first(metrics_path, state) if metrics_path else []
     total_steps = config.epochs * batches
     optimizer = config.optimizer_spec()
     run_steps = None
@@ -707,11 +733,8 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     seconds_before = state.seconds
     try:
         with _StopSignals() as stop:
-            if metrics_path and state.history:
-                logged = _last_logged_step(metrics_path)
-                for record in state.history if logged is not None else ():
-                    if record["step"] > logged:  # saved, but killed before it was logged
-                        _log(metrics_path, record)
+            for record in pending:  # saved, but killed before it was logged
+                _log(metrics_path, record)
             while state.epoch < config.epochs and not stop.signum:
                 index = None if full_batch else backend.batch_asarray(
                     epoch_order(len(train_split), config.batch_size, config.seed, state.epoch),

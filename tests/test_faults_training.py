@@ -7,6 +7,7 @@ Signals are sent to real ``multinet train`` processes; everything else runs in t
 process, on the committed MNIST sample, to keep the module quick.
 """
 
+import dataclasses
 import errno
 import json
 import os
@@ -289,6 +290,86 @@ def test_a_kill_at_a_log_point_loses_and_repeats_no_metrics_line(sample, tmp_pat
     train(config, numpy, data, progress=False, state=loaded.state_on(numpy),
           checkpoint=save, metrics_path=metrics)
     assert [r["epoch"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("before", [0, 6], ids=["new-file", "after-a-longer-run"])
+def test_a_run_killed_at_its_first_log_point_logs_it_when_resumed(sample, tmp_path,
+                                                                 monkeypatch, before):
+    """Killed after saving epoch 1, before its line: the file held no line of the run
+    (none at all, or a longer earlier run's up to step 6). The line was lost; after a
+    longer run, the resume was refused as if it would write steps 2-6 again."""
+    import multinet.train as training
+
+    numpy = get_backend("numpy")
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset("notebook", hidden=(8,), epochs=4, dev_size=200,
+                                     log_every=1)
+    path, metrics = tmp_path / "c.st", tmp_path / "m.jsonl"
+    if before:
+        train(dataclasses.replace(config, epochs=before), numpy, data, progress=False,
+              metrics_path=metrics)
+
+    def save(state):
+        return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
+                         dataset_sha256={})
+
+    real_log = training._log
+
+    def killed(target, record):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(training, "_log", killed)
+    with pytest.raises(SystemExit):
+        train(config, numpy, data, progress=False, checkpoint=save, metrics_path=metrics)
+    monkeypatch.setattr(training, "_log", real_log)
+    loaded = ckpt.load(path)
+    assert loaded.metadata["progress"]["epoch"] == 1
+    train(config, numpy, data, progress=False, state=loaded.state_on(numpy),
+          checkpoint=save, metrics_path=metrics)
+    assert [r["epoch"] for r in records(metrics)] == [*range(1, before + 1), 1, 2, 3, 4]
+
+
+def test_a_run_resumed_in_the_same_process_with_nan_in_its_records_adds_none_twice(
+        tmp_path):
+    """Without a dev split the records hold NaN, which equals nothing, not even itself:
+    the resumed run took none of the file's records for its own and wrote its whole
+    history again (steps 1, 2, 1, 2, 3, 4)."""
+    import multinet
+
+    dataset = multinet.load_dataset(data_dir=helpers.SAMPLE_MNIST, verify=False)
+    metrics = tmp_path / "m.jsonl"
+    run = multinet.fit(dataset, iterations=2, log_every=1, dev_size=0, metrics=metrics,
+                       progress=False)
+    multinet.fit(dataset, resume=run, iterations=4, metrics=metrics, progress=False)
+    assert [r["step"] for r in records(metrics)] == [1, 2, 3, 4]
+
+
+def test_a_run_stopped_before_its_first_log_point_resumes_after_a_longer_run(
+        sample, tmp_path, monkeypatch):
+    """Appended to a file a longer run had logged to step 6 and stopped at step 2: the
+    resume was refused as if it would write steps 3-6 again. Its own records follow."""
+    numpy = get_backend("numpy")
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset("notebook", hidden=(8,), epochs=4, dev_size=200,
+                                     log_every=3)
+    metrics = tmp_path / "m.jsonl"
+    train(dataclasses.replace(config, epochs=6, log_every=1), numpy, data, progress=False,
+          metrics_path=metrics)
+    real = optim.learning_rate
+    monkeypatch.setattr(optim, "learning_rate", lambda b, s, step, t: (
+        signal.raise_signal(signal.SIGINT), real(b, s, step, t))[1] if step == 1
+        else real(b, s, step, t))
+    with pytest.raises(TrainingInterrupted):
+        train(config, numpy, data, progress=False, metrics_path=metrics,
+              on_interrupt=lambda state: ckpt.save(tmp_path / "c.st", config, state,
+                                                   backend=numpy, dataset_name="mnist",
+                                                   dataset_sha256={}))
+    monkeypatch.setattr(optim, "learning_rate", real)
+    loaded = ckpt.load(tmp_path / "c.st")
+    assert loaded.metadata["progress"]["step"] == 2 and not loaded.metadata["history"]
+    train(config, numpy, data, progress=False, state=loaded.state_on(numpy),
+          metrics_path=metrics)
+    assert [r["step"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6, 3, 4]
 
 
 @pytest.mark.slow
@@ -713,10 +794,13 @@ def test_the_metrics_file_of_a_run_is_appended_to_by_the_next(tmp_path, capsys):
 
 
 def test_resuming_an_older_checkpoint_into_a_newer_metrics_file_is_refused(tmp_path,
-                                                                          capsys):
+                                                                          capsys, sample):
     """The file already holds the steps the run would take: they were appended a second
-    time (steps 2, 4, 4). Nothing is trained or written then; resuming the
-    newest checkpoint into the same file goes on as before."""
+    time (steps 2, 4, 4). Nothing is trained or written then, from the command line or
+    Python (which names its own argument); resuming the newest checkpoint into the same
+    file goes on as before."""
+    import multinet
+
     a, old, metrics = tmp_path / "a.st", tmp_path / "old.st", tmp_path / "m.jsonl"
     run = ["train", *DATA, "--json", "--metrics", str(metrics)]
     assert main([*run, "--iterations", "2", "--save", str(a)]) == 0
@@ -727,7 +811,10 @@ def test_resuming_an_older_checkpoint_into_a_newer_metrics_file_is_refused(tmp_p
     line = one_line_error(main([*run, "--resume", str(old), "--iterations", "4", "--save",
                                 str(tmp_path / "b.st")]), capsys.readouterr(),
                           "already holds records up to step 4, past step 2")
-    assert "--metrics" in line
+    assert f"--metrics {metrics}: " in line
+    with pytest.raises(multinet.MultinetError,
+                       match=re.escape(f"metrics={str(metrics)!r}: already holds")):
+        multinet.fit(sample, resume=old, iterations=4, metrics=metrics, progress=False)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert main([*run, "--resume", str(a), "--iterations", "6", "--save", str(a)]) == 0
     assert [r["step"] for r in records(metrics)] == [2, 4, 6]  # logged every 2 steps
@@ -797,7 +884,7 @@ def test_a_metrics_record_cut_short_by_a_full_disk_is_taken_back(tmp_path, capsy
     monkeypatch.setattr(os, "write", real_write)
     assert main(["train", *DATA, "--resume", str(path), "--metrics", str(metrics),
                  "--json"]) == 0, line
-    assert [r["step"] for r in records(metrics)] == [2, 4, 6]  # logged every 2 steps
+    assert [r["step"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_plot_written_over_on_a_full_disk_stays_the_previous_picture(tmp_path):
