@@ -226,13 +226,32 @@ def _worker_command(target: str, config: BenchConfig) -> list[str]:
 def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600,
                       env: dict | None = None) -> dict:
     """Run one backend (or a peer, ``peer:torch``) in a fresh process; its rows and
-    peak RSS."""
-    result = subprocess.run(_worker_command(target, config), capture_output=True, text=True,
-                            timeout=timeout, env={**os.environ, **(env or {})})
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    peak RSS.
+
+    Waited for in half seconds, killed on any exception: a signal the kernel hands to
+    another of this process's threads (BLAS's, as it did to one of SIGTERM and SIGHUP
+    sent at once, as systemd sends them) does not end a wait in ``poll``, and its handler
+    (``multinet bench``'s, which stops the worker) ran only once the worker had finished
+    all its timing."""
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(_worker_command(target, config), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **(env or {})}) as worker:
+        try:
+            while True:
+                try:
+                    stdout, stderr = worker.communicate(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+        except BaseException:
+            worker.kill()
+            raise
+    if worker.returncode != 0:
+        reason = (stderr.strip().splitlines() or ["no output"])[-1]
         return {"target": target, "error": reason, "rows": []}
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def scaling(devices: int, config: BenchConfig, backend: str = "jax") -> list[dict]:

@@ -627,13 +627,20 @@ def _cmd_bench(args) -> int:
 @contextlib.contextmanager
 def _signals_interrupt():
     """SIGTERM and SIGHUP end a bench as Ctrl-C does: an exception in the parent, so
-    ``subprocess.run`` kills the worker it waits for (it does on any exception) instead
-    of leaving it to run on alone; one line and 128 + the signal's number."""
+    ``bench.run_in_subprocess`` kills the worker it waits for (it does on any exception)
+    instead of leaving it to run on alone; one line and 128 + the signal's number. Only
+    the first signal raises: a second (SIGTERM then SIGHUP, as systemd sends them) could
+    raise again in the handler that kills the worker, before the kill."""
     import signal
 
+    raised = []
+
     def interrupt(signum, frame):
-        raise TrainingInterrupted(f"interrupted ({signal.Signals(signum).name}); "
-                                  "the bench's worker was stopped", None, signum)
+        if raised:
+            return
+        raised.append(signum)
+        raise TrainingInterrupted(f"interrupted ({signal.Signals(signum).name}); the bench "
+                                  "stopped, with any worker it was running", None, signum)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -642,8 +649,8 @@ def _signals_interrupt():
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in previous.items():  # None: one set outside Python
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _bench_table(args) -> int:

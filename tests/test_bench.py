@@ -295,3 +295,56 @@ def _zombie(pid: int) -> bool:
             return file.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
+def test_a_signal_another_thread_takes_still_stops_the_worker(monkeypatch):
+    """The kernel may hand a signal to any thread of the process (BLAS's; it did with the
+    second of SIGTERM and SIGHUP sent at once): the parent's wait in ``poll`` went on, and
+    the handler ran only when the worker had finished all its timing (here, never)."""
+    import threading
+
+    from multinet import bench, cli
+    from multinet.train import TrainingInterrupted
+
+    monkeypatch.setattr(bench, "_worker_command", lambda target, config: [
+        sys.executable, "-c", "import time; time.sleep(600)"])
+    stuck, done = [], threading.Event()
+
+    def other_thread():
+        deadline = time.monotonic() + 60
+        workers = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.02)
+            workers = _children(os.getpid())
+        time.sleep(1.0)  # the parent waits in poll now
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread
+        if done.wait(20):  # the parent stopped in time
+            return
+        # It still waits: end the worker it waits for (only that one: later tests' own
+        # processes are children of this pytest too), and the test fails.
+        stuck.extend(w for w in workers if _alive(w))
+        for worker in stuck:
+            os.kill(worker, signal.SIGKILL)
+
+    thread = threading.Thread(target=other_thread, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(TrainingInterrupted, match=r"interrupted \(SIGTERM\)"):
+            with cli._signals_interrupt():
+                bench.run_in_subprocess("numpy", BenchConfig())
+    finally:
+        done.set()
+    thread.join(30)
+    assert not stuck
+
+
+def test_the_bench_leaves_the_signal_handlers_as_it_found_them():
+    """``main`` called twice in one process (as the tests do): each bench puts back the
+    handlers it found, so a later SIGTERM is no bench's interrupt."""
+    from multinet import cli
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for _ in range(2):
+        assert cli.main(["bench", "--samples", "10000000000"]) == 2
+    assert {s: signal.getsignal(s) for s in before} == before
