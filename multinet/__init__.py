@@ -106,7 +106,8 @@ def __getattr__(name: str):
 
     if name in _SOURCE:
         value = getattr(importlib.import_module(_SOURCE[name]), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"multinet.{name}"):
+    elif (name.isidentifier() and not name.startswith("_")  # "a.b" is no submodule's
+          and importlib.util.find_spec(f"multinet.{name}")):
         value = importlib.import_module(f"multinet.{name}")  # a submodule
     else:
         raise AttributeError(f"module 'multinet' has no attribute {name!r}")

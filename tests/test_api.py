@@ -259,6 +259,15 @@ def test_help_lists_and_explains_the_api():
         assert "Raises" in function.__doc__, function.__name__
 
 
+def test_a_name_multinet_lacks_is_an_attribute_error():
+    """``hasattr(multinet, "a.b")`` raised ModuleNotFoundError: the name was looked up
+    as a submodule's, ``multinet.a.b``."""
+    for name in ("nonexistent", "a.b", "fit.x", "", "Run.predict", "_SOURCES.x"):
+        assert not hasattr(multinet, name), name
+    with pytest.raises(AttributeError, match="module 'multinet' has no attribute 'nope'"):
+        multinet.nope  # noqa: B018
+
+
 def test_importing_multinet_imports_no_array_library():
     code = ("import sys, multinet; multinet.fit; multinet.Run; print(sorted(m for m in "
             "('numpy', 'jax', 'torch', 'matplotlib', 'tqdm') if m in sys.modules))")
