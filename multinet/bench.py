@@ -84,12 +84,18 @@ def images_bytes(config: BenchConfig) -> int:
     return config.samples * features * (1 + 4) + config.test_samples * features
 
 
-def physical_memory() -> int | None:
-    """This machine's memory in bytes, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+def check_memory(config: BenchConfig) -> None:
+    """Raise ``MultinetError`` before any worker starts where the images alone
+    (``images_bytes``) exceed the memory this machine (or its container) has, the bound
+    ``multinet train`` checks against too (``train._physical_memory``)."""
+    from multinet.errors import MultinetError
+    from multinet.train import _physical_memory
+
+    needed, memory = images_bytes(config), _physical_memory()
+    if memory and needed > memory:
+        raise MultinetError(f"--samples {config.samples}: the images alone need "
+                            f"{needed / 2**30:,.1f} GiB, and this machine has "
+                            f"{memory / 2**30:,.1f} GiB")
 
 
 def measure(run, synchronize, repeats: int) -> dict:
@@ -346,8 +352,10 @@ def machine() -> dict:
     """What a reader needs to compare this run with another: processor, cores, memory,
     GPUs, library versions, and the BLAS NumPy uses here with its threads (each
     backend's own, as it loaded them, is in the report's ``threads`` per target)."""
-    memory = physical_memory()
-    # NumPy, imported above, has loaded its BLAS: thread_pools() sees it.
+    try:  # NumPy, imported above, has loaded its BLAS: thread_pools() sees it
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = None
     return {"platform": platform.platform(), "cpu": _cpu(), "cpus": os.cpu_count(),
             "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else os.cpu_count(),

@@ -661,11 +661,7 @@ def _bench_table(args) -> int:
     workloads = tuple(dict.fromkeys(args.workload or bench.WORKLOADS))
     config = bench.BenchConfig(repeats=args.repeats, epoch_repeats=args.epoch_repeats,
                                workloads=workloads, samples=args.samples)
-    needed, memory = bench.images_bytes(config), bench.physical_memory()
-    if memory and needed > memory:
-        raise MultinetError(f"--samples {args.samples}: the images alone need "
-                            f"{needed / 2**30:,.1f} GiB, and this machine has "
-                            f"{memory / 2**30:,.1f} GiB")
+    bench.check_memory(config)
     if args.devices:
         if args.peer:
             raise MultinetError("bench --devices times JAX over devices, without peers: "

@@ -60,10 +60,10 @@ def compare() -> None:
             get_backend(name)
         except MultinetError as exc:
             fail(exc)
-    needed, memory = bench.images_bytes(config), bench.physical_memory()
-    if memory and needed > memory:
-        fail(f"--samples {args.samples}: the images alone need {needed / 2**30:,.1f} GiB, "
-             f"and this machine has {memory / 2**30:,.1f} GiB")
+    try:
+        bench.check_memory(config)
+    except MultinetError as exc:
+        fail(exc)
     m = bench.machine()
     print("\n".join(bench.describe_machine(m)))
     times: dict = {}
