@@ -11,6 +11,3 @@ benchmark's peers (``multinet.peers``: the same math written natively in a libra
 time against), which import theirs inside functions only. ``generic`` names none: it
 runs any array-API library by its import name.
 """
-
-#: The backend used when neither ``--backend`` nor ``MULTINET_BACKEND`` names one.
-DEFAULT_BACKEND = "numpy"

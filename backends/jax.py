@@ -10,8 +10,8 @@
   means float32 on every device, which is what the parity guarantee is about. Eager calls
   (``multinet.forward(params, x)`` on JAX arrays, outside anything multinet compiled) would
   still use the default, so loading this backend on a GPU also sets JAX's process-wide
-  ``jax_default_matmul_precision`` to ``"highest"``, unless the user has set it: the first
-  H200 run found eager float32 gradients outside the parity tolerance without it.
+  ``jax_default_matmul_precision`` to ``"highest"``, unless the user has set it: on a GPU,
+  eager float32 gradients fall outside the parity tolerance without it (docs/gpu.md).
 """
 
 import functools
@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from multinet.errors import BackendUnavailable
-from multinet.registry import Backend
+from multinet.registry import DISTRIBUTED_ENV, Backend
 
 
 def load() -> Backend:
@@ -110,14 +110,15 @@ def load() -> Backend:
 
 #: A multi-process (multi-host) run: where process 0 listens, how many processes, and
 #: which one this is. ``multinet train --coordinator/--num-processes/--process-id`` sets them.
-COORDINATOR_ENV = ("MULTINET_COORDINATOR", "MULTINET_NUM_PROCESSES", "MULTINET_PROCESS_ID")
+COORDINATOR_ENV = tuple(DISTRIBUTED_ENV[flag]
+                        for flag in ("coordinator", "num_processes", "process_id"))
 
 
 #: Seconds a process waits for the whole multi-process run to come together, unless
 #: ``MULTINET_INIT_TIMEOUT`` (``--init-timeout``) says otherwise. JAX's own default is 300 s,
 #: after which it aborts the process (SIGABRT, a C++ stack trace).
 INIT_TIMEOUT = 60.0
-INIT_TIMEOUT_ENV = "MULTINET_INIT_TIMEOUT"
+INIT_TIMEOUT_ENV = DISTRIBUTED_ENV["init_timeout"]
 
 
 def _join_processes(jax) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from multinet._version import __version__
 from multinet.errors import BackendUnavailable, MultinetError
 
 INSTALL = "pip install 'multinet[onnx]'"
@@ -90,8 +91,6 @@ def _finish(model, metadata: dict, doc: str) -> bytes:
     """
     import onnx
 
-    import multinet
-
     simplified = _optimized(model)
     if simplified.ByteSize() > model.ByteSize():
         simplified = _optimized(model, disabled=["ConstantFolding"])
@@ -102,7 +101,7 @@ def _finish(model, metadata: dict, doc: str) -> bytes:
     props = {p.key: p.value for p in model.metadata_props}  # ndonnx's schema of the I/O
     onnx.helper.set_model_props(simplified, {**props, **metadata})
     simplified.producer_name = "multinet"
-    simplified.producer_version = multinet.__version__
+    simplified.producer_version = __version__
     simplified.doc_string = doc
     simplified.graph.name = "multinet"
     onnx.checker.check_model(simplified, full_check=True)

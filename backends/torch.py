@@ -118,7 +118,7 @@ def _on(torch, xp, name, kinds) -> Backend:
         # No chunks (fuse_chunk None), even on the CPU: a full-batch notebook step on
         # 59,000 images took 0.39-0.80 s in one pass (with the transposed copy x_t) and
         # 2.1-2.9 s in chunks of 4,096 rows, whose many small operations each pay
-        # PyTorch's threading overhead (2 cores, 2026-11-30).
+        # PyTorch's threading overhead (on two cores; docs/performance.md).
     )
 
 

@@ -36,8 +36,10 @@ The API (each has a docstring: ``help(multinet.fit)``):
 
 Errors the user can fix are ``MultinetError`` subclasses with a one-line message that
 names the argument to change (``InvalidArgument``, ``DatasetError``,
-``UnknownBackend``, ``BackendUnavailable``, ...). Importing multinet imports no array
-library; each is imported when a backend that needs it is chosen.
+``UnknownBackend``, ``BackendUnavailable``, ...); a run that stops early raises
+``TrainingInterrupted``, ``TrainingDiverged`` or ``TrainingStopped``, saying what was
+saved. Importing multinet imports no array library; each is imported when a backend
+that needs it is chosen.
 """
 
 import os as _os
@@ -77,11 +79,17 @@ def _bind_source_backends() -> None:
 
 _bind_source_backends()
 
+from multinet._version import __version__ as __version__  # noqa: E402 (after the binding)
+
 TYPE_CHECKING = False  # type checkers know the name; importing typing would take 4 ms
 if TYPE_CHECKING:
-    from multinet.api import PlotsNotWritten, Run, fit, init_params, load, load_dataset
+    from multinet.api.fit import PlotsNotWritten, fit
+    from multinet.api.run import Run, load
+    from multinet.data import load_dataset
     from multinet.errors import (BackendUnavailable, DatasetError, DatasetNotFound,
-                                 InvalidArgument, MultinetError, UnknownBackend)
+                                 InvalidArgument, MultinetError, TrainingDiverged,
+                                 TrainingInterrupted, TrainingStopped, UnknownBackend)
+    from multinet.initializers import init_params
     from multinet.network import forward, loss_and_grads, predict, sgd_step, train_step
     from multinet.registry import Backend, backend_names, get_backend
 del TYPE_CHECKING
@@ -91,9 +99,13 @@ del TYPE_CHECKING
 #: imports this package before it can catch a Ctrl-C (``multinet.__main__``), and these
 #: imports took a tenth of a second.
 _SOURCES = {
-    "multinet.api": ("PlotsNotWritten", "Run", "fit", "init_params", "load", "load_dataset"),
+    "multinet.api.fit": ("PlotsNotWritten", "fit"),
+    "multinet.api.run": ("Run", "load"),
+    "multinet.data": ("load_dataset",),
     "multinet.errors": ("BackendUnavailable", "DatasetError", "DatasetNotFound",
-                        "InvalidArgument", "MultinetError", "UnknownBackend"),
+                        "InvalidArgument", "MultinetError", "TrainingDiverged",
+                        "TrainingInterrupted", "TrainingStopped", "UnknownBackend"),
+    "multinet.initializers": ("init_params",),
     "multinet.network": ("forward", "loss_and_grads", "predict", "sgd_step", "train_step"),
     "multinet.registry": ("Backend", "backend_names", "get_backend"),
 }
@@ -121,12 +133,10 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_SOURCE} - {"__getattr__", "__dir__"})
 
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Backend", "BackendUnavailable", "DatasetError", "DatasetNotFound", "InvalidArgument",
-    "MultinetError", "PlotsNotWritten", "Run", "UnknownBackend", "backend_names", "fit",
-    "forward",
-    "get_backend", "init_params", "load", "load_dataset", "loss_and_grads", "predict",
-    "sgd_step", "train_step",
+    "MultinetError", "PlotsNotWritten", "Run", "TrainingDiverged", "TrainingInterrupted",
+    "TrainingStopped", "UnknownBackend", "backend_names", "fit", "forward", "get_backend",
+    "init_params", "load", "load_dataset", "loss_and_grads", "predict", "sgd_step",
+    "train_step",
 ]

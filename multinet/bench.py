@@ -22,7 +22,7 @@ natively (``multinet.peers``; rows marked ``"peer"``): ``x_peer`` against PyTorc
 Beside the torch backend's row, ``x_peer`` is the cost of writing the network to the
 standard rather than in PyTorch.
 
-The report names the machine (``machine``): the processor from ``/proc/cpuinfo``, the
+The report names the machine (``multinet.machine``): the processor from ``/proc/cpuinfo``, the
 cores this process may use, the GPUs, library versions, and, per process, the BLAS and
 OpenMP pools each library loaded with their thread counts (threadpoolctl, the
 ``bench`` extra), since the same bench ranks the libraries differently on different
@@ -32,10 +32,10 @@ processors.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,6 +44,19 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from multinet import optim
+from multinet.data import scale_images
+from multinet.errors import MultinetError
+from multinet.heap import retain_freed_memory
+from multinet.initializers import init_params
+from multinet.machine import thread_pools
+from multinet.registry import get_backend
+from multinet.training.memory import physical_memory
+from multinet.training.prediction import make_predictor
+from multinet.training.splits import DeviceSplit, full_batch_inputs
+from multinet.training.state import own_copy
+from multinet.training.steps import make_epoch_runner, make_minibatch_step, make_step
 
 WORKLOADS = ("floor", "notebook-float32", "notebook-float64", "mlp-epoch", "inference")
 
@@ -84,14 +97,11 @@ def images_bytes(config: BenchConfig) -> int:
     return config.samples * features * (1 + 4) + config.test_samples * features
 
 
-def check_memory(config: BenchConfig) -> None:
+def check_images_fit(config: BenchConfig) -> None:
     """Raise ``MultinetError`` before any worker starts where the images alone
     (``images_bytes``) exceed the memory this machine (or its container) has, the bound
-    ``multinet train`` checks against too (``train._physical_memory``)."""
-    from multinet.errors import MultinetError
-    from multinet.train import _physical_memory
-
-    needed, memory = images_bytes(config), _physical_memory()
+    ``multinet train`` checks against too (``training.memory.physical_memory``)."""
+    needed, memory = images_bytes(config), physical_memory()
     if memory and needed > memory:
         raise MultinetError(f"--samples {config.samples}: the images alone need "
                             f"{needed / 2**30:,.1f} GiB, and this machine has "
@@ -132,15 +142,6 @@ def _sync_for(backend):
 
 def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     """All workloads on one backend, in this process."""
-    from multinet import optim
-    from multinet.data import scale_images
-    from multinet.heap import retain_freed_memory
-    from multinet.initializers import init_params
-    from multinet.registry import get_backend
-    from multinet.train import (DeviceSplit, _own_copy, full_batch_inputs,
-                                make_epoch_runner, make_minibatch_step, make_predictor,
-                                make_train_step)
-
     backend = get_backend(name)
     # As `multinet train` does (multinet.heap); the peers' processes keep glibc's defaults.
     heap_status = (retain_freed_memory() if config.extra.get("retain_heap", True)
@@ -183,7 +184,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             params = init_params(config.notebook_sizes, seed=0, backend=backend, dtype=dtype)
             optimizer = optim.Optimizer("sgd")
             opt_state = optim.init_state(optimizer, params)
-            step = backend.compile(make_train_step(optimizer, backend.fuse_chunk))
+            step = backend.compile(make_step(optimizer, backend.fuse_chunk))
             row(workload, config.samples,
                 measure(lambda: step(params, opt_state, x, labels, 0.2, x_t), synchronize,
                         config.repeats), dtype)
@@ -195,8 +196,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             state = optim.init_state(optimizer, params)
             # The step or program `multinet train` runs. Where the backend compiles runs of
             # steps, train runs them SCAN_STEPS at a time (to answer signals) and the bench
-            # as one: the same time within the noise (JAX, AMD EPYC, 7 interleaved rounds:
-            # train's way / the bench's 0.95 median, 0.84-1.07).
+            # as one: the same time within the noise (docs/performance.md).
             order = backend.batch_asarray(data["order"], "int32")
             run_epoch = make_epoch_runner(backend, optimizer, "float32")
             in_place = config.extra.get("in_place", backend.mutable_arrays)
@@ -208,7 +208,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                                      [1e-3] * order.shape[0])[0]
                 p, s = params, state
                 if in_place:  # as `multinet train` does: on arrays of the run's own
-                    p, s = _own_copy(backend, p), _own_copy(backend, s)
+                    p, s = own_copy(backend, p), own_copy(backend, s)
                 for i in range(order.shape[0]):
                     p, s, loss, _ = step(p, s, images, labels, order[i, :], 1e-3)
                 return p
@@ -280,116 +280,6 @@ def scaling(devices: int, config: BenchConfig, backend: str = "jax") -> list[dic
     return rows
 
 
-def _cpu() -> dict:
-    """The processor as the kernel names it (``platform.processor()`` says only
-    "x86_64" on Linux): model name, family and model numbers (which tell AMD's Zen
-    generations apart where the name is just "AMD EPYC"), and the vector extensions that
-    decide how fast a matrix product can run."""
-    info = {"model": platform.processor() or platform.machine()}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
-            text = file.read().split("\n\n", 1)[0]
-    except OSError:
-        return info
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    info["model"] = fields.get("model name", info["model"])
-    for key in ("vendor_id", "cpu family", "model", "stepping"):
-        if key in fields:
-            info[key.replace(" ", "_") if key != "model" else "model_number"] = fields[key]
-    flags = set(fields.get("flags", "").split())
-    info["vector"] = [f for f in ("avx2", "fma", "avx512f", "amx_tile") if f in flags]
-    return info
-
-
-def _gpus() -> list[str]:
-    """NVIDIA GPUs as ``nvidia-smi`` names them (empty where there is none)."""
-    import shutil
-
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-
-
-def thread_pools() -> list[dict]:
-    """The BLAS and OpenMP libraries loaded in this process, with their thread counts
-    (threadpoolctl), or one entry saying why they are not known.
-
-    threadpoolctl is the bench's own dependency (``pip install 'multinet[bench]'``),
-    imported here only, so training never needs it."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return [{"note": "threadpoolctl not installed: pip install 'multinet[bench]'"}]
-    keep = ("user_api", "internal_api", "version", "num_threads", "threading_layer",
-            "architecture", "prefix")
-    return [{k: pool.get(k) for k in keep if pool.get(k) is not None}
-            for pool in threadpool_info()]
-
-
-def _versions() -> dict:
-    """Installed versions of the libraries the bench can run (read from the package
-    metadata: nothing is imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("multinet", "numpy", "jax", "jaxlib", "torch", "mlx", "cupy-cuda12x",
-                 "cupy-cuda13x", "array-api-strict", "array-api-compat", "threadpoolctl"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def machine() -> dict:
-    """What a reader needs to compare this run with another: processor, cores, memory,
-    GPUs, library versions, and the BLAS NumPy uses here with its threads (each
-    backend's own, as it loaded them, is in the report's ``threads`` per target)."""
-    try:  # NumPy, imported above, has loaded its BLAS: thread_pools() sees it
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = None
-    return {"platform": platform.platform(), "cpu": _cpu(), "cpus": os.cpu_count(),
-            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(),
-            "memory_bytes": memory, "gpus": _gpus(), "python": platform.python_version(),
-            "versions": _versions(), "numpy_threads": thread_pools(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-            "date": time.strftime("%Y-%m-%d")}
-
-
-def describe_machine(m: dict) -> list[str]:
-    """The machine in a few lines of text, for the table's header."""
-    cpu = m["cpu"]
-    generation = (f" (family {cpu['cpu_family']}, model {cpu['model_number']})"
-                  if "cpu_family" in cpu else "")
-    lines = [f"{m['date']}: {cpu['model']}{generation}, {m['cpus']} CPUs"
-             f" ({m['usable_cpus']} usable), {', '.join(cpu.get('vector', [])) or 'no AVX2'}"
-             + (f", {m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "")
-             + (f"; load average {m['load_average'][0]:.2f}" if m.get("load_average") else "")]
-    if m["gpus"]:
-        lines.append("GPU: " + "; ".join(m["gpus"]))
-    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
-    return lines
-
-
-def describe_threads(target: str, pools: list[dict]) -> str:
-    parts = [p["note"] if "note" in p else
-             f"{p.get('internal_api')} {p.get('version') or ''}".strip()
-             + f" ({p.get('num_threads')} threads"
-             + (f", {p['threading_layer']}" if p.get("threading_layer") else "")
-             + (f", {p['architecture']}" if p.get("architecture") else "") + ")"
-             for p in pools]
-    return f"{target}: " + ("; ".join(parts) or "no BLAS or OpenMP pool loaded")
-
-
 def add_ratios(rows: list[dict]) -> list[dict]:
     """Ratios of every time: to the memory floor of its platform (``x_floor``), to
     PyTorch eager doing the same math on the same platform (``x_peer``, the plain
@@ -437,8 +327,6 @@ def add_ratios(rows: list[dict]) -> list[dict]:
 def _worker_main(target: str, config_json: str) -> None:
     config = BenchConfig(**json.loads(config_json))
     if target.startswith("peer:"):
-        import importlib
-
         rows = importlib.import_module(f"multinet.peers.{target[5:]}").bench(config)
     else:
         rows = bench_backend(target, config)

@@ -49,16 +49,19 @@ from typing import Callable
 
 import numpy as np
 
-from multinet.data import CLASSES, DATASETS, FILES
+from multinet._version import __version__
+from multinet.catalog import CLASSES, DATASETS, FILES
+from multinet.checks import is_integer
 from multinet.errors import MultinetError
+from multinet.files import OutputError, reason, rescue_path, write_atomic
 from multinet.initializers import to_backend
 from multinet.registry import Backend
-from multinet.train import Saved, TrainConfig, TrainState
-from multinet.train import is_int as _is_int
+from multinet.training.config import TrainConfig
+from multinet.training.state import Saved, TrainState
 
 FORMAT = "multinet-checkpoint/1"
 #: Inputs of the first layer: 28 x 28 pixels, the image size of every dataset in
-#: ``multinet.data.DATASETS``.
+#: ``multinet.catalog.DATASETS``.
 FEATURES = 28 * 28
 
 
@@ -114,8 +117,6 @@ def encode(config: TrainConfig, state: TrainState, *, backend: Backend, dataset_
     or an infinity: such a state is never written."""
     from safetensors.numpy import save as to_bytes
 
-    import multinet
-
     tensors: dict = {}
     _flatten("params/", state.params, tensors, backend)
     _flatten("opt/", state.opt_state, tensors, backend)
@@ -130,7 +131,7 @@ def encode(config: TrainConfig, state: TrainState, *, backend: Backend, dataset_
                         accuracy_sum=_host_float(backend.to_numpy(state.accuracy_sum)))
     metadata = {
         "format": FORMAT,
-        "multinet_version": multinet.__version__,
+        "multinet_version": __version__,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backend": backend.name,
         "config": config.to_dict(),
@@ -150,8 +151,6 @@ def save(path, config: TrainConfig, state: TrainState, *, backend: Backend,
     """Write the checkpoint to ``path`` atomically; the previous file stays intact if
     anything fails. Raises ``CheckpointError`` for a state that is not finite and
     ``multinet.files.OutputError`` (an ``OSError``) when the file cannot be written."""
-    from multinet.files import OutputError, reason, write_atomic
-
     path = Path(path)
     data = encode(config, state, backend=backend, dataset_name=dataset_name,
                   dataset_sha256=dataset_sha256)
@@ -166,8 +165,6 @@ def rescuing(save, target) -> Callable[[TrainState], Saved]:
     """For ``train(on_interrupt=...)``: ``save(path, state)`` to ``target``, and where that
     cannot be written (a read-only working folder, a full disk), to a new file in the
     system's temporary folder; the result says where the state went and why there."""
-    from multinet.files import reason, rescue_path
-
     target = Path(target)
 
     def on_interrupt(state: TrainState) -> Saved:
@@ -230,7 +227,7 @@ def load(path) -> Checkpoint:
 
 
 def _is_number(value) -> bool:
-    return _is_int(value) or isinstance(value, float)
+    return is_integer(value) or isinstance(value, float)
 
 
 def _is_finite(value) -> bool:
@@ -292,7 +289,7 @@ def _validated(metadata: dict, tensors: dict) -> Checkpoint:
 
 
 def _validated_progress(progress: dict, config: TrainConfig) -> dict:
-    counter = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    counter = (lambda v: is_integer(v) and v >= 0, "an integer >= 0")
     for name in ("epoch", "batch", "step"):
         _field(progress, "progress", name, *counter)
     _field(progress, "progress", "seconds", lambda v: _is_finite(v) and v >= 0,
@@ -313,9 +310,9 @@ def _validated_record(record, where: str, progress: dict) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"{where} must be an object, got {_shown(record)}")
     _field(record, where, "epoch",
-           lambda v: _is_int(v) and 1 <= v <= max(progress["epoch"], 1),
+           lambda v: is_integer(v) and 1 <= v <= max(progress["epoch"], 1),
            f"an integer in 1..{progress['epoch']}")
-    _field(record, where, "step", lambda v: _is_int(v) and 0 <= v <= progress["step"],
+    _field(record, where, "step", lambda v: is_integer(v) and 0 <= v <= progress["step"],
            f"an integer in 0..{progress['step']}")
     _field(record, where, "loss", _is_finite, "a finite number")
     for name in ("lr", "train_accuracy", "dev_accuracy", "seconds"):

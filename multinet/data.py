@@ -1,5 +1,5 @@
-"""MNIST-format datasets: where the four IDX files are, reading and checking them,
-splitting, and moving them to a device.
+"""MNIST-format datasets: finding the four IDX files (downloading them if need be),
+reading and checking them, splitting them, and scaling images on a device.
 
 Where files are looked for, in order (the first folder holding all four wins):
 
@@ -25,98 +25,18 @@ float32's bytes) and are scaled to [0, 1] there, so every backend sees the same 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from multinet.errors import DatasetError, DatasetNotFound, argument, download_advice
+from multinet.catalog import (CLASSES, ENV_VAR, FILES, DatasetSpec, cache_dir, dataset_spec,
+                              file_names, identify)
+from multinet.download import fetch
+from multinet.errors import (DatasetError, DatasetNotFound, InvalidArgument, argument,
+                             download_advice)
 from multinet.idx import content_sha256, parse_idx, read_idx_bytes
-
-ENV_VAR = "MULTINET_DATA"
-
-#: The four files of an MNIST-format dataset, by role, without the ``.gz``.
-FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-CLASSES = 10
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What identifies a dataset and where it can come from."""
-
-    name: str
-    torchvision_name: str
-    #: SHA-256 of each file's *uncompressed* IDX bytes: the dataset's identity.
-    content_sha256: dict[str, str]
-    #: The hashes of the ``.gz`` files that mirrors serve, as pooch wants them.
-    download_hashes: dict[str, str]
-    #: Base URLs, tried in order; each serves ``<stem>.gz``.
-    mirrors: tuple[str, ...]
-    system_dirs: tuple[str, ...] = ()
-    classes: tuple[str, ...] = field(default=tuple(str(i) for i in range(10)))
-
-
-DATASETS = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        torchvision_name="MNIST",
-        content_sha256={
-            "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        },
-        download_hashes={
-            "train_images": "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "train_labels": "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "test_images": "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "test_labels": "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-        },
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
-        ),
-    ),
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
-        torchvision_name="FashionMNIST",
-        # Computed from Debian's dataset-fashion-mnist 0.0~git20200523.55506a9-1.
-        content_sha256={
-            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        },
-        # The upstream MD5s published with the dataset (and used by torchvision).
-        download_hashes={
-            "train_images": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train_labels": "md5:25c81989df183df01b3e8a0aad5dffbe",
-            "test_images": "md5:bef4ecab320f06d8554ea6380940ec79",
-            "test_labels": "md5:bb300cfdad3c16e7a12a480ee83cd310",
-        },
-        mirrors=(
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-        ),
-        system_dirs=("/usr/share/datasets/fashion-mnist",),
-        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
-    ),
-}
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
 
 
 @dataclass(frozen=True)
@@ -135,14 +55,6 @@ class Dataset:
         return (f"Dataset({self.name!r}: {len(self.train_labels)} training and "
                 f"{len(self.test_labels)} test images of {shape} "
                 f"{self.train_images.dtype}, from {str(self.directory)!r})")
-
-
-def cache_dir() -> Path:
-    """The per-user cache root (``$XDG_CACHE_HOME/multinet`` or ``~/.cache/multinet`` on
-    Linux; the platform's convention elsewhere)."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("multinet", appauthor=False))
 
 
 def _blocking_folder(path: Path) -> Path:
@@ -208,11 +120,6 @@ def locate(data_dir: str | os.PathLike | None = None, name: str = "mnist") -> di
     raise not_found_error(spec, search_roots(spec, data_dir))
 
 
-def file_names() -> str:
-    """The four ``.gz`` file names, for messages that tell the user what to put where."""
-    return ", ".join(f"{stem}.gz" for stem in FILES.values())
-
-
 def not_found_error(spec: DatasetSpec, roots: list[Path]) -> DatasetNotFound:
     names = file_names()
     return DatasetNotFound(
@@ -241,13 +148,6 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, image_path, label_path) 
         raise DatasetError(
             f"{label_path}: label {int(labels.max())} outside 0-{CLASSES - 1}"
         )
-
-
-def identify(sha256: str) -> tuple[str, str] | None:
-    """``(dataset, role)`` of the known file whose uncompressed contents have this
-    SHA-256, or None."""
-    return next(((spec.name, role) for spec in DATASETS.values()
-                 for role, known in spec.content_sha256.items() if known == sha256), None)
 
 
 def _mismatch(path: Path, name: str, role: str, sha256: str) -> str:
@@ -289,14 +189,78 @@ def read_files(files: dict[str, Path], name: str, expected_sha256=None) -> Datas
     return Dataset(name=name, directory=files["train_images"].parent, **arrays)
 
 
-def load_dataset(data_dir: str | os.PathLike | None = None, name: str = "mnist", *,
-                 verify: bool = True) -> Dataset:
-    """Find, read and validate a dataset (see the module docstring for where it looks).
+def ensure_dataset(name: str = "mnist", data_dir=None, *, download: bool = True,
+                   mirrors=None, progress: bool = True) -> dict[str, Path]:
+    """The dataset's four files (by role), found where ``locate`` looks, else downloaded
+    into the cache (when no folder was chosen explicitly, ``data_dir`` or
+    ``$MULTINET_DATA``, and ``download``). A folder that cannot be read is an error, not
+    a reason to download."""
+    try:
+        return locate(data_dir, name)
+    except DatasetNotFound:
+        if not download or explicit_dir(data_dir) is not None:
+            raise
+    return fetch(name, mirrors=mirrors, progress=progress)
 
-    ``verify=False`` skips the content checksums, for MNIST-format data of your own.
+
+def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
+                 download: bool = True, verify: bool = True, mirrors=None,
+                 source: str = "multinet", progress: bool = True) -> Dataset:
+    """Find, read and check an MNIST-format dataset; download it first if need be.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist"}
+        The dataset.
+    data_dir : str or os.PathLike, optional
+        The folder to read (its ``<name>/`` and ``<Torchvision>/raw/`` subfolders too).
+        None searches ``$MULTINET_DATA``, then the per-user cache, then system folders
+        (see the module docstring).
+    download : bool
+        When nothing is found and no folder was named (``data_dir`` or
+        ``$MULTINET_DATA``), download the files into the cache. False never touches the
+        network.
+    verify : bool
+        Check every file's uncompressed contents against the dataset's known SHA-256.
+        Pass False only for MNIST-format files of your own (the format is still checked).
+    mirrors : str or sequence of str, optional
+        Base URLs to download from, tried in order; None: ``$MULTINET_MIRRORS``, else the
+        dataset's known mirrors.
+    source : {"multinet", "torchvision"}
+        ``"torchvision"`` loads through ``torchvision.datasets`` instead, as the original
+        notebook did (``data_dir`` is then its root).
+    progress : bool
+        Show a progress bar while downloading.
+
+    Returns
+    -------
+    Dataset
+        Host arrays: ``train_images`` ``(60000, 28, 28)`` and ``test_images`` ``(10000,
+        28, 28)`` uint8 (pixel values 0-255), ``train_labels`` ``(60000,)`` and
+        ``test_labels`` ``(10000,)`` uint8 (0-9), with the dataset's ``name`` and the
+        ``directory`` read.
+
+    Raises
+    ------
+    DatasetNotFound
+        The files are nowhere searched, and were not downloaded (saying where it looked).
+    DatasetError
+        A damaged, truncated or foreign file (naming it), a folder that cannot be read, a
+        download that failed on every mirror.
+    InvalidArgument
+        An unknown ``source``.
     """
+    if source == "torchvision":
+        return load_with_torchvision(name, data_dir, download=download)
+    if source != "multinet":
+        raise InvalidArgument(f"{argument('source', source)}: choose 'multinet' or "
+                              "'torchvision'")
+    if isinstance(mirrors, (str, os.PathLike)):
+        mirrors = [mirrors]
     spec = dataset_spec(name)
-    return read_files(locate(data_dir, name), name, spec.content_sha256 if verify else None)
+    files = ensure_dataset(name, data_dir, download=download, mirrors=mirrors,
+                           progress=progress)
+    return read_files(files, name, spec.content_sha256 if verify else None)
 
 
 def load_with_torchvision(name: str = "mnist", root=None, *, download: bool = True) -> Dataset:

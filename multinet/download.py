@@ -35,8 +35,9 @@ import threading
 import time
 from pathlib import Path
 
-from multinet.data import ENV_VAR, FILES, DatasetSpec, cache_dir, dataset_spec, file_names
-from multinet.errors import DatasetError, DatasetNotFound, argument
+from multinet.catalog import (ENV_VAR, FILES, DatasetSpec, cache_dir, dataset_spec,
+                              file_names)
+from multinet.errors import DatasetError, argument
 
 MIRRORS_ENV_VAR = "MULTINET_MIRRORS"
 #: Seconds to connect to a mirror; one that does not answer in time is skipped.
@@ -366,18 +367,3 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
     finally:
         _remove_empty([target / PARTIAL_DIR, *created])  # only the empty ones go
     return fetched
-
-
-def ensure_dataset(name: str = "mnist", data_dir=None, *, offline: bool = False,
-                   mirrors=None, progress: bool = True) -> None:
-    """Make sure the dataset can be found, downloading it into the cache if it cannot and
-    no folder was chosen explicitly (``--data-dir`` / ``$MULTINET_DATA``) and not offline.
-    A folder that cannot be read is an error, not a reason to download."""
-    from multinet.data import explicit_dir, locate
-
-    try:
-        locate(data_dir, name)
-    except DatasetNotFound:
-        if offline or explicit_dir(data_dir) is not None:
-            raise
-        fetch(name, mirrors=mirrors, progress=progress)

@@ -13,8 +13,10 @@ library never names a command-line flag itself; the CLI translates.
 from __future__ import annotations
 
 import contextlib
+import signal
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 
@@ -42,6 +44,25 @@ class DatasetNotFound(DatasetError):
 class InvalidArgument(MultinetError, ValueError):
     """An argument of the Python API has the wrong type, shape or value; the message names
     it."""
+
+
+class TrainingDiverged(MultinetError):
+    """The loss, or a parameter or optimizer-state array, stopped being finite."""
+
+
+class TrainingInterrupted(MultinetError):
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run; its state was saved to
+    ``path`` (None: nothing was saved). ``signum``: the signal's number."""
+
+    def __init__(self, message: str, path: Path | None, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.path = path
+        self.signum = signum
+
+
+class TrainingStopped(MultinetError):
+    """The run could not go on (a checkpoint or the metrics could not be written, memory
+    ran out); the message says where its state was saved instead, if anywhere."""
 
 
 #: ``argument``'s ``value`` when the message names the argument without a value.

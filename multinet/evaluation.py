@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from multinet import network
-from multinet.data import CLASSES, Dataset, flatten
+from multinet.catalog import CLASSES
+from multinet.data import Dataset, flatten, scale_images
 from multinet.errors import MultinetError
 from multinet.initializers import to_backend
 from multinet.registry import Backend
-from multinet.train import CPU_PREDICT_CHUNK, make_predictor
+from multinet.training.prediction import CPU_PREDICT_CHUNK, make_predictor
 
 #: Dark to bright, for drawing a 28x28 image in a terminal.
 SHADES = " .:-=+*#%@"
@@ -103,8 +104,6 @@ def render(image: np.ndarray) -> str:
 def probabilities(params_host: dict, backend: Backend, images_uint8: np.ndarray, dtype: str):
     """Softmax probabilities ``(n, classes)`` for host ``uint8`` images (n, 28, 28).
     Raises ``OutputsNotFinite`` for weights too large for ``dtype`` (``check_finite``)."""
-    from multinet.data import scale_images
-
     check_finite(params_host, images_uint8, dtype)
     backend.enable_dtype(dtype)
     params = to_backend(params_host, backend)

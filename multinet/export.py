@@ -35,11 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
+from multinet import checkpoint as ckpt
 from multinet import network, optim
+from multinet._version import __version__
+from multinet.backends import onnx as onnx_backend
+from multinet.catalog import CLASSES
 from multinet.checkpoint import Checkpoint
-from multinet.train import is_integer
-from multinet.data import CLASSES, scale_images
+from multinet.checks import is_integer
+from multinet.data import flatten, scale_images
 from multinet.errors import InvalidArgument, MultinetError, argument
+from multinet.evaluation import OutputsNotFinite, check_finite, report
+from multinet.files import OutputError, check_output_file, reason, write_atomic
+from multinet.initializers import to_backend
+from multinet.parity import relative_error
+from multinet.training.prediction import make_predictor
+from multinet.training.steps import make_step
 
 #: The images every multinet dataset holds (MNIST and Fashion-MNIST), rows x columns.
 IMAGE_SHAPE = (28, 28)
@@ -53,15 +63,11 @@ EVALUATION_BATCH = 10_000
 
 
 def _tracer():
-    from multinet.backends import onnx as onnx_backend
-
     return onnx_backend.tracer()
 
 
 def open_model(path_or_bytes):
     """``multinet.backends.onnx.Model``: a model file (or bytes) opened in onnxruntime."""
-    from multinet.backends import onnx as onnx_backend
-
     return onnx_backend.open_model(path_or_bytes)
 
 
@@ -115,13 +121,11 @@ def model_metadata(checkpoint: Checkpoint, graph: str, versions: dict) -> dict:
     ``checkpoint`` (JSON: the checkpoint's whole metadata except its history) and
     ``exported_with`` (JSON: ndonnx, onnx and onnxruntime versions).
     """
-    import multinet
-
     meta = checkpoint.metadata
     history = meta.get("history") or [{}]
     values = {
         "multinet_graph": graph,
-        "multinet_version": multinet.__version__,
+        "multinet_version": __version__,
         "dataset": checkpoint.dataset,
         "dataset_content_sha256": json.dumps(meta["dataset"].get("content_sha256", {}),
                                              sort_keys=True),
@@ -186,8 +190,6 @@ def training_model(checkpoint: Checkpoint, batch_size: int | None = None,
     optimizer and its hyperparameters (momentum, betas, eps, weight decay) are the
     checkpoint's, stored in the graph; the learning rate is an input.
     """
-    from multinet.train import make_train_step
-
     tracer = tracer or _tracer()
     xp, config = tracer.xp, checkpoint.config
     batch = batch_size or "N"
@@ -197,7 +199,7 @@ def training_model(checkpoint: Checkpoint, batch_size: int | None = None,
               "lr": tracer.input((), config.dtype)}
     traced = {name: tracer.input(value.shape, config.dtype) for name, value in state.items()}
     params, opt_state = unflatten_state(traced)
-    step = make_train_step(config.optimizer_spec())
+    step = make_step(config.optimizer_spec())
     x = _scaled_images(xp, inputs["images"], config.dtype)
     new_params, new_state, loss, accuracy = step(params, opt_state, x, inputs["labels"],
                                                  inputs["lr"])
@@ -226,8 +228,6 @@ def write(model: bytes, path, flag: str = "onnx=") -> Path:
     """Write ``model`` to ``path`` atomically (``multinet.files.write_atomic``), creating
     its folder; ``OutputError`` (one line, naming ``flag``, the argument that gave the
     path) when that is impossible."""
-    from multinet.files import OutputError, reason, write_atomic
-
     try:
         return write_atomic(path, model)
     except OutputError:
@@ -265,11 +265,6 @@ def multinet_outputs(params_host: dict, backend, images: np.ndarray, dtype: str,
     """``(logits, labels)`` multinet itself computes on ``backend`` for ``uint8`` images
     ``(n, 28, 28)``: the logits of ``network.forward`` and the predictions ``multinet
     evaluate`` makes, as host arrays."""
-    from multinet.data import flatten
-    from multinet.evaluation import check_finite
-    from multinet.initializers import to_backend
-    from multinet.train import make_predictor
-
     check_finite(params_host, images, dtype)  # inf or NaN logits compare as nothing
     backend.enable_dtype(dtype)
     params = to_backend(params_host, backend)
@@ -285,8 +280,6 @@ def agreement(exported, own) -> dict:
     """How an exported model's ``(logits, labels)`` compare with multinet's own: equal
     labels, the logits' relative error (``LOGIT_TOLERANCE``) and whether both are
     within bounds."""
-    from multinet.parity import relative_error
-
     (logits, labels), (own_logits, own_labels) = exported, own
     equal = int(np.sum(np.asarray(labels) == np.asarray(own_labels)))
     error = relative_error(logits, own_logits)
@@ -300,8 +293,6 @@ def evaluate_model(model, dataset, batch_size: int = EVALUATION_BATCH) -> dict:
     ``multinet.evaluation.evaluate``'s report, with ``runtime`` for ``backend``;
     ``logits`` and ``predictions`` (host arrays) too, for comparisons. Raises
     ``multinet.evaluation.OutputsNotFinite`` where any image's logits are inf or NaN."""
-    from multinet.evaluation import OutputsNotFinite, report
-
     logits, predicted = run_inference(model, dataset.test_images, batch_size)
     bad = int(np.sum(~np.isfinite(logits).all(axis=1)))
     if bad:  # the model's weights overflow its dtype, as multinet.evaluation refuses too
@@ -321,9 +312,6 @@ def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = N
     tracing), ``InvalidArgument`` (no output, the same file for both, a ``batch_size``
     that is not an integer >= 1 or comes without ``onnx_train``), ``BackendUnavailable``
     without the ``onnx`` extra."""
-    from multinet import checkpoint as ckpt
-    from multinet.files import OutputError, check_output_file
-
     if onnx is None and onnx_train is None:
         raise InvalidArgument(f"nothing to export: give {argument('onnx', meta='OUT.onnx')}, "
                               f"{argument('onnx_train', meta='OUT.onnx')}, or both")

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from multinet.errors import MultinetError
+from multinet.errors import MultinetError, argument
 
 TEMPORARY_TAG = "multinet"
 
@@ -237,6 +237,39 @@ def check_output_dir(path, flag: str) -> Path:
         raise OutputError(f"{flag} {path}: is a file, not a folder")
     _probe_folder(_nearest_existing(path), flag, path)
     return path
+
+
+def check_outputs(save=None, metrics=None, plots=None, *,
+                  resumed_from: Path | None = None) -> None:
+    """A training run's outputs, checked before any work starts: a checkpoint file
+    (``save``) that can be written and replaced, a metrics file (``metrics``) that can be
+    appended to and is not the checkpoint's, a folder for the figures (``plots``).
+    ``resumed_from``: the checkpoint the run continues, which ``save`` may name (its
+    checkpoints then go where it resumed from). Raises ``OutputError`` naming the
+    argument."""
+    for name, value in (("save", save), ("metrics", metrics), ("plots", plots)):
+        if isinstance(value, str) and not value:  # it would be ignored, or be "."
+            raise OutputError(f"{argument(name)}: an empty path; name a "
+                              f"{'folder' if name == 'plots' else 'file'}")
+    if save is not None:
+        in_place = resumed_from is not None and Path(save) == resumed_from
+        try:
+            check_output_file(save, argument("resume" if in_place else "save"))
+        except OutputError as exc:
+            if not in_place:
+                raise
+            raise OutputError(f"{exc}; the run's checkpoints go where it resumed from "
+                              f"unless {argument('save', meta='PATH')} names another "
+                              "place") from None
+        check_replaceable(save, argument("save"), "checkpoint (safetensors)")
+    if metrics is not None:
+        check_output_file(metrics, argument("metrics"), append=True)
+        if save is not None and same_file(save, metrics):
+            raise OutputError(f"{argument('metrics')} {metrics}: is the checkpoint's file "
+                              "too; give the metrics a file of their own")
+        check_appendable(metrics, argument("metrics"), "metrics file")
+    if plots is not None:
+        check_output_dir(plots, argument("plots"))
 
 
 def rescue_path(stem: str = "multinet-interrupted") -> Path:

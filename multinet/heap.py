@@ -9,9 +9,8 @@ size (up to 32 MiB) and the trim threshold to twice that (glibc's ``free``, ``ma
 mallopt``). A training step's temporaries together (6.6 MiB; the largest, a 784 x 512
 float32 gradient, 1.6 MB) outgrow twice its largest block, so every step hands its
 memory back and the next one faults every page in again: measured on the ``mlp`` preset
-on NumPy (2 AMD EPYC Zen 3 cores), 1,690 page faults a step, and 0.02 with the settings
-below (counted by ``tests/test_heap.py``); 10.6 against 4.9 ms a step
-(``docs/performance.md``).
+on NumPy, 1,690 page faults a step, and 0.02 with the settings below (counted by
+``tests/test_heap.py``); a step takes half the time (``docs/performance.md``).
 
 ``retain_freed_memory`` raises both thresholds for the rest of the process, fixed
 (glibc's ``mallopt``, which also ends glibc's adjusting of them): blocks up to

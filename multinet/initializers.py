@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from multinet.registry import Backend, as_backend
+from multinet.registry import Backend, get_backend
 
 #: ``uniform``: U(-0.5, 0.5) for weights and biases, the notebook's ``rand(...) - 0.5``.
 #: ``he``: N(0, 2 / fan_in) weights and zero biases, the usual choice for ReLU nets.
@@ -35,24 +35,54 @@ def draw_params(sizes, *, seed: int, init: str = "uniform") -> dict[str, np.ndar
     return params
 
 
-def to_backend(host_params, backend: Backend | str | None, dtype: str | None = None):
-    """Move a dict of NumPy arrays onto a backend (``dtype=None`` keeps each dtype)."""
-    backend = as_backend(backend)
+def to_backend(host_params: dict, backend: Backend, dtype: str | None = None) -> dict:
+    """Copy a dict of NumPy arrays onto ``backend`` (``dtype=None`` keeps each dtype)."""
     return {name: backend.asarray(value, dtype) for name, value in host_params.items()}
 
 
-def to_host(params, backend: Backend | str | None):
-    """NumPy copies of a dict of backend arrays."""
-    backend = as_backend(backend)
+def to_host(params: dict, backend: Backend) -> dict:
+    """NumPy copies of a dict of ``backend``'s arrays."""
     return {name: np.asarray(backend.to_numpy(value)) for name, value in params.items()}
 
 
 def init_params(sizes, *, seed: int, backend: Backend | str | None = None,
-                dtype: str = "float32", init: str = "uniform"):
-    """Parameters ``{"W1", "b1", ..., "Wk", "bk"}`` on ``backend``, in ``dtype``.
+                dtype: str = "float32", init: str = "uniform") -> dict:
+    """Starting parameters ``{"W1", "b1", ..., "Wk", "bk"}`` on a backend.
 
-    ``sizes=(784, 10, 10)`` is the notebook's network: 784 inputs, 10 hidden ReLU units,
-    10 outputs. Any number of hidden layers works. On JAX, float64 needs
-    ``backend.enable_dtype("float64")`` first (it switches JAX to 64-bit mode).
+    They are drawn on the host with NumPy's ``default_rng(seed)`` in float64 and then
+    rounded once to ``dtype`` on the backend, so every backend and dtype starts from the
+    same numbers.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, inputs first: ``(784, 10, 10)`` is the notebook's network (784
+        inputs, 10 hidden ReLU units, 10 outputs). ``Wi`` is ``(sizes[i-1], sizes[i])``
+        and ``bi`` is ``(sizes[i],)``; any number of hidden layers works.
+    seed : int
+        Seed of the generator.
+    backend : Backend, str or None
+        A ``Backend``, a backend's name, or None for ``$MULTINET_BACKEND``, else numpy.
+    dtype : {"float32", "float64"}
+        On JAX, float64 needs ``backend.enable_dtype("float64")`` first (it switches JAX
+        to 64-bit mode).
+    init : {"uniform", "he"}
+        ``"uniform"``: U(-0.5, 0.5) weights and biases, the notebook's. ``"he"``:
+        N(0, 2 / fan_in) weights and zero biases (He et al. 2015, "Delving Deep into
+        Rectifiers").
+
+    Returns
+    -------
+    dict of str to array
+        The parameters, arrays of ``backend`` in ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        For fewer than two sizes, a size below 1, or an unknown ``init``.
+    UnknownBackend, BackendUnavailable
+        For a backend that is not known, or cannot run here.
     """
+    if not isinstance(backend, Backend):
+        backend = get_backend(backend)
     return to_backend(draw_params(sizes, seed=seed, init=init), backend, dtype)

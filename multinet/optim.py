@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from array_api_compat import array_namespace
 
+from multinet.checks import NON_NEGATIVE
+
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 
@@ -38,8 +40,7 @@ class Optimizer:
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.name!r}; choose {', '.join(OPTIMIZERS)}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        NON_NEGATIVE.check("weight_decay", self.weight_decay)
 
 
 def init_state(optimizer: Optimizer, params: dict) -> dict:

@@ -50,8 +50,10 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from multinet import network
+from multinet.data import flatten, scale_images
+from multinet.errors import BackendUnavailable
 from multinet.initializers import init_params, to_host
-from multinet.registry import Backend, get_backend
+from multinet.registry import DTYPES, Backend, get_backend
 
 #: Levels, in the order they are reported.
 LEVELS = ("forward", "loss", "grads", "step", "train", "curve", "predictions")
@@ -122,7 +124,7 @@ class Problem:
 
 
 @dataclass
-class Run:
+class Result:
     """Everything one backend computed for a ``Problem``, as float64 NumPy arrays."""
 
     logits: np.ndarray
@@ -139,8 +141,6 @@ class Run:
 
 def _device_inputs(backend: Backend, problem: Problem, dtype: str):
     if problem.x.dtype == np.uint8:
-        from multinet.data import scale_images
-
         x = scale_images(backend.asarray(problem.x), backend.dtype(dtype))
     else:
         x = backend.asarray(problem.x, dtype)
@@ -159,7 +159,7 @@ def _initial_params(backend: Backend, dtype: str, problem: Problem):
     return params
 
 
-def run(backend: Backend, dtype: str, problem: Problem) -> Run:
+def run(backend: Backend, dtype: str, problem: Problem) -> Result:
     """Compute every level of ``problem`` on ``backend`` in ``dtype``, checking namespaces."""
     backend.enable_dtype(dtype)
     x, y = _device_inputs(backend, problem, dtype)
@@ -175,7 +175,7 @@ def run(backend: Backend, dtype: str, problem: Problem) -> Run:
     stepped = backend.compile(network.sgd_step)(params, grads, problem.lr)
     for key, value in stepped.items():
         check_array(backend, value, params[key].shape, dtype, f"updated {key}")
-    result = Run(logits=_host(backend, logits), loss=_host(backend, loss),
+    result = Result(logits=_host(backend, logits), loss=_host(backend, loss),
                  grads=to_host(grads, backend), step=to_host(stepped, backend))
 
     train_step = backend.compile(network.train_step)
@@ -229,7 +229,7 @@ def magnitudes(params: dict, x: np.ndarray, y: np.ndarray, lr: float) -> dict:
     return result
 
 
-def reference(problem: Problem) -> Run:
+def reference(problem: Problem) -> Result:
     """The reference: NumPy in float64."""
     numpy = get_backend("numpy")
     result = run(numpy, "float64", problem)
@@ -239,7 +239,7 @@ def reference(problem: Problem) -> Run:
     return result
 
 
-def prediction_mismatches(predictions, ref: Run, dtype: str, steps: int) -> int:
+def prediction_mismatches(predictions, ref: Result, dtype: str, steps: int) -> int:
     """Rows whose predicted class differs from the reference's where the reference is
     no near tie. Within tolerance, a row of logits may be off by ``tolerance * ||row||``
     in any entry, so two classes closer than twice that may legitimately swap."""
@@ -251,7 +251,7 @@ def prediction_mismatches(predictions, ref: Run, dtype: str, steps: int) -> int:
     return int(np.sum(differs & ~near_tie))
 
 
-def compare(actual: Run, ref: Run, dtype: str, problem: Problem) -> dict:
+def compare(actual: Result, ref: Result, dtype: str, problem: Problem) -> dict:
     """Errors and tolerances of every level: ``{level: (error, tolerance)}``."""
     levels = {
         "forward": (relative_error(actual.logits, ref.logits, ref.scales["logits"]),
@@ -282,8 +282,6 @@ def passed(levels: dict) -> bool:
 def mnist_problem(dataset, samples: int = 2048, steps: int = 100) -> Problem:
     """The standard parity problem: the notebook's network on the first ``samples``
     training images, ``steps`` full-batch steps at lr 0.2."""
-    from multinet.data import flatten
-
     checkpoints = tuple(s for s in (1, 10, 25, 50, 100, 250, 500, 1000) if s < steps) + (steps,)
     return Problem(x=flatten(dataset.train_images[:samples]),
                    y=dataset.train_labels[:samples], sizes=(784, 10, 10), steps=steps,
@@ -293,8 +291,6 @@ def mnist_problem(dataset, samples: int = 2048, steps: int = 100) -> Problem:
 def _placements(name: str) -> list:
     """``(backend or None, reason)`` for each kind of device ``name`` offers
     (``Backend.device_choices``; just its one device for most)."""
-    from multinet.errors import BackendUnavailable
-
     try:
         base = get_backend(name)
     except BackendUnavailable as exc:
@@ -308,12 +304,10 @@ def _placements(name: str) -> list:
     return placements
 
 
-def report(problem: Problem, backends, dtypes=("float32", "float64")) -> list[dict]:
+def report(problem: Problem, backends, dtypes=DTYPES) -> list[dict]:
     """One row per (backend, device, dtype): errors, tolerances and verdict; unavailable
     ones (a backend that cannot run here, a dtype it cannot use) get a row with the
     reason. A backend with a choice of devices is checked on each."""
-    from multinet.errors import BackendUnavailable
-
     ref = reference(problem)
     rows = []
     for name, (backend, reason) in ((n, p) for n in backends for p in _placements(n)):

@@ -13,23 +13,34 @@ figures inline) without leaving the figure open: a returned figure shows once.
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from multinet.catalog import dataset_spec
 from multinet.errors import MultinetError
+from multinet.files import write_atomic
 
 #: Dots per inch of the PNG files written.
 DPI = 100
 
 
-def _figure(**kwargs):
-    """A new ``Figure`` (``kwargs`` as for it), or ``MultinetError`` without matplotlib."""
+def require_matplotlib() -> None:
+    """Raise ``MultinetError`` saying which extra to install unless matplotlib imports:
+    called before any work that ends in a figure, so none is wasted."""
     try:
-        from matplotlib.figure import Figure
+        import matplotlib.figure  # noqa: F401
     except ImportError:
         raise MultinetError("plots need matplotlib: pip install 'multinet[plot]'") from None
+
+
+def _figure(**kwargs):
+    """A new ``Figure`` (``kwargs`` as for it), or ``MultinetError`` without matplotlib."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
     if "ipykernel" not in sys.modules:
         return Figure(**kwargs)
     # In a kernel, pyplot's first figure loads the kernel's backend, which registers how
@@ -44,10 +55,6 @@ def _figure(**kwargs):
 def _save(fig, path) -> Path:
     """Rendered whole in memory, then written atomically (``multinet.files``): a full
     disk leaves the previous picture, never a part of one."""
-    import io
-
-    from multinet.files import write_atomic
-
     path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format=path.suffix[1:].lower() or "png")
@@ -165,8 +172,6 @@ def confusion(matrix: np.ndarray, path: Path, class_names=None) -> Path:
 
 def write_all(out_dir, history, dataset, evaluation, title="") -> list[Path]:
     """The three figures into ``out_dir``."""
-    from multinet.data import dataset_spec
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(dataset_spec(dataset.name).classes)

@@ -19,7 +19,10 @@ from typing import Any, Callable
 import numpy as np
 from array_api_compat import array_namespace
 
+from multinet import parity
+from multinet.backends import generic
 from multinet.errors import BackendUnavailable
+from multinet.registry import DTYPES
 
 A = np.array([[-1.5, 2.0, 0.25], [3.0, -0.5, 1.0]], np.float32)
 W = np.array([[0.5, -1.0], [2.0, 0.25], [-0.75, 1.5]], np.float32)
@@ -170,19 +173,15 @@ def check_namespace(xp) -> list[Finding]:
 
 def parity_problem(samples: int = 256, steps: int = 25):
     """A small synthetic parity problem: the notebook's network on random pixels."""
-    from multinet.parity import Problem
-
     rng = np.random.default_rng(0)
-    return Problem(x=rng.integers(0, 256, (samples, 784), dtype=np.uint8),
+    return parity.Problem(x=rng.integers(0, 256, (samples, 784), dtype=np.uint8),
                    y=rng.integers(0, 10, samples), sizes=(784, 10, 10), steps=steps,
                    checkpoints=(1, 10, steps))
 
 
-def parity_rows(backend, dtypes=("float32", "float64"), problem=None) -> list[dict]:
+def parity_rows(backend, dtypes=DTYPES, problem=None) -> list[dict]:
     """``multinet.parity`` levels of ``backend`` per dtype; any exception becomes a
     ``fail`` row with its one-line reason, a dtype the backend refuses a ``skipped`` row."""
-    from multinet import parity
-
     problem = problem or parity_problem()
     ref = parity.reference(problem)
     rows = []
@@ -206,8 +205,6 @@ def parity_rows(backend, dtypes=("float32", "float64"), problem=None) -> list[di
 def probe(name: str) -> dict:
     """Everything ``multinet backends --probe NAME`` reports, as a dict: ``namespace``
     (its name), ``findings`` (one line each), ``parity`` (rows as ``parity_rows``)."""
-    from multinet.backends import generic
-
     if not generic.importable(name):
         raise BackendUnavailable(f"--probe {name}: no module named {name!r}")
     findings, backend, xp = [], None, None
@@ -225,7 +222,7 @@ def probe(name: str) -> dict:
     if backend is None:
         rows = [{"backend": name, "dtype": d, "verdict": "skipped",
                  "reason": "not usable as a namespace (see above)"}
-                for d in ("float32", "float64")]
+                for d in DTYPES]
     else:
         rows = parity_rows(backend)
     return {"module": name, "namespace": getattr(xp, "__name__", str(xp)),

@@ -10,22 +10,38 @@ generic backend (``multinet.backends.generic``), with no plugin code.
 
 Precedence for the name: the explicit argument (``--backend``), then the environment
 variable ``MULTINET_BACKEND``, then ``numpy``.
+
+The registry imports no backend module: it loads them when asked, by entry point (and
+the generic one by its module name), so backends sit above it and import its ``Backend``
+record without a cycle.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable
 
-from multinet.backends import DEFAULT_BACKEND
-from multinet.errors import BackendUnavailable, UnknownBackend
+from multinet.errors import (BackendUnavailable, InvalidArgument, MultinetError,
+                             UnknownBackend, argument)
 
 ENTRY_POINT_GROUP = "multinet.backends"
 ENV_VAR = "MULTINET_BACKEND"
+#: The backend used when neither ``--backend`` nor ``MULTINET_BACKEND`` names one.
+DEFAULT_BACKEND = "numpy"
+#: The floating-point types multinet trains and computes in, on every backend.
+DTYPES = ("float32", "float64")
+#: A multi-process (multi-host) run, through JAX: where process 0 listens, how many
+#: processes, which one this is, and how long to wait for all of them. Keyed by the
+#: ``multinet train`` option that sets each (``--coordinator``...); the backend reads them.
+DISTRIBUTED_ENV = {"coordinator": "MULTINET_COORDINATOR",
+                   "num_processes": "MULTINET_NUM_PROCESSES",
+                   "process_id": "MULTINET_PROCESS_ID",
+                   "init_timeout": "MULTINET_INIT_TIMEOUT"}
 
 
 def _any_dtype_works(dtype: str) -> None:
@@ -46,87 +62,142 @@ def _nothing_to_wait_for(*arrays) -> None:
 
 @dataclass(frozen=True)
 class Backend:
-    """What the core needs from an array library, beyond its array-API namespace."""
+    """What the core needs from an array library, beyond its array-API namespace.
+
+    A backend module's ``load()`` returns one. What a library can do is said by these
+    fields, never by its name: the core reads ``mutable_arrays``, ``compile_scan``,
+    ``device_choices``... and does not ask which library it runs on.
+
+    Attributes
+    ----------
+    name : str
+        The registered name (``"numpy"``, ``"jax"``), or the import name of a library
+        reached through the generic backend.
+    xp : namespace
+        The array-API namespace, as ``array_api_compat.array_namespace`` returns it.
+    device : object
+        The device new arrays are placed on.
+    asarray : callable
+        ``asarray(numpy_array, dtype=None)``: copy host data onto ``device``; ``dtype`` is
+        a name (``"float32"``); None keeps the NumPy dtype (so uint8 images travel small).
+    to_numpy : callable
+        ``to_numpy(array)``: a NumPy copy on the host.
+    version : str
+        The library's version, for reports.
+    synchronize : callable
+        ``synchronize(*arrays)``: block until queued work (on ``arrays``, or all) is done.
+        Call it before reading a clock. Default: nothing to wait for (eager CPU
+        libraries).
+    compile : callable
+        ``compile(fn)``: a faster equivalent of a pure function (``jax.jit`` on JAX).
+        Default: ``fn`` itself.
+    compile_scan : callable or None
+        ``compile_scan(fn)``: ``run(carry, xs, *args) -> (carry, ys)`` applying
+        ``fn(carry, x, *args) -> (carry, y)`` to each slice of ``xs`` (a tuple of arrays)
+        along its first axis, compiled as one program (``jax.lax.scan`` under
+        ``jax.jit``). None where calling the compiled step once per slice is as good
+        (eager libraries).
+    enable_dtype : callable
+        ``enable_dtype(name)``: make a dtype usable, or raise ``BackendUnavailable``. It
+        may change the library's process-wide settings (JAX's 64-bit mode), which is why
+        it is an explicit call and never a side effect of importing multinet.
+    devices : tuple of str
+        Every device the library can see, as text, for ``multinet backends``.
+    platform : {"cpu", "gpu"}
+        What kind of device ``device`` is (for reports and test ids).
+    fuse_chunk : int or None
+        Rows per chunk for full-batch steps (``multinet.training.steps.chunked_backprop``)
+        for libraries that run operation by operation: each chunk's images stay in cache
+        from the forward product to the gradient's. None for compilers (XLA) that do
+        better with one large product each (measured in docs/performance.md).
+    shard : callable or None
+        ``shard(numpy_array, dtype=None)``: like ``asarray`` for an array whose *last*
+        axis runs over the samples of a batch; a data-parallel backend splits that axis
+        over its devices. None: ``asarray``.
+    device_count : int
+        Devices a batch is split over.
+    process_index, process_count : int
+        This process's index among the processes of a multi-host run, and how many there
+        are; only process 0 writes files and prints results.
+    data_parallel : callable or None
+        ``data_parallel(devices)`` -> a ``Backend`` that splits every batch over
+        ``devices`` devices (an int or ``"all"``), across the processes of a multi-host
+        run when ``registry.DISTRIBUTED_ENV`` names a coordinator. None: not supported.
+    peak_memory : callable
+        ``peak_memory()``: peak bytes allocated on the device so far, or None where the
+        library does not track it (host memory is measured by the process instead).
+    device_choices : tuple of str
+        Kinds of device ``on_device`` accepts, the default first (``("cuda", "cpu")``),
+        for ``--device`` and for the parity suite, which checks each. Empty: ``device``
+        only.
+    on_device : callable or None
+        ``on_device(name)`` -> this backend placing arrays on device ``name`` (a kind from
+        ``device_choices`` or a precise name such as ``"cuda:1"``); raises
+        ``BackendUnavailable`` where it cannot. None: one device only.
+    optional_compile : callable or None
+        A compiler used only on request (``--compile``), because its first compilation
+        costs more than a short run saves (``torch.compile``: about a minute for a
+        training step on two cores); ``compile`` stays eager. None: ``compile`` is all
+        there is.
+    mutable_arrays : bool
+        Whether the library's arrays can be changed in place (the array API's in-place
+        operators, ``x -= y``): True for NumPy, CuPy, PyTorch and array-api-strict, whose
+        optimizers then update parameters and state in place (``multinet.optim``)
+        instead of allocating new arrays every step; False for JAX and MLX, whose arrays
+        are immutable (XLA reuses their buffers inside a compiled program instead).
+    """
 
     name: str
-    #: The array-API namespace, as ``array_api_compat.array_namespace`` returns it.
     xp: Any
-    #: The device new arrays are placed on.
     device: Any
-    #: ``asarray(numpy_array, dtype=None)``: copy host data onto ``device``; ``dtype`` is
-    #: a name ("float32"); ``None`` keeps the NumPy dtype (so uint8 images travel small).
     asarray: Callable[..., Any]
-    #: ``to_numpy(array)``: a NumPy copy on the host.
     to_numpy: Callable[[Any], Any]
-    #: ``version``: the library's version string, for reports.
     version: str
-    #: ``synchronize(*arrays)``: block until queued work (on ``arrays``, or all) is done.
-    #: Call it before reading a clock.
     synchronize: Callable[..., None] = _nothing_to_wait_for
-    #: ``compile(fn)``: a faster equivalent of a pure function (``jax.jit`` on JAX).
     compile: Callable[[Callable], Callable] = _no_compilation
-    #: ``compile_scan(fn)``: ``run(carry, xs, *args) -> (carry, ys)`` applying
-    #: ``fn(carry, x, *args) -> (carry, y)`` to each slice of ``xs`` (a tuple of arrays)
-    #: along its first axis, compiled as one program (``jax.lax.scan`` under ``jax.jit``).
-    #: None where calling the compiled step once per slice is as good (eager libraries).
     compile_scan: Callable[[Callable], Callable] | None = None
-    #: ``enable_dtype(name)``: make a dtype usable, or raise ``BackendUnavailable``. This
-    #: may change the library's process-wide settings (JAX's 64-bit mode), which is why
-    #: it is an explicit call and never a side effect of importing multinet.
     enable_dtype: Callable[[str], None] = _any_dtype_works
-    #: Every device the library can see, as text, for ``multinet backends``.
     devices: tuple[str, ...] = field(default=())
-    #: What kind of device ``device`` is: "cpu" or "gpu" (for reports and test ids).
     platform: str = "cpu"
-    #: Rows per chunk for full-batch steps (``multinet.train.chunked_backprop``), for
-    #: libraries that run operation by operation: each chunk's images stay in cache from
-    #: the forward product to the gradient's. None for compilers (XLA) that do better
-    #: with one large product each (measured in docs/performance.md).
     fuse_chunk: int | None = None
-    #: ``shard(numpy_array, dtype=None)``: like ``asarray`` for an array whose *last* axis
-    #: runs over the samples of a batch; a data-parallel backend splits that axis over its
-    #: devices. None: ``asarray``.
     shard: Callable[..., Any] | None = None
-    #: Devices a batch is split over, this process's index among the processes of a
-    #: multi-host run (only process 0 writes files and prints results), and how many.
     device_count: int = 1
     process_index: int = 0
     process_count: int = 1
-    #: ``data_parallel(devices, coordinator=None, num_processes=None, process_id=None)``
-    #: -> a ``Backend`` that splits every batch over ``devices`` devices (an int or
-    #: "all"), across processes when a coordinator is given. None: not supported.
-    data_parallel: Callable[..., "Backend"] | None = None
-    #: ``peak_memory()``: peak bytes allocated on the device so far, or None where the
-    #: library does not track it (host memory is measured by the process instead).
+    data_parallel: Callable[..., Backend] | None = None
     peak_memory: Callable[[], int | None] = _not_tracked
-    #: Kinds of device ``on_device`` accepts, the default first (``("cuda", "cpu")``),
-    #: for ``--device`` and for the parity suite, which checks each. Empty: ``device`` only.
     device_choices: tuple[str, ...] = ()
-    #: ``on_device(name)`` -> this backend placing arrays on device ``name`` (a kind from
-    #: ``device_choices`` or a precise name such as ``"cuda:1"``); raises
-    #: ``BackendUnavailable`` where it cannot. None: one device only.
-    on_device: Callable[[str], "Backend"] | None = None
-    #: ``optional_compile(fn)``: a compiler used only on request (``--compile``), because
-    #: its first compilation costs more than a short run saves (``torch.compile``: about a
-    #: minute for a training step on two cores); ``compile`` stays eager. None: ``compile`` is all there is.
+    on_device: Callable[[str], Backend] | None = None
     optional_compile: Callable[[Callable], Callable] | None = None
-    #: Whether the library's arrays can be changed in place (the array API's in-place
-    #: operators, ``x -= y``): True for NumPy, CuPy, PyTorch and array-api-strict, whose
-    #: optimizers then update parameters and state in place (``multinet.optim``) instead
-    #: of allocating new arrays every step; False for JAX and MLX, whose arrays are
-    #: immutable (XLA reuses their buffers inside a compiled program instead).
     mutable_arrays: bool = False
 
     def batch_asarray(self, array, dtype=None):
-        """Place an array whose last axis indexes the samples of a batch (see ``shard``)."""
+        """Place an array whose last axis indexes the samples of a batch (``shard``,
+        else ``asarray``)."""
         return (self.shard or self.asarray)(array, dtype)
 
-    def configured(self, device: str | None = None, compile: bool = False) -> "Backend":
-        """This backend on ``device`` (``--device``), with its optional compiler if
-        ``compile`` (``--compile``); raises ``BackendUnavailable`` saying why not.
+    def configured(self, device: str | None = None, compile: bool = False) -> Backend:
+        """This backend on ``device``, with its optional compiler if ``compile``.
 
         A backend that always compiles (JAX, MLX) accepts ``compile`` as it is; one with
         a single device accepts that device's kind.
+
+        Parameters
+        ----------
+        device : str, optional
+            A kind from ``device_choices`` (``"cuda"``) or a precise name (``"cuda:1"``);
+            None: the default device.
+        compile : bool
+            Use ``optional_compile`` (``--compile``).
+
+        Returns
+        -------
+        Backend
+
+        Raises
+        ------
+        BackendUnavailable
+            Saying why the device or the compiler cannot be had.
         """
         backend = self
         if device is not None and self.on_device is not None:
@@ -148,7 +219,8 @@ class Backend:
         return self.process_index == 0
 
     def dtype(self, name: str):
-        """The namespace's dtype object for a name such as ``"float32"``."""
+        """The namespace's dtype object for a name such as ``"float32"``; raises
+        ``UnknownDtype`` where the namespace has none."""
         try:
             return getattr(self.xp, name)
         except AttributeError:
@@ -184,7 +256,7 @@ def _load(name: str) -> Backend:
     registered = _registered()
     if name not in registered:
         # Not registered: any importable array-API module, through the generic backend.
-        from multinet.backends import generic
+        generic = importlib.import_module("multinet.backends.generic")
 
         if generic.importable(name):
             return generic.load(name)
@@ -212,9 +284,59 @@ def get_backend(name: str | None = None) -> Backend:
     return _load(resolve_name(name))
 
 
-def as_backend(backend: Backend | str | None) -> Backend:
-    """Accept a ``Backend``, a name or ``None`` wherever a backend is expected."""
-    return backend if isinstance(backend, Backend) else get_backend(backend)
+def resolve_backend(backend: Backend | str | None = None, devices: int | str | None = None,
+                    *, device: str | None = None, compile: bool = False) -> Backend:
+    """The backend a run uses: the one place that turns what the user gave into one.
+
+    Parameters
+    ----------
+    backend : Backend, str or None
+        A ``Backend``, a backend's name (``"numpy"``, ``"jax"``, an array-API library's
+        import name), or None for ``$MULTINET_BACKEND``, else numpy.
+    devices : int, "all" or None
+        Split every batch over this many devices (data parallelism; JAX). None: one.
+    device : str, optional
+        The device to place arrays on (``"cuda"``, ``"cuda:1"``, ``"cpu"``...); None: the
+        backend's default.
+    compile : bool
+        Use the backend's optional compiler (``torch.compile``).
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    UnknownBackend
+        For a name nobody registered that is no importable array-API library.
+    BackendUnavailable
+        For a backend, device or compiler that cannot run here (with the reason).
+    InvalidArgument
+        For a ``backend`` that is neither a name nor a ``Backend``.
+    MultinetError
+        For ``devices`` on a backend without data parallelism, or a multi-process run
+        (``$MULTINET_COORDINATOR``) without ``devices``.
+    """
+    coordinator = DISTRIBUTED_ENV["coordinator"]
+    if os.environ.get(coordinator) and not devices:
+        raise MultinetError(f"a multi-process run (${coordinator}) needs "
+                            f"{argument('devices', 'all')}")
+    if backend is None or isinstance(backend, str):
+        chosen = get_backend(backend)
+    elif isinstance(backend, Backend):
+        chosen = backend
+    else:
+        raise InvalidArgument(f"backend must be a name or a Backend, got "
+                              f"{type(backend).__name__}")
+    chosen = chosen.configured(device, compile)
+    if not devices:
+        return chosen
+    if chosen.data_parallel is None:
+        raise MultinetError(
+            f"{argument('devices', devices)}: backend {chosen.name!r} runs on one device; "
+            f"data parallelism over several devices and hosts is supported through JAX "
+            f"({argument('backend', 'jax')})")
+    return chosen.data_parallel(devices)
 
 
 def describe_backends() -> list[dict[str, Any]]:

@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 
 from helpers import SAMPLE_MNIST
-from multinet.data import ENV_VAR as DATA_ENV_VAR
+from multinet.catalog import ENV_VAR as DATA_ENV_VAR
 from multinet.data import load_dataset, locate
 from multinet.errors import BackendUnavailable, DatasetError, UnknownBackend
-from multinet.registry import backend_names, get_backend
+from multinet.registry import DTYPES, backend_names, get_backend
 
-DTYPES = ("float32", "float64")
 #: Libraries tested by import name, with no registered backend: the generic path.
 GENERIC = ("array_api_strict",)
 
@@ -117,7 +116,7 @@ def full_mnist():
     if directory is None:
         pytest.skip(f"needs the full MNIST files (set {DATA_ENV_VAR}, or run 'multinet "
                     "data fetch'); the committed sample holds 2,560 images")
-    return load_dataset(directory)
+    return load_dataset(data_dir=directory)
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +126,8 @@ def mnist():
     ``helpers.data_args(mnist)`` to the CLI so either is read correctly."""
     directory = full_mnist_dir()
     if directory is None:
-        return load_dataset(SAMPLE_MNIST, verify=False)
-    return load_dataset(directory)
+        return load_dataset(data_dir=SAMPLE_MNIST, verify=False)
+    return load_dataset(data_dir=directory)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def data_args(dataset) -> list[str]:
 def load_code(dataset) -> str:
     """Python source of a ``load_dataset`` call reading ``dataset``'s files, for tests
     that run code in a fresh process."""
-    return f"load_dataset({str(dataset.directory)!r}, verify={not is_sample(dataset)})"
+    return f"load_dataset(data_dir={str(dataset.directory)!r}, verify={not is_sample(dataset)})"
 
 
 def run_cli(*args, env=None, timeout=600):

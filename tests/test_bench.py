@@ -118,7 +118,7 @@ def test_every_row_is_set_against_the_fastest_peer_of_its_workload():
 
 
 def test_the_report_names_the_processor_and_the_blas():
-    from multinet.bench import describe_machine, machine
+    from multinet.machine import describe_machine, machine
 
     m = machine()
     assert m["cpu"]["model"] and m["cpu"]["model"] != "x86_64" or not Path(
@@ -184,14 +184,14 @@ def test_peer_ratios_stay_within_a_platform_and_skip_what_no_peer_timed():
 def test_a_skipped_workload_names_the_heap_of_its_process(monkeypatch):
     import dataclasses
 
-    from multinet import registry
+    from multinet import bench, registry
     from multinet.bench import bench_backend
 
     def refuse(dtype):
         raise registry.BackendUnavailable(f"no {dtype} here")
 
     numpy = registry.get_backend("numpy")
-    monkeypatch.setattr(registry, "get_backend",
+    monkeypatch.setattr(bench, "get_backend",
                         lambda name: dataclasses.replace(numpy, enable_dtype=refuse))
     [row] = bench_backend("numpy", BenchConfig(samples=128, workloads=("notebook-float64",),
                                                extra={"retain_heap": False}))
@@ -239,7 +239,7 @@ def test_bad_bench_heap_options_are_one_line(args, fragment):
 
 
 def test_the_table_shows_long_times_without_exponents():
-    from multinet.cli import _milliseconds
+    from multinet.commands.bench import _milliseconds
 
     assert [_milliseconds(s) for s in (0.000285, 0.0438, 3.9144)] == ["0.285", "43.8",
                                                                        "3,914"]
@@ -304,8 +304,9 @@ def test_a_signal_another_thread_takes_still_stops_the_worker(monkeypatch):
     the handler ran only when the worker had finished all its timing (here, never)."""
     import threading
 
-    from multinet import bench, cli
-    from multinet.train import TrainingInterrupted
+    from multinet import bench
+    from multinet.commands.bench import _signals_interrupt
+    from multinet.errors import TrainingInterrupted
 
     monkeypatch.setattr(bench, "_worker_command", lambda target, config: [
         sys.executable, "-c", "import time; time.sleep(600)"])
@@ -331,7 +332,7 @@ def test_a_signal_another_thread_takes_still_stops_the_worker(monkeypatch):
     thread.start()
     try:
         with pytest.raises(TrainingInterrupted, match=r"interrupted \(SIGTERM\)"):
-            with cli._signals_interrupt():
+            with _signals_interrupt():
                 bench.run_in_subprocess("numpy", BenchConfig())
     finally:
         done.set()

@@ -34,7 +34,8 @@ def test_one_two_four_eight_devices_give_the_same_parameters(mnist):
         import numpy as np
         from multinet.data import load_dataset
         from multinet.registry import get_backend
-        from multinet.train import TrainConfig, train
+        from multinet.training.config import TrainConfig
+        from multinet.training.loop import train
         from multinet import parity
 
         data = {load_code(mnist)}
@@ -132,7 +133,8 @@ def test_mlp_preset_on_four_devices_matches_one_device(full_mnist):
         from multinet import parity
         from multinet.data import load_dataset
         from multinet.registry import get_backend
-        from multinet.train import TrainConfig, train
+        from multinet.training.config import TrainConfig
+        from multinet.training.loop import train
         data = {load_code(mnist)}
         config = TrainConfig.from_preset("mlp")
         jax, numpy = get_backend("jax"), get_backend("numpy")

@@ -75,7 +75,7 @@ def readers_folder(mnist, tmp_path, monkeypatch):
     if not is_sample(mnist):
         monkeypatch.setenv("MULTINET_DATA", str(mnist.directory))
         return
-    real = multinet.api.load_dataset
+    real = multinet.data.load_dataset
 
     def load_dataset(name="mnist", data_dir=None, **options):
         if name == "mnist" and data_dir is None:
@@ -83,7 +83,7 @@ def readers_folder(mnist, tmp_path, monkeypatch):
         return real(name, data_dir, **options)
 
     monkeypatch.setattr(multinet, "load_dataset", load_dataset)
-    monkeypatch.setattr(multinet.api, "load_dataset", load_dataset)
+    monkeypatch.setattr(multinet.data, "load_dataset", load_dataset)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning:matplotlib")

@@ -23,7 +23,8 @@ from helpers import data_args, is_sample
 from helpers import run_cli as cli
 from mirror import running_mirror
 from multinet.cli import main
-from multinet.data import DATASETS, FILES, load_dataset, locate
+from multinet.catalog import DATASETS, FILES
+from multinet.data import load_dataset, locate
 from multinet.download import fetch, mirrors_for
 from multinet.errors import DatasetError
 
@@ -103,7 +104,7 @@ def test_mirrors_are_tried_in_order_and_nothing_bad_is_left_behind(server, cache
         assert hits[mode] - before[mode] == 4, mode  # every mirror tried once per file
     assert hits["hang"] - before["hang"] == 1  # silent: given up for the other files
     assert set(files) == set(FILES) and only_gz_files(cache / "mnist")
-    load_dataset(cache / "mnist")  # and the content checksums hold
+    load_dataset(data_dir=cache / "mnist")  # and the content checksums hold
 
 
 def test_a_failing_transfer_is_retried(server, cache, monkeypatch):
@@ -158,7 +159,7 @@ def test_offline_never_touches_the_network(server, cache, capsys, monkeypatch):
 
 
 def test_mirror_precedence(monkeypatch):
-    from multinet.data import DATASETS
+    from multinet.catalog import DATASETS
 
     spec = DATASETS["mnist"]
     monkeypatch.delenv("MULTINET_MIRRORS", raising=False)
@@ -201,7 +202,7 @@ def test_checks_also_catch_what_the_checksum_would(tmp_path, mnist):
     """Without checksums (data of your own), the structural checks still name the fault."""
     write_bad_copy(tmp_path, mnist.directory, "label-out-of-range")
     with pytest.raises(DatasetError, match="label 12 outside 0-9"):
-        load_dataset(tmp_path, verify=False)
+        load_dataset(data_dir=tmp_path, verify=False)
 
 
 def test_a_torchvision_root_is_accepted(tmp_path, mnist):
@@ -217,7 +218,7 @@ def test_another_datasets_files_are_not_taken_for_mnist(tmp_path, monkeypatch):
     if not (source / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     with pytest.raises(DatasetError, match="checksum mismatch"):
-        load_dataset(source, "mnist")
+        load_dataset("mnist", source)
 
 
 def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
@@ -226,7 +227,7 @@ def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
                     "(apt-get install dataset-fashion-mnist)")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("MULTINET_DATA", raising=False)
-    fashion = load_dataset(name="fashion-mnist")
+    fashion = load_dataset("fashion-mnist", download=False)
     assert fashion.train_images.shape == (60000, 28, 28)
     assert np.bincount(fashion.test_labels).tolist() == [1000] * 10
     env = {"XDG_CACHE_HOME": str(tmp_path), "MULTINET_DATA": ""}
@@ -245,7 +246,7 @@ def test_torchvision_source_gives_identical_arrays(mnist, tmp_path):
         shutil.copy(mnist.directory / f"{stem}.gz", raw)
         # torchvision (0.26) looks for the uncompressed files it would have extracted.
         (raw / stem).write_bytes(gzip.decompress((mnist.directory / f"{stem}.gz").read_bytes()))
-    ours = load_dataset(tmp_path, verify=not is_sample(mnist))
+    ours = load_dataset(data_dir=tmp_path, verify=not is_sample(mnist))
     theirs = load_with_torchvision("mnist", tmp_path, download=False)
     for role in FILES:
         np.testing.assert_array_equal(getattr(ours, role), getattr(theirs, role))

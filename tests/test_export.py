@@ -26,10 +26,13 @@ from multinet import checkpoint as ckpt  # noqa: E402
 from multinet import export, optim, parity  # noqa: E402
 from multinet.backends import onnx as onnx_backend  # noqa: E402
 from multinet.cli import main  # noqa: E402
-from multinet.data import dataset_spec, split_indices  # noqa: E402
+from multinet.catalog import dataset_spec  # noqa: E402
+from multinet.data import split_indices  # noqa: E402
 from multinet.errors import BackendUnavailable, MultinetError  # noqa: E402
 from multinet.registry import get_backend  # noqa: E402
-from multinet.train import TrainConfig, epoch_order, train  # noqa: E402
+from multinet.training.config import TrainConfig  # noqa: E402
+from multinet.training.loop import train  # noqa: E402
+from multinet.training.steps import epoch_order  # noqa: E402
 
 #: 20 steps of each preset on 2,200 training images (200 of them the dev split).
 PRESET_RUNS = {"notebook": dict(epochs=20, dev_size=200),

@@ -32,7 +32,8 @@ from multinet.cli import main
 from multinet.data import Dataset
 from multinet.errors import MultinetError
 from multinet.registry import get_backend
-from multinet.train import TrainConfig, initial_state, train
+from multinet.training.config import TrainConfig
+from multinet.training.loop import initial_state, train
 
 NUMPY = get_backend("numpy")
 
@@ -136,10 +137,10 @@ CASES = {
     "history not a list": (T, _meta(M, ("history",), "x"), "history must be a list"),
     "a history record without its loss": (
         T, _meta(M, ("history", 1), {"epoch": 2, "step": 2}), "history[1].loss missing"),
-    "momentum of 1.5": (T, _meta(M, ("config", "momentum"), 1.5), "momentum must be in [0, 1)"),
+    "momentum of 1.5": (T, _meta(M, ("config", "momentum"), 1.5), "momentum must be a number in [0, 1)"),
     "a learning rate as text": (T, _meta(M, ("config", "lr"), "0.1"), "lr must be a number"),
     "a learning rate too large for a float": (T, _meta(M, ("config", "lr"), 10**400),
-                                              "learning rate must be a finite number"),
+                                              "lr must be a finite number > 0"),
     "seconds too large for a float": (T, _meta(M, ("progress", "seconds"), 10**400),
                                       "progress.seconds must be a finite number"),
     "a boolean for an integer": (T, _meta(M, ("config", "epochs"), True),
@@ -393,7 +394,8 @@ WRITER = textwrap.dedent("""
     import numpy as np
     from multinet import checkpoint as ckpt
     from multinet.registry import get_backend
-    from multinet.train import TrainConfig, initial_state
+    from multinet.training.config import TrainConfig
+    from multinet.training.loop import initial_state
     numpy = get_backend("numpy")
     config = TrainConfig(hidden=(2048,), optimizer="adam", epochs=10**6)
     state = initial_state(config, numpy, 784)

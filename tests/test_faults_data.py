@@ -31,7 +31,8 @@ from helpers import run_cli
 from mirror import running_mirror, unanswering_address
 from multinet import download
 from multinet.cli import main
-from multinet.data import DATASETS, FILES, DatasetSpec, load_dataset, locate
+from multinet.catalog import DATASETS, FILES, DatasetSpec
+from multinet.data import load_dataset, locate
 from multinet.download import PARTIAL_DIR, fetch, partial_name
 from multinet.errors import DatasetError, DatasetNotFound
 from multinet.idx import read_idx_bytes
@@ -226,7 +227,7 @@ def test_a_gzip_bomb_in_the_data_folder_is_one_line(tmp_path, capsys):
     folder = write_files(tmp_path / "bombed", TINY_FILES)
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip_bomb((8,), 64 << 20))
     with pytest.raises(DatasetError, match="train-labels-idx1-ubyte.gz: has trailing bytes"):
-        load_dataset(folder, "tiny", verify=False)
+        load_dataset("tiny", folder, verify=False)
     status, out, lines = cli(capsys, "data", "verify", "--dataset", "tiny",
                              "--data-dir", str(folder))
     assert_error(status, lines, "1 file(s) damaged")

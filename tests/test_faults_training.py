@@ -30,7 +30,10 @@ from multinet import optim, parity
 from multinet.cli import main
 from multinet.data import load_dataset
 from multinet.registry import get_backend
-from multinet.train import SCAN_STEPS, TrainConfig, TrainingDiverged, TrainingInterrupted, train
+from multinet.errors import TrainingDiverged, TrainingInterrupted
+from multinet.training.config import TrainConfig
+from multinet.training.loop import train
+from multinet.training.steps import SCAN_STEPS
 
 #: The committed sample (2,048 training images, of which 1,000 are held out as dev).
 DATA = ["--data-dir", str(helpers.SAMPLE_MNIST), "--no-verify"]
@@ -40,7 +43,7 @@ LONG = ["train", *DATA, "--iterations", "1000000", "--log-every", "5"]
 
 @pytest.fixture(scope="module")
 def sample():
-    return load_dataset(helpers.SAMPLE_MNIST, verify=False)
+    return load_dataset(data_dir=helpers.SAMPLE_MNIST, verify=False)
 
 
 def one_line_error(code, captured, *fragments):
@@ -258,7 +261,7 @@ def test_a_kill_at_a_log_point_loses_and_repeats_no_metrics_line(sample, tmp_pat
     """The checkpoint is written before its metrics line: a run killed while saving
     epoch 3 has logged only epochs 1 and 2, and resumes from 2; one killed after saving
     epoch 3 but before logging it writes that line first when it resumes."""
-    import multinet.train as training
+    import multinet.training.loop as loop
 
     numpy = get_backend("numpy")
     data = helpers.mnist_slice(sample, 1200, 200)
@@ -272,14 +275,14 @@ def test_a_kill_at_a_log_point_loses_and_repeats_no_metrics_line(sample, tmp_pat
         return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
                          dataset_sha256={})
 
-    real_log = training._log
+    real_log = loop.append_record
 
     def log(target, record):
         if killed_in == "metrics" and record["epoch"] == 3 and not resuming:
             raise SystemExit("killed")
         real_log(target, record)
 
-    monkeypatch.setattr(training, "_log", log)
+    monkeypatch.setattr(loop, "append_record", log)
     resuming = False
     with pytest.raises(SystemExit):
         train(config, numpy, data, progress=False, checkpoint=save, metrics_path=metrics)
@@ -298,7 +301,7 @@ def test_a_run_killed_at_its_first_log_point_logs_it_when_resumed(sample, tmp_pa
     """Killed after saving epoch 1, before its line: the file held no line of the run
     (none at all, or a longer earlier run's up to step 6). The line was lost; after a
     longer run, the resume was refused as if it would write steps 2-6 again."""
-    import multinet.train as training
+    import multinet.training.loop as loop
 
     numpy = get_backend("numpy")
     data = helpers.mnist_slice(sample, 1200, 200)
@@ -313,15 +316,15 @@ def test_a_run_killed_at_its_first_log_point_logs_it_when_resumed(sample, tmp_pa
         return ckpt.save(path, config, state, backend=numpy, dataset_name="mnist",
                          dataset_sha256={})
 
-    real_log = training._log
+    real_log = loop.append_record
 
     def killed(target, record):
         raise SystemExit("killed")
 
-    monkeypatch.setattr(training, "_log", killed)
+    monkeypatch.setattr(loop, "append_record", killed)
     with pytest.raises(SystemExit):
         train(config, numpy, data, progress=False, checkpoint=save, metrics_path=metrics)
-    monkeypatch.setattr(training, "_log", real_log)
+    monkeypatch.setattr(loop, "append_record", real_log)
     loaded = ckpt.load(path)
     assert loaded.metadata["progress"]["epoch"] == 1
     train(config, numpy, data, progress=False, state=loaded.state_on(numpy),
@@ -447,7 +450,7 @@ def test_memory_running_out_in_an_in_place_update_saves_nothing_half_updated(
     """On a backend whose arrays are updated in place (NumPy), memory running out between
     two writes of an update leaves a state that is neither step: the rescue file is not
     written, and the last checkpoint stays the last good one."""
-    from multinet.train import TrainingStopped
+    from multinet.errors import TrainingStopped
 
     numpy = get_backend("numpy")
     assert numpy.mutable_arrays
@@ -507,14 +510,14 @@ def test_hyperparameters_out_of_range_are_refused_when_parsed(args, fragment, ca
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if any data is loaded or any training starts."""
-    import multinet.cli as cli
-    import multinet.train as training
+    import multinet.api.fit as fit
+    import multinet.commands.options as options
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the outputs were checked")
 
-    monkeypatch.setattr(cli, "_load_data", forbidden)
-    monkeypatch.setattr(training, "train", forbidden)
+    monkeypatch.setattr(options, "load_data", forbidden)
+    monkeypatch.setattr(fit, "train", forbidden)
 
 
 @pytest.mark.parametrize("option, target, fragment", [
@@ -635,7 +638,7 @@ def test_resuming_with_fewer_epochs_than_done_is_refused(tmp_path, capsys):
 def test_bench_refuses_what_it_cannot_time(capsys):
     with pytest.raises(SystemExit) as info:
         main(["bench", "--samples", "1"])
-    assert info.value.code == 2 and "--samples: must be >= 128" in capsys.readouterr().err
+    assert info.value.code == 2 and "--samples: must be an integer >= 128" in capsys.readouterr().err
     one_line_error(main(["bench", "--backend", "bogus", "--workload", "floor"]),
                    capsys.readouterr(), "unknown backend 'bogus'")
 
@@ -657,9 +660,9 @@ def test_a_closed_pipe_ends_quietly(args):
 # --- 6. Resources, 9. read-only arrays, 12. logs -------------------------------------------
 
 def test_a_network_too_large_for_memory_is_one_line_with_what_it_needs(capsys, monkeypatch):
-    import multinet.train as training
+    import multinet.training.memory as memory
 
-    monkeypatch.setattr(training, "_physical_memory", lambda: 16 * 2**30)  # any machine
+    monkeypatch.setattr(memory, "physical_memory", lambda: 16 * 2**30)  # any machine
     code = main(["train", *DATA, "--hidden", "100000000"])
     one_line_error(code, capsys.readouterr(), "784-100000000-10 needs about",
                    "TiB of memory", "this machine has 16.0 GiB", "--hidden")

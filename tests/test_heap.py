@@ -27,13 +27,14 @@ from multinet import heap, optim
 from multinet.bench import BenchConfig, synthetic_data
 from multinet.initializers import init_params
 from multinet.registry import get_backend
-from multinet.train import _own_copy, make_minibatch_step
+from multinet.training.state import own_copy
+from multinet.training.steps import make_minibatch_step
 status = heap.retain_freed_memory() if sys.argv[1] == "retain" else "default"
 numpy = get_backend("numpy")
 data = synthetic_data(BenchConfig(samples=128 * 70))
 images, labels = numpy.asarray(data["images"]), numpy.asarray(data["labels"], "int32")
 adam = optim.Optimizer("adam")
-params = _own_copy(numpy, init_params((784, 512, 256, 10), seed=0, backend=numpy,
+params = own_copy(numpy, init_params((784, 512, 256, 10), seed=0, backend=numpy,
                                       dtype="float32", init="he"))
 state = optim.init_state(adam, params)
 step = make_minibatch_step(adam, in_place=True)

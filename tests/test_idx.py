@@ -82,13 +82,13 @@ def write_set(directory, train_images, train_labels, test_images=None, test_labe
 def test_labels_outside_0_to_9_are_rejected(tmp_path):
     write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 12, 3], np.uint8))
     with pytest.raises(DatasetError, match="label 12 outside 0-9"):
-        load_dataset(tmp_path, verify=False)
+        load_dataset(data_dir=tmp_path, verify=False)
 
 
 def test_image_and_label_counts_must_agree(tmp_path):
     write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 2], np.uint8))
     with pytest.raises(DatasetError, match="holds 3 images but .* holds 2 labels"):
-        load_dataset(tmp_path, verify=False)
+        load_dataset(data_dir=tmp_path, verify=False)
 
 
 @settings(max_examples=300, deadline=None)

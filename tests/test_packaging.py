@@ -102,6 +102,10 @@ def test_the_wheel_holds_the_backends_and_their_entry_points(built):
 
     names = zipfile.ZipFile(built["wheel"]).namelist()
     assert "multinet/backends/__init__.py" in names and "multinet/backends/numpy.py" in names
+    # Every module of the checkout, subpackages included (pyproject.toml lists them).
+    modules = {str(path.relative_to(REPO)) for path in (REPO / "multinet").rglob("*.py")}
+    modules |= {f"multinet/{path.relative_to(REPO)}" for path in (REPO / "backends").rglob("*.py")}
+    assert sorted(modules - set(names)) == []
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(built["wheel"]).read(entry_points).decode()
     assert "numpy = multinet.backends.numpy:load" in text

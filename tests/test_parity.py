@@ -155,7 +155,7 @@ def test_chunked_full_batch_gradients_match_one_pass(backend_dtype, chunk, rng):
     summation order only: within the one-pass tolerance."""
     from multinet import network
     from multinet.initializers import init_params, to_host
-    from multinet.train import chunked_backprop
+    from multinet.training.steps import chunked_backprop
 
     backend, dtype = backend_dtype
     params = init_params((30, 8, 10), seed=1, backend=backend, dtype=dtype)

@@ -28,7 +28,8 @@ from multinet import pictures  # noqa: E402
 from multinet.evaluation import probabilities  # noqa: E402
 from multinet.pictures import PictureError  # noqa: E402
 from multinet.registry import get_backend  # noqa: E402
-from multinet.train import TrainConfig, train  # noqa: E402
+from multinet.training.config import TrainConfig  # noqa: E402
+from multinet.training.loop import train  # noqa: E402
 
 #: Test digits per variant, and how far (in accuracy) a variant may fall from the plain
 #: 28x28 digits.

@@ -11,7 +11,9 @@ import numpy as np
 from helpers import assert_one_line_error, mnist_slice, run_cli
 from multinet import probe
 from multinet.registry import get_backend
-from multinet.train import TrainConfig, non_finite, train
+from multinet.training.config import TrainConfig
+from multinet.training.loop import train
+from multinet.training.state import non_finite
 from shims import Shim
 
 TESTS = Path(__file__).resolve().parent

@@ -6,7 +6,8 @@ import hashlib
 import numpy as np
 
 from helpers import SAMPLE_MNIST
-from multinet.data import FILES, load_dataset
+from multinet.catalog import FILES
+from multinet.data import load_dataset
 
 COUNTS = {"train_images": 2048, "train_labels": 2048, "test_images": 512, "test_labels": 512}
 
@@ -17,7 +18,7 @@ def test_the_sample_matches_its_recorded_checksums_and_reads_as_mnist():
     for stem in FILES.values():
         raw = gzip.decompress((SAMPLE_MNIST / f"{stem}.gz").read_bytes())
         assert hashlib.sha256(raw).hexdigest() == recorded[stem]
-    sample = load_dataset(SAMPLE_MNIST, verify=False)
+    sample = load_dataset(data_dir=SAMPLE_MNIST, verify=False)
     for role, count in COUNTS.items():
         assert len(getattr(sample, role)) == count
     assert sample.train_images.shape[1:] == (28, 28)
@@ -25,7 +26,7 @@ def test_the_sample_matches_its_recorded_checksums_and_reads_as_mnist():
 
 
 def test_the_sample_is_the_beginning_of_the_full_files(full_mnist):
-    sample = load_dataset(SAMPLE_MNIST, verify=False)
+    sample = load_dataset(data_dir=SAMPLE_MNIST, verify=False)
     for role, count in COUNTS.items():
         np.testing.assert_array_equal(getattr(sample, role), getattr(full_mnist, role)[:count])
 

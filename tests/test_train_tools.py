@@ -17,7 +17,9 @@ from multinet import checkpoint as ckpt
 from multinet import optim, parity
 from multinet.errors import MultinetError
 from multinet.registry import get_backend
-from multinet.train import PRESETS, TrainConfig, TrainingDiverged, TrainingInterrupted, train
+from multinet.errors import TrainingDiverged, TrainingInterrupted
+from multinet.training.config import PRESETS, TrainConfig
+from multinet.training.loop import train
 
 SMALL = dict(preset="mlp", hidden=(32,), batch_size=64, epochs=4, dev_size=200, log_every=1)
 
@@ -299,7 +301,7 @@ def test_a_whole_epoch_compiled_as_one_program_matches_step_by_step(rng):
     """JAX runs a minibatch epoch as one ``lax.scan``; the result is the step-by-step one."""
     pytest.importorskip("jax", reason="compile_scan is JAX's")
     from multinet.initializers import init_params
-    from multinet.train import make_epoch_runner, make_minibatch_step
+    from multinet.training.steps import make_epoch_runner, make_minibatch_step
 
     jax = get_backend("jax")
     optimizer = optim.Optimizer("adam")

@@ -3,7 +3,8 @@
 import pytest
 
 from helpers import mnist_slice
-from multinet.train import TrainConfig, train
+from multinet.training.config import TrainConfig
+from multinet.training.loop import train
 
 
 def test_short_run_learns_on_every_backend(backend_dtype, mnist):

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from multinet.bench import measure, synthetic_data
 from multinet.initializers import draw_params
 
 
 def bench(config) -> list[dict]:
     import jax
     import jax.numpy as jnp
-
-    from multinet.bench import measure, synthetic_data
 
     device = jax.devices()[0]
     if device.platform != "cpu":

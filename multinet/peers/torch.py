@@ -15,6 +15,7 @@ contiguous copy for the gradient's product, and the parameters updated in place.
 
 from __future__ import annotations
 
+from multinet.bench import measure, synthetic_data
 from multinet.initializers import draw_params
 
 
@@ -28,8 +29,6 @@ def _device(torch):
 
 def bench(config) -> list[dict]:
     import torch
-
-    from multinet.bench import measure, synthetic_data
 
     device = _device(torch)
     data = synthetic_data(config)

@@ -1,0 +1,196 @@
+"""What a training run is asked to do: the presets and every hyperparameter, checked.
+
+``TrainConfig`` is one half of what a checkpoint holds (the other is ``TrainState``):
+it is written to the checkpoint as JSON and read back with ``TrainConfig.from_dict``, so
+every field is a plain JSON type and every value is checked when it is made, from
+Python, from the command line or from a file. ``RANGES`` is where each number's range is
+stated, once: the command line's options take theirs from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+from dataclasses import asdict, dataclass
+
+from multinet import optim
+from multinet.checks import (NON_NEGATIVE, NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER,
+                             Range, is_integer)
+from multinet.errors import InvalidArgument, argument
+from multinet.initializers import SCHEMES
+from multinet.registry import DTYPES
+
+PRESETS = {
+    # The notebook: 784-10-10, uniform(-0.5, 0.5) init, full-batch gradient descent.
+    "notebook": dict(hidden=(10,), lr=0.2, optimizer="sgd", batch_size=0, epochs=500,
+                     init="uniform", schedule="constant", log_every=10),
+    # A stronger MLP: 784-512-256-10, He init, Adam with a cosine-decayed learning rate.
+    "mlp": dict(hidden=(512, 256), lr=1e-3, optimizer="adam", batch_size=128, epochs=10,
+                init="he", schedule="cosine", log_every=1),
+}
+
+#: The hyperparameters ``fit`` takes as keywords over the preset's values, by the names of
+#: the ``multinet train`` options (``iterations`` is ``epochs`` for a full-batch run).
+HYPERPARAMETERS = ("hidden", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                   "batch_size", "epochs", "iterations", "seed", "dtype", "init",
+                   "log_every", "dev_size")
+
+#: The range of every number (``hidden``: of each width).
+RANGES = {
+    "hidden": POSITIVE_INTEGER,
+    "lr": POSITIVE,
+    # mu >= 1 makes the velocity a sum that never forgets: it grows without bound.
+    "momentum": Range(0, 1),
+    "weight_decay": NON_NEGATIVE,
+    "batch_size": NON_NEGATIVE_INTEGER,
+    "epochs": NON_NEGATIVE_INTEGER,
+    "iterations": NON_NEGATIVE_INTEGER,
+    "seed": NON_NEGATIVE_INTEGER,
+    "dev_size": NON_NEGATIVE_INTEGER,
+    "log_every": POSITIVE_INTEGER,
+}
+
+
+def epochs_given(overrides: dict) -> int | None:
+    """The number of epochs among ``fit``'s keyword arguments: ``epochs``, or
+    ``iterations`` (its name for full-batch runs), or None where neither is given.
+    Raises ``InvalidArgument`` for both at once, or a count that is not an integer."""
+    epochs, iterations = overrides.get("epochs"), overrides.get("iterations")
+    if epochs is not None and iterations is not None:
+        raise InvalidArgument(f"{argument('iterations')} and {argument('epochs')} are the "
+                              "same count (passes over the training set); give one")
+    name, count = ("epochs", epochs) if epochs is not None else ("iterations", iterations)
+    if count is not None and not is_integer(count):
+        raise InvalidArgument(f"{argument(name)} must be an integer, got {count!r}")
+    return count
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters. The defaults are the notebook preset.
+
+    Making one checks every field: its type (``TypeError`` naming the field: a bool, a
+    fraction where a count is wanted, text where a number is) and its value
+    (``ValueError``: a range of ``RANGES``, or a name that is not a choice).
+    """
+
+    preset: str = "notebook"
+    hidden: tuple[int, ...] = (10,)
+    lr: float = 0.2
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    #: Images per step; 0 means the full training set (one step per epoch).
+    batch_size: int = 0
+    #: Passes over the training set; with ``batch_size=0``, gradient-descent iterations.
+    epochs: int = 500
+    seed: int = 0
+    dtype: str = "float32"
+    dev_size: int = 1000
+    init: str = "uniform"
+    #: Epochs between log records (progress bar, metrics, divergence check).
+    log_every: int = 10
+
+    def __post_init__(self):
+        self._normalise_types()
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose {', '.join(PRESETS)}")
+        for name, allowed in RANGES.items():
+            if name == "hidden":
+                if not self.hidden or any(width not in allowed for width in self.hidden):
+                    raise ValueError(f"hidden must be a non-empty list of widths, each "
+                                     f"{allowed}, got {self.hidden}")
+            elif name != "iterations":
+                allowed.check(name, getattr(self, name))
+        if self.schedule not in optim.SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.init not in SCHEMES:
+            raise ValueError(f"unknown init {self.init!r}; choose {', '.join(SCHEMES)}")
+        self.optimizer_spec()  # validates the optimizer fields
+
+    def _normalise_types(self) -> None:
+        """Every field as the plain Python type of its default (``int`` from a NumPy
+        integer, ``float`` from an ``int``, ``hidden`` a tuple of ints), so a configuration
+        always writes as JSON and reads back from its own checkpoint. Any other type (a
+        bool, a fraction where a count is wanted, text where a number is, ``hidden="32"``)
+        raises ``TypeError`` naming the field: before the work, not at its first save."""
+        for spec in dataclasses.fields(self):
+            name, value, default = spec.name, getattr(self, spec.name), spec.default
+            if name == "hidden":
+                try:
+                    items = None if isinstance(value, (str, bytes)) else tuple(value)
+                except TypeError:  # not iterable
+                    items = None
+                if items is None or not all(map(is_integer, items)):
+                    raise TypeError(f"hidden must be a sequence of integers (one width per "
+                                    f"hidden layer), got {value!r}")
+                value = tuple(int(h) for h in items)
+            elif isinstance(default, str):
+                if not isinstance(value, str):
+                    raise TypeError(f"{name} must be a string, got {value!r}")
+            elif isinstance(default, int):
+                if not is_integer(value):
+                    raise TypeError(f"{name} must be an integer, got {value!r}")
+                value = int(value)
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise TypeError(f"{name} must be a number, got {value!r}")
+                try:
+                    value = float(value)
+                except OverflowError:  # an integer too large: the range checks refuse it
+                    pass
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_dict(cls, values) -> TrainConfig:
+        """A configuration from JSON (a checkpoint's): exactly the fields, each of its
+        JSON type (an integer where one is expected, never a boolean), then the value
+        checks above. Raises ``ValueError`` naming the field."""
+        if not isinstance(values, dict):
+            raise ValueError(f"expected an object, got {type(values).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing, unknown = set(fields) - set(values), set(values) - set(fields)
+        if missing or unknown:
+            raise ValueError(", ".join([*(f"{k} missing" for k in sorted(missing)),
+                                        *(f"unknown field {k!r}" for k in sorted(unknown))]))
+        for name, value in values.items():
+            kind = type(getattr(cls, name, None)) if name != "hidden" else list
+            ok = (isinstance(value, str) if kind is str else
+                  is_integer(value) if kind is int else
+                  (is_integer(value) or isinstance(value, float)) if kind is float else
+                  isinstance(value, list) and len(value) > 0 and all(map(is_integer, value)))
+            if not ok:
+                wanted = {str: "a string", int: "an integer", float: "a number",
+                          list: "a non-empty list of integers"}[kind]
+                raise ValueError(f"{name} must be {wanted}, got {json.dumps(value)[:40]}")
+        return cls(**values)
+
+    @classmethod
+    def from_preset(cls, preset: str = "notebook", **overrides) -> TrainConfig:
+        """The preset's values, then every override that is not None."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return cls(preset=preset, **{**PRESETS[preset], **chosen})
+
+    def optimizer_spec(self) -> optim.Optimizer:
+        return optim.Optimizer(self.optimizer, momentum=self.momentum,
+                               weight_decay=self.weight_decay)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden": list(self.hidden)}
+
+    def describe_step(self) -> str:
+        """The hyperparameters that decide how far a step goes, as set for this run:
+        ``"optimizer momentum, lr 0.05 (cosine schedule), momentum 0.99, batch size 64"``."""
+        parts = [f"optimizer {self.optimizer}", f"lr {self.lr:g} ({self.schedule} schedule)"]
+        if self.optimizer == "momentum":
+            parts.append(f"momentum {self.momentum:g}")
+        if self.weight_decay:
+            parts.append(f"weight decay {self.weight_decay:g}")
+        parts.append(f"batch size {self.batch_size}" if self.batch_size else "full batch")
+        return ", ".join(parts)

@@ -1,0 +1,385 @@
+"""The training loop: from a configuration, a backend and a dataset to trained parameters.
+
+Two kinds of run share one loop:
+
+* **full batch** (``batch_size=0``, the notebook's ``--preset notebook``): every step sees
+  all training images, which stay on the device already scaled; an "epoch" is one step.
+* **minibatch** (``--preset mlp``): the ``uint8`` images stay on the device and each step
+  gathers and scales its batch there. Batches have one fixed shape (the last partial
+  batch of an epoch is dropped), so JAX compiles the step once.
+
+The order of the images in epoch ``e`` is ``default_rng([seed, e]).permutation``, so a
+run resumed from a checkpoint (epoch, batch within it, parameters, optimizer state)
+continues exactly as the uninterrupted run would. The loop reads values back to the host
+only at log points, for the progress bar and the metrics; after starting a step (or a
+compiled run of ``SCAN_STEPS`` steps) it waits for the previous one, so no more than one
+is ever queued and a signal is acted on within two (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from multinet import heap, network, optim
+from multinet.catalog import CLASSES
+from multinet.data import Dataset
+from multinet.errors import (MultinetError, TrainingDiverged, TrainingInterrupted,
+                             TrainingStopped, argument)
+from multinet.initializers import init_params
+from multinet.registry import Backend
+from multinet.training.config import TrainConfig
+from multinet.training.memory import check_network_fits, memory_message
+from multinet.training.metrics import append_record, metrics_to_write_first
+from multinet.training.prediction import accuracy_of, make_predictor
+from multinet.training.signals import StopSignals
+from multinet.training.splits import DeviceSplit, full_batch_inputs, splits_on_device
+from multinet.training.state import Saved, TrainResult, TrainState, non_finite, own_copy
+from multinet.training.steps import (SCAN_STEPS, epoch_order, make_epoch_runner,
+                                     make_minibatch_step, make_step)
+
+
+def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: bool = True,
+          state: TrainState | None = None, checkpoint=None, on_interrupt=None,
+          metrics_path=None) -> TrainResult:
+    """Train (from scratch, or on from ``state``) and evaluate on train, dev and test.
+
+    At every log point the loss *and every parameter and optimizer-state array* must be
+    finite, else ``TrainingDiverged`` (naming the step's hyperparameters) is raised and
+    nothing more is saved; then ``checkpoint(state) -> path`` is called, then the metrics
+    line is appended to ``metrics_path`` (so a line never describes a state that was not
+    saved; after a kill between the two, the resumed run writes the missing lines first).
+    When the run ends, ``checkpoint`` has been called on the final state.
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the loop between two steps (within two
+    programs of ``SCAN_STEPS`` steps where the backend compiles runs of steps); the state
+    is passed to ``on_interrupt`` (default: ``checkpoint``), which returns the path (or a
+    ``Saved``), and ``TrainingInterrupted`` raised. A checkpoint or metrics write that
+    fails (``OSError``), or memory running out, also stops the run: the state is passed to
+    ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went.
+    """
+    run, state = _prepare(config, backend, dataset, state, metrics_path)
+    saves, rescue = _Saves(checkpoint), on_interrupt or checkpoint
+    bar = tqdm(total=run.total_steps, initial=state.step, desc=f"train [{backend.name}]",
+               unit="step", disable=not progress, leave=False)
+    seconds = _clock(state.seconds)
+    try:
+        with StopSignals() as stop:
+            for record in run.pending:  # saved, but killed before it was logged
+                append_record(metrics_path, record)
+            while state.epoch < config.epochs and not stop.signum:
+                epoch = _train_epoch(run, state, stop, bar)
+                if epoch is None:
+                    break  # stopped mid-epoch: the state says where to go on
+                if state.epoch % config.log_every == 0 or state.epoch == config.epochs:
+                    _log_point(run, state, epoch, seconds(), saves, metrics_path, bar)
+            backend.synchronize(*state.params.values())
+            state.seconds = seconds()
+            if stop.signum:
+                raise _interrupted(run, state, stop.signum, saves, rescue)
+            if saves.step != state.step:
+                saves(state)  # nothing left to train (a resumed run at its end, 0 epochs)
+    except (OSError, MemoryError) as exc:
+        raise _stopped(exc, run, state, rescue) from None
+    finally:
+        bar.close()
+    return TrainResult(state=state, summary=summarize(config, backend, state, run.splits,
+                                                      run.predict_labels))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the loop works with, prepared once: the data on the device, the compiled
+    step (and program of ``SCAN_STEPS`` steps, where the backend compiles loops)."""
+
+    config: TrainConfig
+    backend: Backend
+    splits: dict
+    full_batch: bool
+    batches: int          # steps per epoch
+    total_steps: int
+    step: object          # the compiled step
+    run_steps: object     # SCAN_STEPS minibatch steps as one program, or None
+    x_all: object         # full batch: the scaled images (and their transpose, x_t)
+    x_t: object
+    predict_labels: object
+    pending: list         # metrics records saved but never logged, to write first
+
+    @property
+    def train_split(self) -> DeviceSplit:
+        return self.splits["train"]
+
+
+def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Run, TrainState]:
+    """The data on the device and the compiled steps; the state to start from, checked
+    against the data."""
+    backend.enable_dtype(config.dtype)
+    # An eager step's temporaries reused, not re-faulted; multinet.fit trims the heap
+    # once the run is over (heap.release_free_memory).
+    heap.retain_freed_memory()
+    try:
+        splits = splits_on_device(backend, config, dataset)
+    except ValueError as exc:  # a dev split larger than the data
+        raise MultinetError(str(exc)) from None
+    train_split = splits["train"]
+    features = train_split.images.shape[1]
+    check_network_fits(config, backend, features, len(train_split))
+    if state is None:
+        state = initial_state(config, backend, features)
+    full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
+    if backend.device_count > 1 and (full_batch or config.batch_size % backend.device_count):
+        raise MultinetError(
+            f"splitting batches over {backend.device_count} devices needs minibatches "
+            f"({argument('batch_size')}) that divide evenly by {backend.device_count}")
+    batches = 1 if full_batch else len(train_split) // config.batch_size
+    check_position(state, batches, features)
+    pending = metrics_to_write_first(metrics_path, state) if metrics_path else []
+    optimizer = config.optimizer_spec()
+    if backend.mutable_arrays:
+        # The steps update in place: on arrays of this run's own, never the caller's.
+        state.params = own_copy(backend, state.params)
+        state.opt_state = own_copy(backend, state.opt_state)
+    x_all = x_t = run_steps = None
+    if full_batch:
+        step = backend.compile(make_step(optimizer, backend.fuse_chunk,
+                                         backend.mutable_arrays))
+        x_all, x_t = full_batch_inputs(backend, train_split, config.dtype)
+    else:
+        step = backend.compile(make_minibatch_step(optimizer, backend.mutable_arrays))
+        run_steps = make_epoch_runner(backend, optimizer, config.dtype)
+    run = _Run(config=config, backend=backend, splits=splits, full_batch=full_batch,
+               batches=batches, total_steps=config.epochs * batches, step=step,
+               run_steps=run_steps, x_all=x_all, x_t=x_t,
+               predict_labels=make_predictor(backend), pending=pending)
+    return run, state
+
+
+def _train_epoch(run: _Run, state: TrainState, stop: StopSignals, bar):
+    """The steps of epoch ``state.epoch`` from batch ``state.batch`` on, until the epoch
+    ends or a signal stops it. Returns ``(loss_sum, accuracy_sum, batches, lr)`` of the
+    epoch when it ended (the sums over ``batches`` batches; ``lr`` the last step's), else
+    None, leaving the state mid-epoch."""
+    config, backend = run.config, run.backend
+    index = None if run.full_batch else backend.batch_asarray(
+        epoch_order(len(run.train_split), config.batch_size, config.seed, state.epoch),
+        "int32")
+    if state.batch == 0 or state.loss_sum is None:
+        counted_from = state.batch  # the sums cover the batches from here on
+        state.loss_sum = state.accuracy_sum = 0.0
+    else:
+        counted_from = 0
+    lr = None
+    while (run.run_steps is not None and run.batches - state.batch >= SCAN_STEPS
+           and not stop.signum):
+        lr = _run_program(run, state, index)
+        bar.update(SCAN_STEPS)
+    while state.batch < run.batches and not stop.signum:
+        lr = _run_step(run, state, index)
+        bar.update(1)
+    if state.batch < run.batches:
+        return None
+    sums = (state.loss_sum, state.accuracy_sum, run.batches - counted_from, lr)
+    state.epoch, state.batch = state.epoch + 1, 0
+    state.loss_sum = state.accuracy_sum = 0.0
+    return sums
+
+
+def _run_program(run: _Run, state: TrainState, index) -> float:
+    """``SCAN_STEPS`` minibatch steps as one compiled program; the last step's lr."""
+    config, split = run.config, run.train_split
+    lrs = [optim.learning_rate(config.lr, config.schedule, s, run.total_steps)
+           for s in range(state.step, state.step + SCAN_STEPS)]
+    params, opt_state, loss, accuracy = run.run_steps(
+        state.params, state.opt_state, split.images, split.labels,
+        index[state.batch:state.batch + SCAN_STEPS, :], lrs)
+    # The previous program's result: at most one more program is queued.
+    run.backend.synchronize(*state.params.values())
+    _advance(state, params, opt_state, loss, accuracy, SCAN_STEPS)
+    return lrs[-1]
+
+
+def _run_step(run: _Run, state: TrainState, index) -> float:
+    """One step (the whole training set, or batch ``state.batch``); its lr."""
+    config, split = run.config, run.train_split
+    lr = optim.learning_rate(config.lr, config.schedule, state.step, run.total_steps)
+    if run.full_batch:
+        out = run.step(state.params, state.opt_state, run.x_all, split.labels, lr, run.x_t)
+    else:
+        out = run.step(state.params, state.opt_state, split.images, split.labels,
+                       index[state.batch, :], lr)
+    run.backend.synchronize(*state.params.values())
+    _advance(state, *out, 1)
+    return lr
+
+
+def _advance(state: TrainState, params, opt_state, loss, accuracy, steps: int) -> None:
+    """The state after ``steps`` steps, changed only once every new value exists."""
+    loss_sum, accuracy_sum = state.loss_sum + loss, state.accuracy_sum + accuracy
+    state.params, state.opt_state, state.loss_sum, state.accuracy_sum = (
+        params, opt_state, loss_sum, accuracy_sum)
+    state.batch, state.step = state.batch + steps, state.step + steps
+
+
+def _log_point(run: _Run, state: TrainState, epoch, seconds: float, saves: _Saves,
+               metrics_path, bar) -> None:
+    """At the end of a logged epoch: the record, checked finite, then the checkpoint,
+    then the metrics line."""
+    loss_sum, accuracy_sum, batches, lr = epoch
+    backend = run.backend
+    record = {
+        "epoch": state.epoch, "step": state.step, "lr": lr,
+        "loss": float(backend.to_numpy(loss_sum)) / batches,
+        "train_accuracy": float(backend.to_numpy(accuracy_sum)) / batches,
+        "dev_accuracy": accuracy_of(run.predict_labels, state.params, run.splits["dev"]),
+        "seconds": seconds,
+    }
+    if not math.isfinite(record["loss"]):
+        raise _diverged(run.config, state, f"the loss became {record['loss']}", saves)
+    bad = non_finite(backend, state)
+    if bad:
+        raise _diverged(run.config, state, f"{', '.join(bad[:3])} stopped being finite "
+                        "numbers", saves)
+    state.history.append(record)
+    bar.set_postfix(loss=f"{record['loss']:.4f}", dev=f"{record['dev_accuracy']:.4f}")
+    state.seconds = record["seconds"]
+    saves(state)
+    if metrics_path:
+        append_record(metrics_path, record)
+
+
+def _clock(seconds_before: float):
+    """``seconds()``: training time so far, this session's added to the sessions' before."""
+    start = time.perf_counter()
+    return lambda: seconds_before + time.perf_counter() - start
+
+
+class _Saves:
+    """``checkpoint`` (None: nothing is saved) plus a record of the last save: where, and
+    at which epoch and step."""
+
+    def __init__(self, checkpoint):
+        self.checkpoint = checkpoint
+        self.path = self.epoch = self.step = None
+
+    def __call__(self, state) -> None:
+        if self.checkpoint is None:
+            return
+        self.path = _saved(self.checkpoint(state)).path
+        self.epoch, self.step = state.epoch, state.step
+
+
+def _saved(result) -> Saved:
+    return result if isinstance(result, Saved) else Saved(Path(result))
+
+
+def initial_state(config: TrainConfig, backend: Backend, features: int) -> TrainState:
+    """A new run's state: parameters drawn as ``config`` says, a fresh optimizer state."""
+    sizes = (features, *config.hidden, CLASSES)
+    params = init_params(sizes, seed=config.seed, backend=backend, dtype=config.dtype,
+                         init=config.init)
+    return TrainState(params=params, opt_state=optim.init_state(config.optimizer_spec(), params))
+
+
+def check_position(state: TrainState, batches: int, features: int) -> None:
+    """A state to continue from must fit the data: its counters this epoch length, its
+    first layer the images' width and its last the classes."""
+    sizes = network.layer_sizes(state.params)
+    if sizes[0] != features or sizes[-1] != CLASSES:
+        raise MultinetError(f"the network takes {sizes[0]} inputs and gives {sizes[-1]} "
+                            f"classes; the data has {features} pixels and {CLASSES} classes")
+    if not 0 <= state.batch < batches or state.step != state.epoch * batches + state.batch:
+        raise MultinetError(
+            f"the saved position (epoch {state.epoch}, batch {state.batch}, step "
+            f"{state.step}) does not fit this data's {batches} batch(es) per epoch")
+
+
+def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
+    advice = f"a smaller {argument('lr')}" + (f" or {argument('momentum')}"
+                                              if config.optimizer == "momentum" else "")
+    if config.weight_decay and config.lr * config.weight_decay >= 1:
+        advice += (f" or {argument('weight_decay')} (lr x weight decay >= 1 overshoots "
+                   "every step)")
+    kept = (f"the last checkpoint, {saves.path}, is from epoch {saves.epoch} (step "
+            f"{saves.step}), before it diverged" if saves.path is not None
+            else "no checkpoint was written by this run")
+    return TrainingDiverged(f"training diverged: {what} by epoch {state.epoch} (step "
+                            f"{state.step}) with {config.describe_step()}; try {advice}; "
+                            f"{kept}")
+
+
+def _interrupted(run: _Run, state: TrainState, signum: int, saves: _Saves,
+                 rescue) -> MultinetError:
+    """The error for a run a signal stopped, after saving its state (unless the last
+    log point saved this very state already)."""
+    name = signal.Signals(signum).name
+    bad = non_finite(run.backend, state)
+    if bad:
+        return _diverged(run.config, state, f"{', '.join(bad[:3])} stopped being finite "
+                         f"numbers (found on {name})", saves)
+    if saves.step == state.step:
+        saved = Saved(saves.path)
+    else:
+        saved = _saved(rescue(state)) if rescue else None
+    return TrainingInterrupted(
+        f"interrupted ({name}) at epoch {state.epoch}, step {state.step}"
+        + (f"; checkpoint saved to {saved.path}"
+           + (f" ({saved.note})" if saved.note else "")
+           + f"; continue with {argument('resume', str(saved.path))}" if saved
+           else f"; nothing was saved (no {argument('save')})"),
+        saved and saved.path, signum)
+
+
+def _stopped(exc, run: _Run, state: TrainState, rescue) -> TrainingStopped:
+    """The error for a run that cannot go on, after saving its state through ``rescue``."""
+    backend = run.backend
+    if isinstance(exc, MemoryError):
+        split = run.train_split
+        _, estimate = memory_message(run.config, split.images.shape[1], len(split), backend)
+        why = f"out of memory: {estimate}"
+    else:
+        why = str(exc) if isinstance(exc, MultinetError) else f"write failed: {exc}"
+    where = f"the state at epoch {state.epoch}, step {state.step}"
+    if isinstance(exc, MemoryError) and backend.mutable_arrays:
+        # The step updates parameters and optimizer state in place (optim.update_in_place):
+        # memory can run out between two of its writes, leaving a state that is neither
+        # the step before nor the step after. Such a state is never saved.
+        return TrainingStopped(f"{why}; the arrays were being updated in place, so the "
+                               "state in memory is not saved: the last checkpoint written "
+                               "is the last good one")
+    if rescue is None:
+        return TrainingStopped(f"{why}; {where} was not saved (no {argument('save')})")
+    try:
+        saved = _saved(rescue(state))
+    except (OSError, MemoryError, MultinetError) as second:
+        return TrainingStopped(f"{why}; {where} could not be saved either ({second})")
+    return TrainingStopped(f"{why}; {where} was saved to {saved.path}"
+                           + (f" ({saved.note})" if saved.note else "")
+                           + f"; continue with {argument('resume', str(saved.path))}")
+
+
+def summarize(config: TrainConfig, backend: Backend, state: TrainState, splits: dict,
+              predict_labels) -> dict:
+    """The summary of a run (``multinet train --json``): configuration, accuracies on
+    every split, time and speed."""
+    accuracies = {f"{name}_accuracy": accuracy_of(predict_labels, state.params, split)
+                  for name, split in splits.items()}
+    seconds = state.seconds
+    samples = state.step * (len(splits["train"]) if config.batch_size == 0
+                            else min(config.batch_size, len(splits["train"])))
+    return {
+        "backend": backend.name,
+        "device": str(backend.device),
+        **config.to_dict(),
+        "iterations": state.step,
+        "sizes": list(network.layer_sizes(state.params)),
+        "train_samples": len(splits["train"]),
+        **accuracies,
+        "final_loss": state.history[-1]["loss"] if state.history else None,
+        "seconds": seconds,
+        "samples_per_second": samples / seconds if seconds else None,
+    }
