@@ -12,8 +12,11 @@ import dataclasses
 import statistics
 import sys
 
-from multinet import bench
-from multinet.cli import EXIT_INTERRUPTED, EXIT_USAGE, _number, _Parser, _positive
+from multinet import bench, machine
+from multinet.checks import POSITIVE_INTEGER
+from multinet.cli import EXIT_INTERRUPTED, EXIT_USAGE, _Parser
+from multinet.commands.bench import SAMPLES
+from multinet.commands.options import in_range
 from multinet.errors import MultinetError
 from multinet.registry import get_backend
 
@@ -47,9 +50,9 @@ def compare() -> None:
     parser.add_argument("--backend", action="append", help="default: numpy")
     parser.add_argument("--workload", action="append", choices=bench.WORKLOADS,
                         help="default: notebook-float32, mlp-epoch, inference")
-    parser.add_argument("--rounds", type=_positive(int), default=3, help="default: 3")
+    parser.add_argument("--rounds", type=in_range(POSITIVE_INTEGER), default=3, help="default: 3")
     parser.add_argument("--samples", default=59000, help="at least 128; default: 59,000",
-                        type=_number(int, lambda n: n >= 128, ">= 128, one batch"))
+                        type=in_range(SAMPLES))
     args = parser.parse_args()
     config = bench.BenchConfig(samples=args.samples, repeats=5, epoch_repeats=3,
                                workloads=tuple(dict.fromkeys(args.workload or (
@@ -61,11 +64,11 @@ def compare() -> None:
         except MultinetError as exc:
             fail(exc)
     try:
-        bench.check_memory(config)
+        bench.check_images_fit(config)
     except MultinetError as exc:
         fail(exc)
-    m = bench.machine()
-    print("\n".join(bench.describe_machine(m)))
+    m = machine.machine()
+    print("\n".join(machine.describe_machine(m)))
     times: dict = {}
     skipped: dict = {}
     for _ in range(args.rounds):

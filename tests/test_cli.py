@@ -183,3 +183,61 @@ def test_an_option_without_a_value_of_its_own_says_what_it_defaults_to():
     assert unstated == []
     index = next(a for a in commands.choices["predict"]._actions if a.dest == "index")
     assert "--image" in index.help
+
+
+def _modules_after(*argv) -> set[str]:
+    """The modules ``python -m multinet ARGV...`` has imported when it exits."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['multinet', *{list(argv)!r}]\n"
+            "try:\n"
+            "    runpy.run_module('multinet', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('MODULES', *sorted(sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.rsplit("MODULES", 1)[1].split())
+
+
+@pytest.mark.parametrize("argv", [["--help"], [], ["--version"], ["trian"]])
+def test_what_multinet_is_imports_no_command_and_no_numpy(argv):
+    """``multinet --help`` lists every command from the table alone: fast, and without
+    an array library."""
+    from multinet.commands import COMMANDS
+
+    imported = _modules_after(*argv)
+    assert "multinet.cli" in imported
+    assert "numpy" not in imported
+    assert imported.isdisjoint(info.module for info in COMMANDS.values())
+
+
+def test_a_command_imports_its_own_module_only():
+    from multinet.commands import COMMANDS
+
+    imported = _modules_after("train", "--help")
+    modules = {info.module for info in COMMANDS.values()}
+    assert imported & modules == {"multinet.commands.train"}
+
+
+def test_every_command_module_has_a_docstring_its_arguments_and_run():
+    from multinet.commands import COMMANDS, load_command
+
+    for name in COMMANDS:
+        module = load_command(name)
+        assert module.__doc__ and module.DESCRIPTION, name
+        assert callable(module.add_arguments) and callable(module.run), name
+
+
+def test_the_parser_of_one_command_reads_it_as_the_whole_parser_does():
+    """``main`` builds only the command it runs; its help and its arguments are those of
+    the parser with every command."""
+    from multinet.cli import build_parser
+
+    whole, one = build_parser(), build_parser(["predict"])
+    argv = ["predict", "x.st", "--index", "3", "--json"]
+    assert vars(whole.parse_args(argv)) == vars(one.parse_args(argv))
+    assert whole.format_help() == one.format_help()

@@ -1,0 +1,146 @@
+"""What several commands share: argparse's number type (``in_range``: every number an
+option takes is checked against a ``multinet.checks.Range``, worded as the Python API
+words it), and the option groups for the backend, the data, a checkpoint and ``--json``,
+each defined once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from multinet.api.run import load
+from multinet.catalog import DATASETS
+from multinet.checks import Range
+from multinet.data import load_dataset
+from multinet.registry import DTYPES
+from multinet.registry import ENV_VAR as BACKEND_ENV_VAR
+
+
+def in_range(allowed: Range):
+    """An argparse type: a number in ``allowed``, worded as the Python API words it.
+
+    Parameters
+    ----------
+    allowed : multinet.checks.Range
+        The numbers accepted; an integer range reads the text as an ``int``, any other
+        as a ``float``.
+
+    Returns
+    -------
+    callable
+        ``parse(text)``, which raises ``argparse.ArgumentTypeError`` for text that is not
+        a number (``not a number: 'x'``) or outside the range (``must be a finite number
+        > 0, got -1``).
+    """
+    kind = int if allowed.integer else float
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def add_backend_options(parser) -> None:
+    """``--backend``, ``--dtype``, ``--device`` and ``--compile``: what to train on."""
+    parser.add_argument("--backend", metavar="NAME",
+                        help=f"array library: numpy, jax, cupy, torch, mlx, strict, a "
+                             f"plugin, or the import name of any array-API library "
+                             f"(default: ${BACKEND_ENV_VAR}, else numpy)")
+    parser.add_argument("--dtype", choices=DTYPES,
+                        help="floating-point type of parameters and data (default: float32)")
+    parser.add_argument("--device", metavar="NAME",
+                        help="device, for backends with a choice: cuda, cuda:1, mps, cpu "
+                             "(default: the backend's first; torch: cuda, then mps, then cpu)")
+    parser.add_argument("--compile", action="store_true",
+                        help="use the backend's optional compiler (torch.compile: about a "
+                             "minute to compile on two CPU cores); JAX and MLX always compile")
+
+
+def add_data_options(parser, *, sources: bool = True, checkpoint: bool = False) -> None:
+    """``--dataset``, ``--data-dir``, ``--mirror``, ``--offline``, ``--no-verify`` and,
+    with ``sources``, ``--data-source``: where the data comes from. With ``checkpoint``,
+    the dataset defaults to the checkpoint's (the help says so)."""
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="dataset (default: the checkpoint's)" if checkpoint
+                        else "dataset (default: mnist)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="folder with the four IDX files, .gz or raw, or a torchvision "
+                             "root (default: $MULTINET_DATA, else the cache)")
+    parser.add_argument("--mirror", action="append", metavar="URL",
+                        help="download from this base URL (repeatable, tried in order; "
+                             "default: $MULTINET_MIRRORS, else the dataset's mirrors)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never touch the network: use files already on disk")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="MNIST-format data of your own: skip the check of the files' "
+                             "contents against the dataset's known SHA-256 (the format "
+                             "is still checked)")
+    if sources:
+        parser.add_argument("--data-source", choices=("multinet", "torchvision"),
+                            default="multinet",
+                            help="read the files with multinet (default) or load them "
+                                 "through torchvision.datasets, as the notebook did")
+
+
+def add_checkpoint_options(parser, checkpoint_help: str = "a checkpoint from train --save"
+                           ) -> None:
+    """The checkpoint to look at (``CKPT``), the ``--backend`` to run it on and the data
+    options (the dataset defaults to the checkpoint's): ``evaluate``, ``predict`` and
+    ``plot``."""
+    parser.add_argument("checkpoint", metavar="CKPT", help=checkpoint_help)
+    parser.add_argument("--backend", metavar="NAME",
+                        help="backend to run on (any: checkpoints move between them; "
+                             "default: $MULTINET_BACKEND, else numpy)")
+    add_data_options(parser, sources=False, checkpoint=True)
+
+
+def add_json_option(parser) -> None:
+    """``--json``: the result as one JSON object."""
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as one JSON object on stdout")
+
+
+def load_data(args):
+    """The dataset the data options name (``--dataset``, else mnist), found, downloaded
+    unless ``--offline``, and checked unless ``--no-verify``; ``args.dataset`` is set to
+    its name.
+
+    Returns
+    -------
+    multinet.data.Dataset
+        Its images and labels, train and test.
+
+    Raises
+    ------
+    multinet.errors.DatasetError
+        If it is not found, cannot be downloaded, or is not what it claims to be.
+    """
+    args.dataset = args.dataset or "mnist"
+    return load_dataset(args.dataset, args.data_dir, download=not args.offline,
+                        verify=args.verify, mirrors=args.mirror,
+                        source=getattr(args, "data_source", "multinet"),
+                        progress=sys.stderr.isatty())
+
+
+def run_and_data(args):
+    """The checkpoint (``CKPT``) as a run on ``--backend``, and the data to look at it
+    with: the dataset it was trained on, unless ``--dataset``.
+
+    Returns
+    -------
+    trained : multinet.api.run.Run
+        The checkpoint, loaded on the backend.
+    dataset : multinet.data.Dataset
+        The data, as ``load_data`` gives it.
+    """
+    trained = load(args.checkpoint, args.backend)
+    args.dataset = args.dataset or trained.dataset_name
+    args.data_source = "multinet"
+    return trained, load_data(args)
