@@ -14,9 +14,11 @@
   eager float32 gradients fall outside the parity tolerance without it (docs/gpu.md).
 """
 
+import dataclasses
 import functools
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -189,8 +191,6 @@ def _init_timeout() -> float:
 def _wait_for_coordinator(host: str, port: int, address: str, deadline: float,
                           timeout: float) -> None:
     """Until ``deadline``: try to connect to process 0's port, every half second."""
-    import socket
-
     while True:
         try:
             with socket.create_connection((host, port),
@@ -224,8 +224,6 @@ def _data_parallel(base: Backend, host_array, devices) -> Backend:
     processes (hosts) into one mesh, and each process places only the shards of its own
     devices.
     """
-    import dataclasses
-
     import jax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 

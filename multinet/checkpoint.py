@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save as to_bytes
 
 from multinet._version import __version__
 from multinet.catalog import CLASSES, DATASETS, FILES
@@ -115,8 +117,6 @@ def encode(config: TrainConfig, state: TrainState, *, backend: Backend, dataset_
            dataset_sha256: dict) -> bytes:
     """The checkpoint file's bytes. Raises ``CheckpointError`` if any array holds a NaN
     or an infinity: such a state is never written."""
-    from safetensors.numpy import save as to_bytes
-
     tensors: dict = {}
     _flatten("params/", state.params, tensors, backend)
     _flatten("opt/", state.opt_state, tensors, backend)
@@ -198,8 +198,6 @@ def _unflatten(tensors: dict, prefix: str) -> dict:
 def load(path) -> Checkpoint:
     """Read and validate a checkpoint into host memory (NumPy arrays); any problem is one
     ``CheckpointError`` naming the file and what is wrong."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")

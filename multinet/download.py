@@ -22,6 +22,9 @@ no answer, past the deadline, too large) is not.
 
 Mirrors, in order of precedence: ``--mirror URL`` (repeatable), ``$MULTINET_MIRRORS``
 (separated by spaces or commas), the dataset's defaults.
+
+pooch, and requests under it, are imported only when a file is downloaded: a run whose
+files are on disk does not pay their 150 ms (a test of the package face checks it).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from multinet.catalog import (ENV_VAR, FILES, DatasetSpec, cache_dir, dataset_spec,
                               file_names)
@@ -233,7 +238,6 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float,
     given up on ends at its next write, or with the process.
     """
     import pooch
-    from tqdm import tqdm
 
     # Our own bar, not pooch's, so that it is closed (and cleared) when a transfer fails;
     # pooch sets its total from the response. total=1: pooch only feeds a truthy bar.

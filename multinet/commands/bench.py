@@ -17,8 +17,8 @@ import sys
 import threading
 
 from multinet import bench
-from multinet.commands import options
 from multinet.checks import POSITIVE_INTEGER, Range
+from multinet.commands import options
 from multinet.commands.options import in_range
 from multinet.errors import MultinetError, TrainingInterrupted, UnknownBackend
 from multinet.machine import describe_machine, describe_threads, machine

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from multinet import parity
-from multinet.commands import options
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE_INTEGER
+from multinet.commands import options
 from multinet.commands.options import in_range
 from multinet.errors import MultinetError
 from multinet.registry import DTYPES, backend_names, get_backend

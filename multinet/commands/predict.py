@@ -14,8 +14,8 @@ import numpy as np
 from multinet import pictures
 from multinet.api.run import load
 from multinet.catalog import dataset_spec
-from multinet.commands import COMMANDS, EXIT_USAGE, options
 from multinet.checks import NON_NEGATIVE_INTEGER
+from multinet.commands import COMMANDS, EXIT_USAGE, options
 from multinet.commands.options import in_range
 from multinet.errors import MultinetError
 from multinet.evaluation import render

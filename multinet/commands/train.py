@@ -11,9 +11,11 @@ import os
 import sys
 
 from multinet.api.fit import PlotsNotWritten, prepare_fit
-from multinet.commands import options
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER
+from multinet.commands import options
 from multinet.commands.options import in_range
+from multinet.initializers import SCHEMES
+from multinet.optim import OPTIMIZERS, SCHEDULES
 from multinet.registry import DISTRIBUTED_ENV
 from multinet.training.config import HYPERPARAMETERS, PRESETS, RANGES, TrainConfig
 
@@ -44,21 +46,21 @@ def add_arguments(parser) -> None:
     data parallelism."""
     options.add_backend_options(parser)
     options.add_data_options(parser)
-    parser.add_argument("--preset", choices=("notebook", "mlp"),
+    parser.add_argument("--preset", choices=tuple(PRESETS),
                         help="starting values for every option below (default: notebook)")
     parser.add_argument("--hidden", type=in_range(RANGES["hidden"]), nargs="+", metavar="N",
                         help=f"hidden layer widths, one number per layer "
                              f"({_preset_values('hidden')})")
     parser.add_argument("--lr", type=in_range(RANGES["lr"]),
                         help=f"learning rate ({_preset_values('lr')})")
-    parser.add_argument("--optimizer", choices=("sgd", "momentum", "adam"),
+    parser.add_argument("--optimizer", choices=OPTIMIZERS,
                         help=f"update rule ({_preset_values('optimizer')})")
     parser.add_argument("--momentum", type=in_range(RANGES["momentum"]),
                         help="momentum coefficient in [0, 1), for --optimizer momentum "
                              "(default: 0.9)")
     parser.add_argument("--weight-decay", type=in_range(RANGES["weight_decay"]),
                         help="decoupled weight decay on the weights (default: 0)")
-    parser.add_argument("--schedule", choices=("constant", "cosine"),
+    parser.add_argument("--schedule", choices=SCHEDULES,
                         help=f"learning-rate schedule ({_preset_values('schedule')})")
     parser.add_argument("--batch-size", type=in_range(RANGES["batch_size"]),
                         help=f"images per step, 0 for the whole training set "
@@ -68,7 +70,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--iterations", type=in_range(RANGES["iterations"]),
                         help="full-batch iterations, for runs with --batch-size 0: the same "
                              "as --epochs there (default: notebook 500)")
-    parser.add_argument("--init", choices=("uniform", "he"),
+    parser.add_argument("--init", choices=SCHEMES,
                         help=f"weight initialisation: uniform(-0.5, 0.5) as in the notebook, "
                              f"or He normal ({_preset_values('init')})")
     parser.add_argument("--seed", type=in_range(RANGES["seed"]),
