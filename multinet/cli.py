@@ -7,7 +7,7 @@ builds the parser of the command named on the command line alone, so ``multinet 
 Every failure the user can fix (unknown backend, missing package, missing or corrupt
 data) ends as one line on stderr and exit status 2, never a traceback. The commands are
 a layer over the Python API (``multinet.api``): they parse their options and call it, and
-its messages name the flags (``multinet.commands.flags``).
+its messages name the flags (``multinet.commands.wording``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from multinet._version import __version__
 from multinet.commands import COMMANDS, EXIT_USAGE, load_command
-from multinet.commands.flags import WORDING
+from multinet.commands.wording import WORDING
 from multinet.errors import MultinetError, TrainingInterrupted, spelled
 
 EXIT_INTERRUPTED = 130
@@ -85,6 +85,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         sub = subparsers.add_parser(name, help=info.summary, description=module.DESCRIPTION)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
+    parser.command_parsers = subparsers.choices  # for errors that belong to a command
     return parser
 
 
@@ -142,7 +143,10 @@ def _one_line(message) -> str:
 def _run(argv: list[str]) -> int:
     name = _named_command(argv)
     parser = build_parser([name] if name in COMMANDS else [])
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's parser, which points to the command's help
+        owner = parser.command_parsers.get(args.command, parser)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.run is None:  # a bare ``multinet``: show what it can do
         parser.print_help()
         return 0

@@ -1,4 +1,4 @@
-"""Looking at a trained network: accuracy per class, the confusion matrix, single images."""
+"""Looking at a trained network: accuracy per class, the confusion matrix, probabilities."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ from multinet.errors import MultinetError
 from multinet.initializers import to_backend
 from multinet.registry import Backend
 from multinet.training.prediction import CPU_PREDICT_CHUNK, make_predictor
-
-#: Dark to bright, for drawing a 28x28 image in a terminal.
-SHADES = " .:-=+*#%@"
-
 
 class OutputsNotFinite(MultinetError, ArithmeticError):
     """The forward pass overflows the parameters' dtype: the network's outputs are inf or
@@ -93,12 +89,6 @@ def report(predicted: np.ndarray, dataset: Dataset) -> dict:
         "confusion_matrix": matrix.tolist(),
         "predictions": predicted,
     }
-
-
-def render(image: np.ndarray) -> str:
-    """A 28x28 ``uint8`` image as text, two characters per pixel so it keeps its shape."""
-    levels = (image.astype(np.int64) * len(SHADES)) // 256
-    return "\n".join("".join(SHADES[v] * 2 for v in row) for row in levels)
 
 
 def probabilities(params_host: dict, backend: Backend, images_uint8: np.ndarray, dtype: str):

@@ -29,7 +29,9 @@ before that recipe turn any picture into such an ink map:
 6. ``centre_by_mass``: placed in 28x28 with its centre of mass at the centre, pixel
    (14, 14), where MNIST's own digits have theirs.
 
-``mnist_digit`` runs them all. Errors are ``PictureError``: one line each.
+``mnist_digit`` runs them all. Errors are ``PictureError``: one line each. The other
+way round, ``save_png`` writes a 28x28 digit as a picture and ``render`` draws it as
+text for a terminal.
 """
 
 from __future__ import annotations
@@ -347,3 +349,13 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     path = Path(path)
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
     return path
+
+
+#: Dark to bright, for drawing a 28x28 image in a terminal.
+SHADES = " .:-=+*#%@"
+
+
+def render(image: np.ndarray) -> str:
+    """A 28x28 ``uint8`` image as text, two characters per pixel so it keeps its shape."""
+    levels = (image.astype(np.int64) * len(SHADES)) // 256
+    return "\n".join("".join(SHADES[v] * 2 for v in row) for row in levels)

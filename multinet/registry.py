@@ -203,14 +203,14 @@ class Backend:
         if device is not None and self.on_device is not None:
             backend = self.on_device(device)
         elif device is not None and device != self.platform:
-            raise BackendUnavailable(f"--device {device}: backend {self.name!r} runs on "
-                                     f"{self.platform} only")
+            raise BackendUnavailable(f"{argument('device', device)}: backend {self.name!r} "
+                                     f"runs on {self.platform} only")
         if compile and backend.optional_compile is not None:
             backend = dataclasses.replace(backend, compile=backend.optional_compile,
                                           optional_compile=None)
         elif compile and backend.compile is _no_compilation:
-            raise BackendUnavailable(f"--compile: backend {self.name!r} has no compiler; "
-                                     "it runs operation by operation")
+            raise BackendUnavailable(f"{argument('compile', True)}: backend {self.name!r} "
+                                     "has no compiler; it runs operation by operation")
         return backend
 
     @property

@@ -132,6 +132,38 @@ def test_only_the_backends_import_an_array_library():
     assert not found
 
 
+#: What may be imported inside a function rather than at the top, and why: optional
+#: extras (a missing one is one line naming the extra), and the HTTP stack where a file
+#: is downloaded (150 ms that a run with its data on disk does not pay). The backends
+#: and the peers import their array libraries inside functions, so that choosing one
+#: imports no other; the entry points keep ``import multinet`` and the command's start
+#: light (tests/test_cli.py and the package tests measure both).
+LAZY_IMPORTS = {"matplotlib", "PIL", "ndonnx", "onnx", "onnxruntime", "spox", "torchvision",
+                "threadpoolctl"}
+LAZY_HERE = {"multinet/download.py": {"pooch", "requests"}}
+LAZY_ANYTHING = ("backends/", "multinet/peers/", *ENTRY_POINTS)
+
+
+def function_imports(path: str):
+    """``(line, top_level_name)`` of every import inside a function of the file."""
+    tree = ast.parse((REPO / path).read_text(), path)
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    yield from ((node.lineno, a.name.split(".")[0]) for a in node.names)
+                elif isinstance(node, ast.ImportFrom):
+                    yield node.lineno, (node.module or "").split(".")[0]
+
+
+def test_imports_stand_at_the_top_unless_a_reason_keeps_them_in():
+    inside = [f"{path}:{line} imports {name} inside a function"
+              for path in source_files() if not path.startswith(LAZY_ANYTHING)
+              for line, name in function_imports(path)
+              if name not in LAZY_IMPORTS | LAZY_HERE.get(path, set())]
+    assert not inside
+
+
 def test_no_module_outgrows_one_responsibility():
     """A module past 450 lines holds more than one idea; the command's entry module, which
     only parses and reports, stays under 250."""
@@ -162,6 +194,10 @@ def test_the_checks_fail_on_the_faults_they_look_for(tmp_path, monkeypatch):
         test_only_the_entry_points_import_the_package_face()
     with pytest.raises(AssertionError, match="heap.py.* imports torch"):
         test_only_the_backends_import_an_array_library()
+    monkeypatch.setattr(sys.modules[__name__], "function_imports",
+                        lambda path: [(1, "numpy")] if path == "multinet/data.py" else [])
+    with pytest.raises(AssertionError, match="data.py:1 imports numpy inside a function"):
+        test_imports_stand_at_the_top_unless_a_reason_keeps_them_in()
     assert table["multinet/network.py"] < table["multinet/registry.py"]
 
 

@@ -34,7 +34,8 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
         backend: Backend | str | None = None, progress: bool = True,
         resume: Run | str | os.PathLike | None = None, save: str | os.PathLike | None = None,
         metrics: str | os.PathLike | None = None, plots: str | os.PathLike | None = None,
-        devices: int | str | None = None, **overrides) -> Run:
+        devices: int | str | None = None, device: str | None = None, compile: bool = False,
+        **overrides) -> Run:
     """Train the network and evaluate it on the train, dev and test sets.
 
     Parameters
@@ -64,6 +65,12 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
         (``Run.save_plots``; needs matplotlib).
     devices : int, "all" or None
         Split every batch over that many devices (JAX), or all of them.
+    device : str, optional
+        The device to train on, for backends with a choice (``"cuda"``, ``"cuda:1"``,
+        ``"mps"``, ``"cpu"``); None: the backend's first.
+    compile : bool
+        Use the backend's optional compiler (``torch.compile``: about a minute to compile
+        on two CPU cores); JAX and MLX always compile.
     **overrides
         Any hyperparameter over the preset's value, by the ``multinet train`` options'
         names: ``hidden`` (an int, or one width per hidden layer), ``lr``, ``optimizer``
@@ -115,7 +122,7 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
     given = isinstance(dataset, Dataset)
     plan = prepare_fit(dataset.name if given else dataset, preset=preset, backend=backend,
                        resume=resume, save=save, metrics=metrics, plots=plots,
-                       devices=devices, **overrides)
+                       devices=devices, device=device, compile=compile, **overrides)
     return plan.run(dataset if given else data.load_dataset(plan.dataset_name),
                     progress=progress)
 

@@ -84,8 +84,9 @@ def resumed_config(source: Resumable, preset: str | None, overrides: dict) -> Tr
     if total is not None:
         config = dataclasses.replace(config, epochs=total)
     if source.epoch > config.epochs or (source.epoch == config.epochs and source.batch):
+        count = "iterations" if overrides.get("iterations") is not None else "epochs"
         raise InvalidArgument(f"the checkpoint is already at epoch {source.epoch} (step "
-                              f"{source.step}); {argument('epochs', config.epochs)} ends "
+                              f"{source.step}); {argument(count, config.epochs)} ends "
                               "before it")
     return config
 
@@ -111,8 +112,9 @@ def _moved_state(run: Run, target: Backend) -> TrainState:
 
 
 def _copy_state(state: TrainState) -> TrainState:
-    """A state ``train`` may advance without changing the run it came from (arrays are
-    never modified in place; the containers are copied)."""
+    """A state ``train`` may advance without changing the run it came from: the
+    containers are copied, and ``train`` copies the arrays themselves before a backend
+    with mutable arrays updates them in place."""
     def copy(tree):
         return {k: copy(v) if isinstance(v, dict) else v for k, v in tree.items()}
 

@@ -18,7 +18,8 @@ DESCRIPTION = ("where: which files would be used; verify: check their contents a
 
 def add_arguments(parser) -> None:
     """The action (``where``, ``verify`` or ``fetch``) and the data options."""
-    parser.add_argument("action", choices=("where", "verify", "fetch"))
+    parser.add_argument("action", choices=("where", "verify", "fetch"),
+                        metavar="{where,verify,fetch}")
     options.add_data_options(parser, sources=False)
 
 

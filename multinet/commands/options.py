@@ -38,7 +38,8 @@ def in_range(allowed: Range):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"not {'an integer' if allowed.integer else 'a number'}: {text!r}") from None
         if value not in allowed:
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
         return value

@@ -18,7 +18,6 @@ from multinet.checks import NON_NEGATIVE_INTEGER
 from multinet.commands import COMMANDS, EXIT_USAGE, options
 from multinet.commands.options import in_range
 from multinet.errors import MultinetError
-from multinet.evaluation import render
 
 DESCRIPTION = COMMANDS["predict"].summary
 
@@ -63,7 +62,7 @@ def run(args) -> int:
         print(json.dumps(result))
         return 0
     name = _class_namer(dataset_spec(dataset.name).classes)
-    print(render(image))
+    print(pictures.render(image))
     verdict = "  right" if predicted == true else "  WRONG"
     print(f"prediction: {name(predicted)}, {probs[predicted]:.1%}   label: {name(true)}"
           + verdict)
@@ -165,7 +164,7 @@ def _predict_pictures(args) -> int:
         print(json.dumps(results))
     for result, image in zip([] if args.json else results, images):
         if args.show:
-            print(render(image))
+            print(pictures.render(image))
         others = ", ".join(f"{name(n['prediction'])} {n['probability']:.1%}"
                            for n in result["next"])
         print(f"{result['path']}  {name(result['prediction'])}  "

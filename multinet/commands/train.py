@@ -13,7 +13,6 @@ import sys
 from multinet.api.fit import PlotsNotWritten, prepare_fit
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER
 from multinet.commands import options
-from multinet.commands.options import in_range
 from multinet.initializers import SCHEMES
 from multinet.optim import OPTIMIZERS, SCHEDULES
 from multinet.registry import DISTRIBUTED_ENV
@@ -27,7 +26,7 @@ DESCRIPTION = ("Train from scratch or --resume. --preset notebook (the default) 
 def _devices(text):
     if text == "all":
         return text
-    return in_range(POSITIVE_INTEGER)(text)
+    return options.in_range(POSITIVE_INTEGER)(text)
 
 
 def _preset_values(name: str) -> str:
@@ -48,40 +47,40 @@ def add_arguments(parser) -> None:
     options.add_data_options(parser)
     parser.add_argument("--preset", choices=tuple(PRESETS),
                         help="starting values for every option below (default: notebook)")
-    parser.add_argument("--hidden", type=in_range(RANGES["hidden"]), nargs="+", metavar="N",
+    parser.add_argument("--hidden", type=options.in_range(RANGES["hidden"]), nargs="+", metavar="N",
                         help=f"hidden layer widths, one number per layer "
                              f"({_preset_values('hidden')})")
-    parser.add_argument("--lr", type=in_range(RANGES["lr"]),
+    parser.add_argument("--lr", type=options.in_range(RANGES["lr"]),
                         help=f"learning rate ({_preset_values('lr')})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS,
                         help=f"update rule ({_preset_values('optimizer')})")
-    parser.add_argument("--momentum", type=in_range(RANGES["momentum"]),
+    parser.add_argument("--momentum", type=options.in_range(RANGES["momentum"]),
                         help="momentum coefficient in [0, 1), for --optimizer momentum "
                              "(default: 0.9)")
-    parser.add_argument("--weight-decay", type=in_range(RANGES["weight_decay"]),
+    parser.add_argument("--weight-decay", type=options.in_range(RANGES["weight_decay"]),
                         help="decoupled weight decay on the weights (default: 0)")
     parser.add_argument("--schedule", choices=SCHEDULES,
                         help=f"learning-rate schedule ({_preset_values('schedule')})")
-    parser.add_argument("--batch-size", type=in_range(RANGES["batch_size"]),
+    parser.add_argument("--batch-size", type=options.in_range(RANGES["batch_size"]),
                         help=f"images per step, 0 for the whole training set "
                              f"({_preset_values('batch_size')})")
-    parser.add_argument("--epochs", type=in_range(RANGES["epochs"]),
+    parser.add_argument("--epochs", type=options.in_range(RANGES["epochs"]),
                         help=f"passes over the training set ({_preset_values('epochs')})")
-    parser.add_argument("--iterations", type=in_range(RANGES["iterations"]),
+    parser.add_argument("--iterations", type=options.in_range(RANGES["iterations"]),
                         help="full-batch iterations, for runs with --batch-size 0: the same "
                              "as --epochs there (default: notebook 500)")
     parser.add_argument("--init", choices=SCHEMES,
                         help=f"weight initialisation: uniform(-0.5, 0.5) as in the notebook, "
                              f"or He normal ({_preset_values('init')})")
-    parser.add_argument("--seed", type=in_range(RANGES["seed"]),
+    parser.add_argument("--seed", type=options.in_range(RANGES["seed"]),
                         help="seed for the weights, the dev split and the shuffling "
                              "(default: 0)")
-    parser.add_argument("--log-every", type=in_range(RANGES["log_every"]), metavar="EPOCHS",
+    parser.add_argument("--log-every", type=options.in_range(RANGES["log_every"]), metavar="EPOCHS",
                         help=f"epochs between progress updates, metrics and checkpoints "
                              f"({_preset_values('log_every')})")
     parser.add_argument("--save", metavar="PATH",
                         help="write a checkpoint (safetensors) at every log point and at "
-                             "the end")
+                             "the end (its folder is created)")
     parser.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     parser.add_argument("--metrics", metavar="PATH", help="append metrics as JSON lines")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures (needs matplotlib)")
@@ -101,13 +100,13 @@ def add_arguments(parser) -> None:
     parallel.add_argument("--coordinator", metavar="HOST:PORT",
                           help="address of process 0, for a multi-process run (default: "
                                "$MULTINET_COORDINATOR, else one process)")
-    parallel.add_argument("--num-processes", type=in_range(POSITIVE_INTEGER), metavar="N",
+    parallel.add_argument("--num-processes", type=options.in_range(POSITIVE_INTEGER), metavar="N",
                           help="processes in the run, with --coordinator (default: "
                                "$MULTINET_NUM_PROCESSES)")
-    parallel.add_argument("--process-id", type=in_range(NON_NEGATIVE_INTEGER), metavar="I",
+    parallel.add_argument("--process-id", type=options.in_range(NON_NEGATIVE_INTEGER), metavar="I",
                           help="this process's number, 0 to N-1, with --coordinator "
                                "(default: $MULTINET_PROCESS_ID)")
-    parallel.add_argument("--init-timeout", type=in_range(POSITIVE), metavar="SECONDS",
+    parallel.add_argument("--init-timeout", type=options.in_range(POSITIVE), metavar="SECONDS",
                           help="how long to wait for every process to join before giving "
                                "up with an error (default: $MULTINET_INIT_TIMEOUT, else 60)")
 

@@ -63,37 +63,37 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
     fails (``OSError``), or memory running out, also stops the run: the state is passed to
     ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went.
     """
-    run, state = _prepare(config, backend, dataset, state, metrics_path)
+    setup, state = _prepare(config, backend, dataset, state, metrics_path)
     saves, rescue = _Saves(checkpoint), on_interrupt or checkpoint
-    bar = tqdm(total=run.total_steps, initial=state.step, desc=f"train [{backend.name}]",
+    bar = tqdm(total=setup.total_steps, initial=state.step, desc=f"train [{backend.name}]",
                unit="step", disable=not progress, leave=False)
     seconds = _clock(state.seconds)
     try:
         with StopSignals() as stop:
-            for record in run.pending:  # saved, but killed before it was logged
+            for record in setup.pending:  # saved, but killed before it was logged
                 append_record(metrics_path, record)
             while state.epoch < config.epochs and not stop.signum:
-                epoch = _train_epoch(run, state, stop, bar)
+                epoch = _train_epoch(setup, state, stop, bar)
                 if epoch is None:
                     break  # stopped mid-epoch: the state says where to go on
                 if state.epoch % config.log_every == 0 or state.epoch == config.epochs:
-                    _log_point(run, state, epoch, seconds(), saves, metrics_path, bar)
+                    _log_point(setup, state, epoch, seconds(), saves, metrics_path, bar)
             backend.synchronize(*state.params.values())
             state.seconds = seconds()
             if stop.signum:
-                raise _interrupted(run, state, stop.signum, saves, rescue)
+                raise _interrupted(setup, state, stop.signum, saves, rescue)
             if saves.step != state.step:
                 saves(state)  # nothing left to train (a resumed run at its end, 0 epochs)
     except (OSError, MemoryError) as exc:
-        raise _stopped(exc, run, state, rescue) from None
+        raise _stopped(exc, setup, state, rescue) from None
     finally:
         bar.close()
-    return TrainResult(state=state, summary=summarize(config, backend, state, run.splits,
-                                                      run.predict_labels))
+    return TrainResult(state=state, summary=summarize(config, backend, state, setup.splits,
+                                                      setup.predict_labels))
 
 
 @dataclass(frozen=True)
-class _Run:
+class _Setup:
     """What the loop works with, prepared once: the data on the device, the compiled
     step (and program of ``SCAN_STEPS`` steps, where the backend compiles loops)."""
 
@@ -115,7 +115,7 @@ class _Run:
         return self.splits["train"]
 
 
-def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Run, TrainState]:
+def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Setup, TrainState]:
     """The data on the device and the compiled steps; the state to start from, checked
     against the data."""
     backend.enable_dtype(config.dtype)
@@ -152,21 +152,21 @@ def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Run, Train
     else:
         step = backend.compile(make_minibatch_step(optimizer, backend.mutable_arrays))
         run_steps = make_epoch_runner(backend, optimizer, config.dtype)
-    run = _Run(config=config, backend=backend, splits=splits, full_batch=full_batch,
-               batches=batches, total_steps=config.epochs * batches, step=step,
-               run_steps=run_steps, x_all=x_all, x_t=x_t,
-               predict_labels=make_predictor(backend), pending=pending)
-    return run, state
+    setup = _Setup(config=config, backend=backend, splits=splits, full_batch=full_batch,
+                   batches=batches, total_steps=config.epochs * batches, step=step,
+                   run_steps=run_steps, x_all=x_all, x_t=x_t,
+                   predict_labels=make_predictor(backend), pending=pending)
+    return setup, state
 
 
-def _train_epoch(run: _Run, state: TrainState, stop: StopSignals, bar):
+def _train_epoch(setup: _Setup, state: TrainState, stop: StopSignals, bar):
     """The steps of epoch ``state.epoch`` from batch ``state.batch`` on, until the epoch
     ends or a signal stops it. Returns ``(loss_sum, accuracy_sum, batches, lr)`` of the
     epoch when it ended (the sums over ``batches`` batches; ``lr`` the last step's), else
     None, leaving the state mid-epoch."""
-    config, backend = run.config, run.backend
-    index = None if run.full_batch else backend.batch_asarray(
-        epoch_order(len(run.train_split), config.batch_size, config.seed, state.epoch),
+    config, backend = setup.config, setup.backend
+    index = None if setup.full_batch else backend.batch_asarray(
+        epoch_order(len(setup.train_split), config.batch_size, config.seed, state.epoch),
         "int32")
     if state.batch == 0 or state.loss_sum is None:
         counted_from = state.batch  # the sums cover the batches from here on
@@ -174,45 +174,46 @@ def _train_epoch(run: _Run, state: TrainState, stop: StopSignals, bar):
     else:
         counted_from = 0
     lr = None
-    while (run.run_steps is not None and run.batches - state.batch >= SCAN_STEPS
+    while (setup.run_steps is not None and setup.batches - state.batch >= SCAN_STEPS
            and not stop.signum):
-        lr = _run_program(run, state, index)
+        lr = _run_program(setup, state, index)
         bar.update(SCAN_STEPS)
-    while state.batch < run.batches and not stop.signum:
-        lr = _run_step(run, state, index)
+    while state.batch < setup.batches and not stop.signum:
+        lr = _run_step(setup, state, index)
         bar.update(1)
-    if state.batch < run.batches:
+    if state.batch < setup.batches:
         return None
-    sums = (state.loss_sum, state.accuracy_sum, run.batches - counted_from, lr)
+    sums = (state.loss_sum, state.accuracy_sum, setup.batches - counted_from, lr)
     state.epoch, state.batch = state.epoch + 1, 0
     state.loss_sum = state.accuracy_sum = 0.0
     return sums
 
 
-def _run_program(run: _Run, state: TrainState, index) -> float:
+def _run_program(setup: _Setup, state: TrainState, index) -> float:
     """``SCAN_STEPS`` minibatch steps as one compiled program; the last step's lr."""
-    config, split = run.config, run.train_split
-    lrs = [optim.learning_rate(config.lr, config.schedule, s, run.total_steps)
+    config, split = setup.config, setup.train_split
+    lrs = [optim.learning_rate(config.lr, config.schedule, s, setup.total_steps)
            for s in range(state.step, state.step + SCAN_STEPS)]
-    params, opt_state, loss, accuracy = run.run_steps(
+    params, opt_state, loss, accuracy = setup.run_steps(
         state.params, state.opt_state, split.images, split.labels,
         index[state.batch:state.batch + SCAN_STEPS, :], lrs)
     # The previous program's result: at most one more program is queued.
-    run.backend.synchronize(*state.params.values())
+    setup.backend.synchronize(*state.params.values())
     _advance(state, params, opt_state, loss, accuracy, SCAN_STEPS)
     return lrs[-1]
 
 
-def _run_step(run: _Run, state: TrainState, index) -> float:
+def _run_step(setup: _Setup, state: TrainState, index) -> float:
     """One step (the whole training set, or batch ``state.batch``); its lr."""
-    config, split = run.config, run.train_split
-    lr = optim.learning_rate(config.lr, config.schedule, state.step, run.total_steps)
-    if run.full_batch:
-        out = run.step(state.params, state.opt_state, run.x_all, split.labels, lr, run.x_t)
+    config, split = setup.config, setup.train_split
+    lr = optim.learning_rate(config.lr, config.schedule, state.step, setup.total_steps)
+    if setup.full_batch:
+        out = setup.step(state.params, state.opt_state, setup.x_all, split.labels, lr,
+                         setup.x_t)
     else:
-        out = run.step(state.params, state.opt_state, split.images, split.labels,
+        out = setup.step(state.params, state.opt_state, split.images, split.labels,
                        index[state.batch, :], lr)
-    run.backend.synchronize(*state.params.values())
+    setup.backend.synchronize(*state.params.values())
     _advance(state, *out, 1)
     return lr
 
@@ -225,24 +226,24 @@ def _advance(state: TrainState, params, opt_state, loss, accuracy, steps: int) -
     state.batch, state.step = state.batch + steps, state.step + steps
 
 
-def _log_point(run: _Run, state: TrainState, epoch, seconds: float, saves: _Saves,
+def _log_point(setup: _Setup, state: TrainState, epoch, seconds: float, saves: _Saves,
                metrics_path, bar) -> None:
     """At the end of a logged epoch: the record, checked finite, then the checkpoint,
     then the metrics line."""
     loss_sum, accuracy_sum, batches, lr = epoch
-    backend = run.backend
+    backend = setup.backend
     record = {
         "epoch": state.epoch, "step": state.step, "lr": lr,
         "loss": float(backend.to_numpy(loss_sum)) / batches,
         "train_accuracy": float(backend.to_numpy(accuracy_sum)) / batches,
-        "dev_accuracy": accuracy_of(run.predict_labels, state.params, run.splits["dev"]),
+        "dev_accuracy": accuracy_of(setup.predict_labels, state.params, setup.splits["dev"]),
         "seconds": seconds,
     }
     if not math.isfinite(record["loss"]):
-        raise _diverged(run.config, state, f"the loss became {record['loss']}", saves)
+        raise _diverged(setup.config, state, f"the loss became {record['loss']}", saves)
     bad = non_finite(backend, state)
     if bad:
-        raise _diverged(run.config, state, f"{', '.join(bad[:3])} stopped being finite "
+        raise _diverged(setup.config, state, f"{', '.join(bad[:3])} stopped being finite "
                         "numbers", saves)
     state.history.append(record)
     bar.set_postfix(loss=f"{record['loss']:.4f}", dev=f"{record['dev_accuracy']:.4f}")
@@ -312,14 +313,14 @@ def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
                             f"{kept}")
 
 
-def _interrupted(run: _Run, state: TrainState, signum: int, saves: _Saves,
+def _interrupted(setup: _Setup, state: TrainState, signum: int, saves: _Saves,
                  rescue) -> MultinetError:
     """The error for a run a signal stopped, after saving its state (unless the last
     log point saved this very state already)."""
     name = signal.Signals(signum).name
-    bad = non_finite(run.backend, state)
+    bad = non_finite(setup.backend, state)
     if bad:
-        return _diverged(run.config, state, f"{', '.join(bad[:3])} stopped being finite "
+        return _diverged(setup.config, state, f"{', '.join(bad[:3])} stopped being finite "
                          f"numbers (found on {name})", saves)
     if saves.step == state.step:
         saved = Saved(saves.path)
@@ -334,12 +335,12 @@ def _interrupted(run: _Run, state: TrainState, signum: int, saves: _Saves,
         saved and saved.path, signum)
 
 
-def _stopped(exc, run: _Run, state: TrainState, rescue) -> TrainingStopped:
+def _stopped(exc, setup: _Setup, state: TrainState, rescue) -> TrainingStopped:
     """The error for a run that cannot go on, after saving its state through ``rescue``."""
-    backend = run.backend
+    backend = setup.backend
     if isinstance(exc, MemoryError):
-        split = run.train_split
-        _, estimate = memory_message(run.config, split.images.shape[1], len(split), backend)
+        split = setup.train_split
+        _, estimate = memory_message(setup.config, split.images.shape[1], len(split), backend)
         why = f"out of memory: {estimate}"
     else:
         why = str(exc) if isinstance(exc, MultinetError) else f"write failed: {exc}"
