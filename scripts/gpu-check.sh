@@ -97,7 +97,7 @@ else
     selection="jax or torch"
     command -v nvidia-smi >/dev/null && selection="gpu or torchvision"
     tests=(tests/test_parity.py tests/test_network.py tests/test_oracles.py
-           tests/test_download.py -k "$selection")
+           tests/test_data.py -k "$selection")
     parity=()
     bench=()
     limit="${PYTEST_LIMIT:-270}"

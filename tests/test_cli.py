@@ -1,130 +1,25 @@
-"""The command line: JSON output, and one-line errors with exit status 2."""
+"""The entry module (``multinet/cli.py``) and the table of commands: the version and
+the help, every option's default stated, no more imported than the command that runs, and
+the exit statuses every command shares: one error line and 2 for a mistake (argparse's
+included), 130 for a Ctrl-C even while the command is still starting, a closed pipe
+ended quietly, an output that cannot be written said in one line. What each command
+does is in test_cli_<command>.py."""
 
-import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
-from helpers import assert_one_line_error, data_args, run_cli
-from multinet.cli import main
-from multinet.errors import BackendUnavailable
-from multinet.registry import get_backend
+import helpers
+from helpers import DATA, LONG, assert_one_line_error, run_cli
 
 
-def test_train_json_summary(mnist, capsys):
-    code = main(["train", *data_args(mnist), "--iterations", "3",
-                 "--hidden", "8", "--json", "--no-progress"])
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out)
-    for key in ("backend", "device", "dtype", "iterations", "train_accuracy", "dev_accuracy",
-                "test_accuracy", "seconds", "samples_per_second"):
-        assert key in summary
-    assert summary["iterations"] == 3 and summary["sizes"] == [784, 8, 10]
-
-
-def test_train_text_summary_and_backend_from_environment(mnist, capsys, monkeypatch):
-    monkeypatch.setenv("MULTINET_BACKEND", "strict")
-    assert main(["train", *data_args(mnist), "--iterations", "2",
-                 "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "backend strict" in out and "accuracy: train" in out and "samples/s" in out
-
-
-def test_unavailable_backend_is_one_line_and_exit_2():
-    try:
-        import cupy  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("CuPy is installed here; this checks the no-CuPy message")
-    assert_one_line_error(run_cli("train", "--backend", "cupy"), "cupy", "pip install")
-
-
-def test_unknown_backend_is_one_line_listing_known_names():
-    assert_one_line_error(run_cli("train", "--backend", "tensorflow_nonexistent"),
-                          "unknown backend 'tensorflow_nonexistent'", "numpy", "torch")
-
-
-def test_missing_data_says_where_it_looked(tmp_path):
-    result = run_cli("train", "--data-dir", str(tmp_path), env={"MULTINET_DATA": ""})
-    assert_one_line_error(result, str(tmp_path), "--data-dir")
-
-
-@pytest.mark.parametrize("args", [["train", "--lr", "-1"], ["train", "--iterations", "x"],
-                                  ["train", "--dtype", "float16"]])
-def test_bad_arguments_exit_2_without_traceback(args):
-    result = run_cli(*args)
-    assert_one_line_error(result, f"argument {args[1]}", "multinet train --help")
-
-
-def test_a_mistyped_command_is_one_line_too():
-    assert_one_line_error(run_cli("trian"), "invalid choice: 'trian'")
-
-
-def test_backends_lists_every_backend(capsys):
-    assert main(["backends", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    names = {row["name"] for row in rows}
-    assert {"numpy", "jax", "cupy", "strict"} <= names
-    assert main(["backends"]) == 0
-    text = capsys.readouterr().out
-    assert all(name in text for name in names)
-
-
-def test_parity_table_passes_here(mnist, capsys):
-    code = main(["parity", *data_args(mnist), "--samples", "256",
-                 "--steps", "10", "--backend", "numpy", "--backend", "strict"])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "10 steps" in out and out.count(" pass") == 4
-
-
-def test_parity_json_and_skipped_backends(mnist, capsys):
-    assert main(["parity", *data_args(mnist), "--samples", "128", "--steps",
-                 "3", "--dtype", "float32", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    rows = {row["backend"]: row for row in report["rows"]}
-    assert rows["numpy"]["verdict"] == "pass"
-    assert set(rows["numpy"]["errors"]) >= {"forward", "grads", "train", "predictions"}
-    for row in rows.values():
-        assert row["verdict"] in ("pass", "skipped")
-        assert row["verdict"] != "skipped" or row["reason"]
-
-
-# math: importable, but not an array library; cupy: registered, but not installed (or no GPU).
-@pytest.mark.parametrize("name", ["math", "cupy"])
-def test_parity_of_a_named_backend_that_cannot_run_is_one_line_and_exit_2(mnist, name):
-    """As for train, with train's reason; unasked, such a backend is a skipped row (the
-    test above)."""
-    try:
-        get_backend(name)
-    except BackendUnavailable as exc:
-        reason = str(exc)
-    else:
-        pytest.skip(f"{name} runs here; this checks a backend that cannot")
-    result = run_cli("parity", *data_args(mnist), "--backend", "numpy", "--backend", name,
-                     "--samples", "64", "--steps", "1")
-    assert_one_line_error(result, reason)
-    assert not result.stdout
-
-
-def test_parity_exits_1_when_a_backend_is_out_of_tolerance(mnist, tmp_path):
-    """A plugin backend that computes in float16 is reported as failing, exit status 1."""
-    (tmp_path / "half_backend.py").write_text(
-        "import dataclasses\nimport numpy as np\nfrom multinet.registry import get_backend\n"
-        "def asarray(a, dtype=None):\n"
-        "    a = np.asarray(a, dtype=dtype)\n"
-        "    return a.astype(np.float16).astype(a.dtype) if a.dtype.kind == 'f' else a\n"
-        "def load():\n"
-        "    return dataclasses.replace(get_backend('numpy'), name='half', asarray=asarray)\n")
-    dist = tmp_path / "half_backend-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: half-backend\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[multinet.backends]\nhalf = half_backend:load\n")
-    result = run_cli("parity", *data_args(mnist), "--backend", "half",
-                     "--samples", "128", "--steps", "2", env={"PYTHONPATH": str(tmp_path)})
-    assert result.returncode == 1, result.stderr
-    assert "fail" in result.stdout
-
+# --- What multinet is: the version, the help, every default -----------------------------
 
 def test_version_and_a_bare_command_show_what_multinet_is():
     from multinet import __version__
@@ -185,6 +80,28 @@ def test_an_option_without_a_value_of_its_own_says_what_it_defaults_to():
     assert "--image" in index.help
 
 
+def test_the_parser_of_one_command_reads_it_as_the_whole_parser_does():
+    """``main`` builds only the command it runs; its help and its arguments are those of
+    the parser with every command."""
+    from multinet.cli import build_parser
+
+    whole, one = build_parser(), build_parser(["predict"])
+    argv = ["predict", "x.st", "--index", "3", "--json"]
+    assert vars(whole.parse_args(argv)) == vars(one.parse_args(argv))
+    assert whole.format_help() == one.format_help()
+
+
+def test_every_command_module_has_a_docstring_its_arguments_and_run():
+    from multinet.commands import COMMANDS, load_command
+
+    for name in COMMANDS:
+        module = load_command(name)
+        assert module.__doc__ and module.DESCRIPTION, name
+        assert callable(module.add_arguments) and callable(module.run), name
+
+
+# --- What the command imports -----------------------------------------------------------
+
 def _modules_after(*argv) -> set[str]:
     """The modules ``python -m multinet ARGV...`` has imported when it exits."""
     import subprocess
@@ -223,21 +140,90 @@ def test_a_command_imports_its_own_module_only():
     assert imported & modules == {"multinet.commands.train"}
 
 
-def test_every_command_module_has_a_docstring_its_arguments_and_run():
-    from multinet.commands import COMMANDS, load_command
+# --- Exit statuses: one line and 2, pipes, Ctrl-C ---------------------------------------
 
-    for name in COMMANDS:
-        module = load_command(name)
-        assert module.__doc__ and module.DESCRIPTION, name
-        assert callable(module.add_arguments) and callable(module.run), name
+def test_a_mistyped_command_is_one_line_too():
+    assert_one_line_error(run_cli("trian"), "invalid choice: 'trian'")
 
 
-def test_the_parser_of_one_command_reads_it_as_the_whole_parser_does():
-    """``main`` builds only the command it runs; its help and its arguments are those of
-    the parser with every command."""
-    from multinet.cli import build_parser
+@pytest.mark.parametrize("args", [["train", "--lr", "-1"], ["train", "--iterations", "x"],
+                                  ["train", "--dtype", "float16"]])
+def test_bad_arguments_exit_2_without_traceback(args):
+    result = run_cli(*args)
+    assert_one_line_error(result, f"argument {args[1]}", "multinet train --help")
 
-    whole, one = build_parser(), build_parser(["predict"])
-    argv = ["predict", "x.st", "--index", "3", "--json"]
-    assert vars(whole.parse_args(argv)) == vars(one.parse_args(argv))
-    assert whole.format_help() == one.format_help()
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "nowhere.safetensors"], "no such checkpoint"),
+    (["train", "--resume", "nowhere.safetensors"], "no such checkpoint"),
+    (["predict", "nowhere.safetensors"], "exactly one of --index"),
+])
+def test_cli_errors_are_one_line(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_standard_output_that_cannot_be_written_is_one_line():
+    """``multinet ... > /dev/full``: a traceback before."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "multinet", "backends", "--json"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    helpers.assert_one_line_error(result, "cannot write the output: No space left on device")
+
+
+@pytest.mark.parametrize("args", [["data", "where", *DATA[:2]],
+                                  ["train", *DATA, "--iterations", "2", "--json"]])
+def test_a_closed_pipe_ends_quietly(args):
+    """``multinet ... | head -c 10``: the reader goes away before the output is written
+    (block-buffered, as Python buffers a pipe unless told otherwise)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    process = subprocess.Popen([sys.executable, "-m", "multinet", *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert err == ""
+
+
+def console_script(folder: Path) -> Path:
+    """The ``multinet`` script as an installer writes it from pyproject.toml's entry point
+    (the one installed here may predate a change to it)."""
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    module, function = re.search(r'^multinet = "([\w.]+):(\w+)"$', text, re.M).groups()
+    script = folder / "multinet-script.py"
+    script.write_text(f"import sys\nfrom {module} import {function}\n"
+                      f"if __name__ == '__main__':\n    sys.exit({function}())\n")
+    return script
+
+
+@pytest.mark.parametrize("entry", ["-m", "script"])
+@pytest.mark.parametrize("imported", ["numpy", "multinet.registry", "multinet.cli"])
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path, entry, imported):
+    """The command's imports take tenths of a second: a Ctrl-C then is one line and 130,
+    as later in the run, for ``python -m multinet`` and the installed script alike. Python
+    reports each import as it ends (``PYTHONPROFILEIMPORTTIME``): the signal is sent when
+    ``imported`` is, to land in the imports after it (or, on a slow reader, in the run)."""
+    program = ["-m", "multinet"] if entry == "-m" else [str(console_script(tmp_path))]
+    process = subprocess.Popen([sys.executable, *program, *LONG], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    watchdog = threading.Timer(120, process.kill)  # the import never reported: fail, not hang
+    watchdog.start()
+    try:
+        for line in process.stderr:
+            if line.startswith("import time:") and line.split("|")[-1].strip() == imported:
+                process.send_signal(signal.SIGINT)
+                break
+        else:
+            raise AssertionError(f"{imported} was never imported")
+        err = process.stderr.read()
+        process.wait()
+    finally:
+        watchdog.cancel()
+    lines = [line for line in err.splitlines() if not line.startswith("import time:")]
+    assert "Traceback" not in err, err
+    assert process.returncode == 130, err
+    assert len(lines) == 1 and lines[0].startswith("multinet: interrupted"), lines

@@ -1,6 +1,7 @@
 """Data parallelism through JAX's sharding: N devices (virtual CPU devices here) and two
 processes on 127.0.0.1 give the parameters a single device gives, within the parity
-tolerance."""
+tolerance; a process that cannot join a multi-process run says what it waited for, in one
+line."""
 
 import json
 import os
@@ -13,7 +14,8 @@ import pytest
 
 pytest.importorskip("jax", reason="data parallelism runs on JAX (pip install jax)")
 
-from helpers import data_args, load_code  # noqa: E402
+import helpers  # noqa: E402
+from helpers import DATA, data_args, load_code  # noqa: E402
 from multinet import checkpoint as ckpt  # noqa: E402
 from multinet import parity  # noqa: E402
 
@@ -120,6 +122,40 @@ def test_more_devices_than_exist_and_uneven_batches_are_clear_errors(mnist):
                             capture_output=True, text=True, timeout=120)
     assert uneven.returncode == 2 and "divide evenly by 2" in uneven.stderr
 
+
+# --- Processes that cannot join ---------------------------------------------------------
+
+@pytest.mark.parametrize("process_id, fragment", [
+    (1, "nothing answers at the coordinator 127.0.0.1:{port}"),
+    (0, "the multi-process run at 127.0.0.1:{port} did not come together within 1 s"),
+])
+def test_a_process_that_cannot_join_says_what_it_waited_for_and_gives_up(process_id,
+                                                                         fragment):
+    pytest.importorskip("jax")
+    port = free_port()
+    result = helpers.run_cli(
+        "train", *DATA, "--backend", "jax", "--devices", "all", "--coordinator",
+        f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(process_id),
+        "--init-timeout", "1", timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines[0] == (f"multinet: process {process_id} of 2: joining the run at "
+                        f"127.0.0.1:{port}, waiting up to 1 s for all 2 processes "
+                        "(--init-timeout)")
+    assert len(lines) == 2 and lines[1].startswith("multinet: error: ")
+    assert fragment.format(port=port) in lines[1]
+
+
+def test_a_coordinator_port_out_of_range_is_refused_at_once():
+    pytest.importorskip("jax")
+    result = helpers.run_cli(
+        "train", *DATA, "--backend", "jax", "--devices", "all", "--coordinator",
+        "127.0.0.1:99999", "--num-processes", "2", "--process-id", "1",
+        "--init-timeout", "30", timeout=120)
+    helpers.assert_one_line_error(result, "127.0.0.1:99999", "port from 1 to 65535")
+
+
+# --- The full preset, and the bench -----------------------------------------------------
 
 @pytest.mark.slow
 def test_mlp_preset_on_four_devices_matches_one_device(full_mnist):

@@ -1,34 +1,46 @@
-"""Downloading and finding data, against a local HTTP server on 127.0.0.1 (no internet).
+"""Downloading (``multinet/download.py``), from mirrors on 127.0.0.1 (tests/mirror.py;
+no internet is needed or touched).
 
-The server (tests/mirror.py) serves the real MNIST files under /good/ (the full files where
-they are found, else the committed sample, whose checksums then stand in for MNIST's in
-this process: ``sample_as_mnist``), and under other
-prefixes the failures users meet: /corrupt/ (one byte changed), /missing/ (404), /hang/
-(never answers in time), /truncated/ (the connection drops halfway), /flaky/ (fails the
-first request for each file, then works). tests/test_faults_data.py has the rest.
+``server`` serves the real MNIST files under /good/ (the full files where they are found,
+else the committed sample, whose checksums then stand in for MNIST's in this process:
+``sample_as_mnist``), and under other prefixes the failures users meet: /corrupt/ (one
+byte changed), /missing/ (404), /hang/ (never answers in time), /truncated/ (the
+connection drops halfway), /flaky/ (fails the first request for each file, then works).
+``mirror`` serves a small made-up dataset (``tiny``, helpers.py) in every way a mirror
+fails (it hangs, trickles, serves HTML, truncates, sends without end, or does not answer
+at all), so those cases need neither the real files nor long waits: timeouts are passed
+short. Every test runs ``isolated``: an empty cache, no data or mirrors from outside.
 """
 
 import dataclasses
 import gzip
 import hashlib
-import shutil
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
-from helpers import assert_one_line_error
-from helpers import data_args, is_sample
-from helpers import run_cli as cli
-from mirror import running_mirror
-from multinet.cli import main
+from helpers import GZ_NAMES, assert_error, assert_one_line_error, cli, is_sample
+from mirror import running_mirror, unanswering_address
 from multinet.catalog import DATASETS, FILES
+from multinet.cli import main
 from multinet.data import load_dataset, locate
-from multinet.download import fetch, mirrors_for
-from multinet.errors import DatasetError
+from multinet.download import PARTIAL_DIR, fetch, mirrors_for, partial_name
+from multinet.errors import DatasetError, DatasetNotFound
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 HANG_SECONDS = 3
+
+FAST = dict(timeout=0.4, connect_timeout=0.2, deadline=20.0, retries=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +94,16 @@ def only_gz_files(directory):
     return sorted(p.name for p in directory.iterdir()) == sorted(f"{s}.gz" for s in FILES.values())
 
 
+def quiet(line):
+    pass
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --- Fetch, then verify and train from the cache ----------------------------------------
+
 def test_fetch_verify_then_train_without_data_dir(server, cache, capsys):
     base, _ = server
     fetched = run_main(capsys, "data", "fetch", "--mirror", f"{base}/good/")
@@ -93,6 +115,32 @@ def test_fetch_verify_then_train_without_data_dir(server, cache, capsys):
     assert trained.returncode == 0, trained.stderr
     assert "accuracy: train" in trained.stdout
 
+
+def test_offline_never_touches_the_network(server, cache, capsys, monkeypatch):
+    base, hits = server
+    before = sum(hits.values())
+    monkeypatch.setenv("MULTINET_MIRRORS", f"{base}/good/")
+    assert_one_line_error(run_main(capsys, "train", "--offline"), "not found",
+                          "multinet data fetch")
+    assert sum(hits.values()) == before
+    # Without --offline the same command downloads from $MULTINET_MIRRORS into the cache.
+    result = run_main(capsys, "train", "--iterations", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert hits["good"] > 0 and only_gz_files(cache / "mnist")
+
+
+def test_mirror_precedence(monkeypatch):
+    from multinet.catalog import DATASETS
+
+    spec = DATASETS["mnist"]
+    monkeypatch.delenv("MULTINET_MIRRORS", raising=False)
+    assert mirrors_for(spec) == list(spec.mirrors)
+    monkeypatch.setenv("MULTINET_MIRRORS", "http://a/x, http://b/")
+    assert mirrors_for(spec) == ["http://a/x/", "http://b/"]
+    assert mirrors_for(spec, ["http://c"]) == ["http://c/"]
+
+
+# --- Mirrors that fail ------------------------------------------------------------------
 
 def test_mirrors_are_tried_in_order_and_nothing_bad_is_left_behind(server, cache):
     base, hits = server
@@ -127,6 +175,62 @@ def test_every_mirror_failing_is_one_line_naming_them(server, cache):
     assert not cache.parent.exists()  # no empty cache folder left behind
 
 
+@pytest.mark.parametrize("mode, reason, retried", [
+    ("missing", "HTTP 404", False),
+    ("html", "served an HTML page, not the file", False),
+    ("truncated", "connection broke off", True),
+    ("corrupt", "checksum mismatch", True),
+    ("hang", "stalled (under 1024 bytes in 0.4 s)", False),
+    ("trickle", "stalled (under 1024 bytes in 0.4 s)", False),
+    ("steady", "not done within 1 s", False),
+    ("endless", "sends more than 1048576 bytes", False),
+])
+def test_each_way_a_mirror_fails_is_named_and_retried_only_if_worth_it(
+        mirror, tmp_path, mode, reason, retried):
+    before = mirror.hits[mode]
+    with pytest.raises(DatasetError) as info:
+        fetch("tiny", tmp_path / "data", mirrors=[mirror.url(mode)], say=quiet,
+              **{**FAST, "retries": 1, "deadline": 1.0, "max_bytes": 1 << 20})
+    assert f"{mirror.url(mode)} ({reason})" in str(info.value)
+    assert mirror.hits[mode] - before == (2 if retried else 1)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_trickling_mirror_is_given_up_and_the_next_one_used(mirror, tmp_path):
+    said = []
+    before = mirror.hits["trickle"]
+    files = fetch("tiny", tmp_path / "data", mirrors=[mirror.url("trickle"), mirror.url("good")],
+                  say=said.append, **FAST)
+    assert names(tmp_path / "data") == GZ_NAMES and len(files) == 4
+    assert mirror.hits["trickle"] - before == 1  # not tried again for the other three files
+    assert said[:2] == [f"multinet: downloading train-images-idx3-ubyte.gz from {url}"
+                        for url in (mirror.url("trickle"), mirror.url("good"))]
+    assert len(said) == 5
+
+
+def test_a_mirror_that_does_not_answer_costs_one_connect_timeout(mirror, tmp_path):
+    said = []
+    with unanswering_address() as silent:
+        fetch("tiny", tmp_path / "data", mirrors=[silent, mirror.url("good")],
+              say=said.append, **FAST)
+        assert sum(silent in line for line in said) == 1  # and it was named
+        with pytest.raises(DatasetError, match=r"\(no connection within 0.2 s\)"):
+            fetch("tiny", tmp_path / "other", mirrors=[silent], say=quiet, **FAST)
+    assert names(tmp_path / "data") == GZ_NAMES
+
+
+def test_a_failed_download_names_the_four_files_and_leaves_no_empty_folder(mirror, tmp_path,
+                                                                            capsys):
+    for argv in (["data", "fetch"], ["train", "--iterations", "1"]):
+        status, _, lines = cli(capsys, *argv, "--dataset", "tiny",
+                               "--mirror", mirror.url("missing"), "--mirror", mirror.url("html"))
+        assert_error(status, lines, "could not download train-images-idx3-ubyte.gz",
+                     f"{mirror.url('missing')} (HTTP 404)", *GZ_NAMES, "--data-dir FOLDER",
+                     "MULTINET_DATA=FOLDER")
+        assert len(lines) == 3  # one line per mirror tried, then the error
+        assert not (tmp_path / "cache").exists()
+
+
 def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server, cache,
                                                                             mnist_files,
                                                                             capsys):
@@ -145,108 +249,111 @@ def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server
     assert damaged.read_bytes() == mnist_files[damaged.name]
 
 
-def test_offline_never_touches_the_network(server, cache, capsys, monkeypatch):
-    base, hits = server
-    before = sum(hits.values())
-    monkeypatch.setenv("MULTINET_MIRRORS", f"{base}/good/")
-    assert_one_line_error(run_main(capsys, "train", "--offline"), "not found",
-                          "multinet data fetch")
-    assert sum(hits.values()) == before
-    # Without --offline the same command downloads from $MULTINET_MIRRORS into the cache.
-    result = run_main(capsys, "train", "--iterations", "1", "--no-progress")
-    assert result.returncode == 0, result.stderr
-    assert hits["good"] > 0 and only_gz_files(cache / "mnist")
+# --- Temporary files --------------------------------------------------------------------
+
+def test_a_killed_download_leaves_only_a_partial_file_that_the_next_fetch_removes(
+        mirror, tmp_path):
+    dest = tmp_path / "data"
+    code = (f"from multinet.download import fetch; fetch('mnist', {str(dest)!r}, "
+            f"mirrors=[{mirror.url('trickle')!r}], progress=False, timeout=60)")
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(400):
+            if list((dest / PARTIAL_DIR).glob("*.part")):
+                break
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    parts = names(dest / PARTIAL_DIR)
+    assert names(dest) == [PARTIAL_DIR] and len(parts) == 1  # nothing where readers look
+    assert parts[0].startswith(f"train-images-idx3-ubyte.gz.{child.pid}@")
+    with pytest.raises(DatasetNotFound):
+        locate(dest, "mnist")
+    fetch("tiny", dest, mirrors=[mirror.url("good")], say=quiet, **FAST)
+    assert names(dest) == GZ_NAMES  # the dead process's partial file and folder are gone
 
 
-def test_mirror_precedence(monkeypatch):
-    from multinet.catalog import DATASETS
-
-    spec = DATASETS["mnist"]
-    monkeypatch.delenv("MULTINET_MIRRORS", raising=False)
-    assert mirrors_for(spec) == list(spec.mirrors)
-    monkeypatch.setenv("MULTINET_MIRRORS", "http://a/x, http://b/")
-    assert mirrors_for(spec) == ["http://a/x/", "http://b/"]
-    assert mirrors_for(spec, ["http://c"]) == ["http://c/"]
-
-
-def write_bad_copy(directory: Path, source: Path, problem: str):
-    """The real files, with one of them broken in the way ``problem`` names."""
-    for stem in FILES.values():
-        shutil.copy(source / f"{stem}.gz", directory / f"{stem}.gz")
-    labels = directory / "train-labels-idx1-ubyte.gz"
-    raw = gzip.decompress(labels.read_bytes())
-    broken = {
-        "empty": b"",
-        "not-gzip": raw,
-        "truncated-gzip": labels.read_bytes()[:-100],
-        "wrong-magic": b"\x00\x00\x08\x02" + raw[4:],
-        "truncated-body": gzip.compress(raw[:-10]),
-        "label-out-of-range": gzip.compress(raw[:-1] + b"\x0c"),
-        "count-mismatch": gzip.compress(raw[:4] + (59999).to_bytes(4, "big") + raw[8:-1]),
-    }[problem]
-    labels.write_bytes(broken)
-    return labels
+def test_stale_temporaries_go_and_live_ones_stay(mirror, tmp_path):
+    dest = tmp_path / "data"
+    partial = dest / PARTIAL_DIR
+    partial.mkdir(parents=True)
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)
+    here = socket.gethostname()
+    files = {
+        "dead": partial / partial_name("a.gz", dead_pid, here),
+        "live": partial / partial_name("b.gz", os.getppid(), here),
+        "elsewhere-fresh": partial / partial_name("c.gz", 1, "another-host"),
+        "elsewhere-old": partial / partial_name("d.gz", 1, "another-host"),
+        "pooch-old": dest / "tmpab12cd_9",
+        "pooch-fresh": dest / "tmpzz12cd_9",
+        "unrelated": dest / "notes.txt",
+    }
+    for path in files.values():
+        path.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for key in ("elsewhere-old", "pooch-old", "unrelated"):
+        os.utime(files[key], (two_hours_ago, two_hours_ago))
+    fetch("tiny", dest, mirrors=[mirror.url("good")], say=quiet, **FAST)
+    kept = {key for key, path in files.items() if path.exists()}
+    assert kept == {"live", "elsewhere-fresh", "pooch-fresh", "unrelated"}
 
 
-@pytest.mark.parametrize("problem", ["empty", "not-gzip", "truncated-gzip", "wrong-magic",
-                                     "truncated-body", "label-out-of-range", "count-mismatch"])
-def test_each_bad_file_is_one_line_and_exit_2(problem, tmp_path, mnist):
-    bad = write_bad_copy(tmp_path, mnist.directory, problem)
-    result = cli("train", "--data-dir", str(tmp_path), "--iterations", "1",
-                 *data_args(mnist)[2:])
-    assert_one_line_error(result, bad.name)
-    assert "Traceback" not in result.stderr
+def test_an_interrupted_download_leaves_nothing_behind(mirror, tmp_path):
+    dest = tmp_path / "new" / "data"
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        fetch("tiny", dest, mirrors=[mirror.url("trickle")], say=quiet,
+              **{**FAST, "timeout": 30.0})
+    timer.join()
+    assert not (tmp_path / "new").exists()  # no partial file, no folder fetch created
 
 
-def test_checks_also_catch_what_the_checksum_would(tmp_path, mnist):
-    """Without checksums (data of your own), the structural checks still name the fault."""
-    write_bad_copy(tmp_path, mnist.directory, "label-out-of-range")
-    with pytest.raises(DatasetError, match="label 12 outside 0-9"):
-        load_dataset(data_dir=tmp_path, verify=False)
+# --- The cache: file modes, and folders that cannot be read or made ---------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_downloaded_files_honour_the_umask(mirror, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        fetch("tiny", tmp_path / "data", mirrors=[mirror.url("good")], say=quiet, **FAST)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "data").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
-def test_a_torchvision_root_is_accepted(tmp_path, mnist):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for stem in FILES.values():
-        shutil.copy(mnist.directory / f"{stem}.gz", raw)
-    assert locate(tmp_path)["train_images"].parent == raw
+def test_an_unreadable_cache_is_reported_not_downloaded_over(unreadable, mirror, capsys):
+    before = sum(mirror.hits.values())
+    status, _, lines = cli(capsys, "train", "--dataset", "tiny", "--iterations", "1",
+                           "--mirror", mirror.url("good"))
+    assert_error(status, lines, "cannot read this folder")
+    assert sum(mirror.hits.values()) == before and len(lines) == 1
 
 
-def test_another_datasets_files_are_not_taken_for_mnist(tmp_path, monkeypatch):
-    source = Path("/usr/share/datasets/fashion-mnist")
-    if not (source / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    with pytest.raises(DatasetError, match="checksum mismatch"):
-        load_dataset("mnist", source)
-
-
-def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
-    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed "
-                    "(apt-get install dataset-fashion-mnist)")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv("MULTINET_DATA", raising=False)
-    fashion = load_dataset("fashion-mnist", download=False)
-    assert fashion.train_images.shape == (60000, 28, 28)
-    assert np.bincount(fashion.test_labels).tolist() == [1000] * 10
-    env = {"XDG_CACHE_HOME": str(tmp_path), "MULTINET_DATA": ""}
-    result = cli("train", "--dataset", "fashion-mnist", "--iterations", "3", "--offline",
-                 "--no-progress", "--json", env=env)
-    assert result.returncode == 0, result.stderr
-
-
-def test_torchvision_source_gives_identical_arrays(mnist, tmp_path):
-    pytest.importorskip("torchvision", reason="torchvision is not installed (optional)")
-    from multinet.data import load_with_torchvision
-
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for stem in FILES.values():
-        shutil.copy(mnist.directory / f"{stem}.gz", raw)
-        # torchvision (0.26) looks for the uncompressed files it would have extracted.
-        (raw / stem).write_bytes(gzip.decompress((mnist.directory / f"{stem}.gz").read_bytes()))
-    ours = load_dataset(data_dir=tmp_path, verify=not is_sample(mnist))
-    theirs = load_with_torchvision("mnist", tmp_path, download=False)
-    for role in FILES:
-        np.testing.assert_array_equal(getattr(ours, role), getattr(theirs, role))
+@pytest.mark.parametrize("obstacle", ["a file in the way", "a read-only folder"])
+def test_a_cache_that_cannot_be_created_is_reported_before_any_mirror(
+        obstacle, mirror, tmp_path, monkeypatch, capsys):
+    if obstacle == "a file in the way":
+        (tmp_path / "cache").write_text("not a folder")
+        expected = "Not a directory"
+    else:
+        (tmp_path / "cache").mkdir(mode=0o555)
+        expected = "Permission denied"
+        if os.geteuid() == 0:  # root writes anywhere: ask os.access as a user would
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(
+                path).startswith(str(tmp_path / "cache")) and mode & os.W_OK
+                else real_access(path, mode, **kw))
+    before = sum(mirror.hits.values())
+    for argv in (["data", "fetch"], ["train", "--iterations", "1"]):
+        status, _, lines = cli(capsys, *argv, "--dataset", "tiny", "--mirror", mirror.url("good"))
+        assert_error(status, lines, f"cannot download into {tmp_path / 'cache'}", expected,
+                     "--data-dir", "MULTINET_DATA")
+        assert len(lines) == 1  # no mirror named, none tried
+    assert sum(mirror.hits.values()) == before
+    assert names(tmp_path) == ["cache"]
+    if obstacle == "a read-only folder":
+        assert names(tmp_path / "cache") == []  # nothing left inside

@@ -1,8 +1,11 @@
-"""ONNX export: the inference graph agrees with multinet on every test image, the training
-graph continues a run as multinet does, and the command line fails in one line.
+"""ONNX export (``multinet/export.py``): the inference graph agrees with multinet on
+every test image, its metadata carries the checkpoint (every key docs/export.md lists),
+the training graph continues a run as multinet does, ``export`` names its bad arguments
+as Python arguments, and the core imports no ONNX library.
 
 Checkpoints are trained here, briefly (20 steps on a slice of MNIST): agreement is about
 the arithmetic of the exported graph, which does not depend on how good the network is.
+The command line is in test_cli_export.py.
 """
 
 import dataclasses
@@ -11,7 +14,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,11 +23,10 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import helpers  # noqa: E402
-from helpers import assert_one_line_error, data_args, run_cli  # noqa: E402
+from helpers import train_and_save  # noqa: E402
 from multinet import checkpoint as ckpt  # noqa: E402
 from multinet import export, optim, parity  # noqa: E402
 from multinet.backends import onnx as onnx_backend  # noqa: E402
-from multinet.cli import main  # noqa: E402
 from multinet.catalog import dataset_spec  # noqa: E402
 from multinet.data import split_indices  # noqa: E402
 from multinet.errors import BackendUnavailable, MultinetError  # noqa: E402
@@ -46,13 +47,6 @@ def _backend(name):
         pytest.skip(f"{name}: {exc}")
 
 
-def _save(tmp_path, name, config, backend, dataset):
-    result = train(config, backend, dataset, progress=False)
-    sha256 = dict(dataset_spec(dataset.name).content_sha256)
-    return ckpt.save(tmp_path / f"{name}.safetensors", config, result.state, backend=backend,
-                     dataset_name=dataset.name, dataset_sha256=sha256)
-
-
 @pytest.fixture(scope="module", params=[(preset, backend) for preset in PRESET_RUNS
                                         for backend in ("numpy", "jax")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
@@ -62,8 +56,8 @@ def trained(request, full_mnist, tmp_path_factory):
     preset, name = request.param
     backend = _backend(name)
     config = TrainConfig.from_preset(preset, **PRESET_RUNS[preset])
-    path = _save(tmp_path_factory.mktemp("ckpt"), f"{preset}-{name}", config, backend,
-                 helpers.mnist_slice(full_mnist, 2200, 100))
+    path = train_and_save(tmp_path_factory.mktemp("ckpt"), f"{preset}-{name}", config, backend,
+                          helpers.mnist_slice(full_mnist, 2200, 100))
     checkpoint = ckpt.load(path)
     return checkpoint, backend, export.inference_model(checkpoint)
 
@@ -122,8 +116,8 @@ def test_docs_list_every_metadata_key_a_model_carries(small_checkpoint):
 def test_a_float64_checkpoint_exports_float32_logits_of_float64_arithmetic(mnist, tmp_path):
     numpy = get_backend("numpy")
     config = TrainConfig.from_preset("notebook", epochs=5, dev_size=200, dtype="float64")
-    checkpoint = ckpt.load(_save(tmp_path, "f64", config, numpy,
-                                 helpers.mnist_slice(mnist, 1200, 100)))
+    checkpoint = ckpt.load(train_and_save(tmp_path, "f64", config, numpy,
+                                          helpers.mnist_slice(mnist, 1200, 100)))
     model = export.open_model(export.inference_model(checkpoint))
     images = mnist.test_images[:500]
     logits, labels = export.run_inference(model, images)
@@ -171,7 +165,7 @@ def test_training_graph_continues_a_run_as_multinet_does(mnist, tmp_path, optimi
     data = helpers.mnist_slice(mnist, 1200, 100)  # 1,000 training images: 20 batches of 50
     config = TrainConfig.from_preset("mlp", hidden=(32,), optimizer=optimizer, batch_size=50,
                                      epochs=1, dev_size=200, dtype=dtype, **overrides)
-    checkpoint = ckpt.load(_save(tmp_path, "run", config, numpy, data))
+    checkpoint = ckpt.load(train_and_save(tmp_path, "run", config, numpy, data))
     model_bytes = export.training_model(checkpoint, batch_size)
     model = export.open_model(model_bytes)
     expected_batch = "N" if batch_size is None else batch_size
@@ -213,74 +207,6 @@ def test_training_graph_continues_a_run_as_multinet_does(mnist, tmp_path, optimi
         dtype, steps) * reference.history[-1]["loss"]
 
 
-def test_export_and_evaluate_from_the_command_line(full_mnist, tmp_path):
-    numpy = get_backend("numpy")
-    data = helpers.mnist_slice(full_mnist, 1200, 100)
-    path = _save(tmp_path, "mlp", TrainConfig.from_preset(
-        "mlp", hidden=(32,), epochs=1, batch_size=50, dev_size=200), numpy, data)
-    other = _save(tmp_path, "other", TrainConfig.from_preset(
-        "mlp", hidden=(32,), epochs=1, batch_size=50, dev_size=200, seed=1), numpy, data)
-    model, step = tmp_path / "out" / "mlp.onnx", tmp_path / "out" / "step.onnx"
-    exported = run_cli("export", str(path), "--onnx", str(model), "--onnx-train", str(step),
-                       "--batch-size", "64")
-    assert exported.returncode == 0, exported.stderr
-    assert exported.stdout.split() == [str(model), str(step)]
-    assert export.open_model(step).inputs["images"][0] == (64, 28, 28)
-
-    agree = run_cli("evaluate", str(model), "--against", str(path), *data_args(full_mnist))
-    assert agree.returncode == 0, agree.stderr
-    assert "test accuracy" in agree.stdout and "confusion matrix" in agree.stdout
-    assert "agrees with" in agree.stdout and "10000 of 10000" in agree.stdout
-
-    # Another network's outputs do not agree: exit 1, and the JSON says why.
-    differ = run_cli("evaluate", str(model), "--against", str(other), "--json",
-                     *data_args(full_mnist))
-    assert differ.returncode == 1, differ.stderr
-    report = json.loads(differ.stdout)
-    assert report["test_samples"] == 10_000 and not report["against"]["agrees"]
-    assert report["against"]["logit_error"] > export.LOGIT_TOLERANCE
-
-
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory, mnist):
-    config = TrainConfig.from_preset("notebook", epochs=2, dev_size=200)
-    return _save(tmp_path_factory.mktemp("small"), "small", config, get_backend("numpy"),
-                 helpers.mnist_slice(mnist, 600, 100))
-
-
-def test_bad_checkpoints_and_unwritable_outputs_are_one_line_errors(small_checkpoint,
-                                                                    tmp_path):
-    garbage = tmp_path / "garbage.safetensors"
-    garbage.write_bytes(b"\x00not a checkpoint" * 10)
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    out = str(tmp_path / "m.onnx")
-    for args, fragment in (
-            (["export", str(tmp_path / "missing.safetensors"), "--onnx", out],
-             "no such checkpoint"),
-            (["export", str(garbage), "--onnx", out], "garbage.safetensors"),
-            (["export", str(small_checkpoint), "--onnx", str(blocker / "m.onnx")],
-             f"--onnx {blocker / 'm.onnx'}"),
-            (["export", str(small_checkpoint), "--onnx", out, "--onnx-train", str(tmp_path)],
-             f"--onnx-train {tmp_path}"),
-            (["export", str(small_checkpoint)], "--onnx"),
-            (["export", str(small_checkpoint), "--onnx", out, "--batch-size", "8"],
-             "--onnx-train"),
-            (["evaluate", str(garbage.with_suffix(".onnx"))], "no such ONNX model"),
-            (["evaluate", str(blocker), "--against", str(small_checkpoint)], "--against")):
-        assert_one_line_error(run_cli(*args), fragment)
-    assert not (tmp_path / "m.onnx").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "garbage.safetensors"]
-
-
-def test_both_models_onto_one_file_is_refused_before_any_work(small_checkpoint, tmp_path):
-    same = tmp_path / "m.onnx"
-    result = run_cli("export", str(small_checkpoint), "--onnx", str(same), "--onnx-train",
-                     str(tmp_path / "." / "m.onnx"))
-    assert_one_line_error(result, "--onnx and --onnx-train name the same file")
-    assert not same.exists()
-
-
 @pytest.mark.parametrize("arguments, message", [
     (dict(), "nothing to export: give onnx=OUT.onnx, onnx_train=OUT.onnx, or both"),
     (dict(onnx="m.onnx", batch_size=8), "batch_size= fixes the training graph's batch: it "
@@ -302,59 +228,6 @@ def test_export_from_python_names_its_arguments(small_checkpoint, tmp_path, monk
         export.export(small_checkpoint, **arguments)
     assert "--" not in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
-
-
-def test_a_file_that_is_no_model_is_a_one_line_error(small_checkpoint, tmp_path):
-    fake = tmp_path / "fake.onnx"
-    fake.write_bytes(b"\x08\x07 definitely not protobuf" * 4)
-    assert_one_line_error(run_cli("evaluate", str(fake)), "onnxruntime cannot load it")
-    # A training graph is an ONNX model, but not one that evaluate can run.
-    step = export.write(export.training_model(ckpt.load(small_checkpoint)),
-                        tmp_path / "step.onnx")
-    assert_one_line_error(run_cli("evaluate", str(step)), "not a multinet inference model")
-
-
-def test_an_overflowing_model_and_its_checkpoint_are_one_line_errors(tmp_path):
-    """Weights of 1e30 export (the file is a valid model), but their logits are inf and
-    NaN: ``evaluate`` reported labels read from them as accuracies, and ``--against``
-    printed NumPy's overflow warnings and "logits relative error inf"."""
-    from test_faults_checkpoint import M, _with_weights, write
-
-    huge = write(tmp_path / "huge.st", _with_weights(1e30), M)
-    model = tmp_path / "m.onnx"
-    assert run_cli("export", str(huge), "--onnx", str(model)).returncode == 0
-    sample = ["--data-dir", str(helpers.SAMPLE_MNIST), "--no-verify"]
-    assert_one_line_error(run_cli("evaluate", str(model), *sample),
-                          "logits are inf or NaN on 512 of 512 images")
-    assert_one_line_error(run_cli("evaluate", str(model), "--against", str(huge), *sample),
-                          "logits are inf or NaN")
-    from multinet.evaluation import OutputsNotFinite
-
-    images = np.full((3, 28, 28), 255, dtype=np.uint8)
-    with pytest.raises(OutputsNotFinite, match="3 of 3 images"):  # multinet's own side
-        export.multinet_outputs(ckpt.load(huge).params, get_backend("numpy"), images,
-                                "float32")
-
-
-def _main_result(argv, capsys):
-    code = main(argv)
-    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
-
-
-@pytest.mark.parametrize("library", ["ndonnx", "onnx", "onnxruntime"])
-def test_without_the_extra_export_says_what_to_install(library, small_checkpoint, tmp_path,
-                                                      monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, library, None)  # makes `import library` fail
-    out = tmp_path / "m.onnx"
-    result = _main_result(["export", str(small_checkpoint), "--onnx", str(out)], capsys)
-    assert_one_line_error(result, library, "pip install 'multinet[onnx]'")
-    assert not out.exists()
-
-
-def test_without_onnxruntime_evaluate_says_what_to_install(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    result = _main_result(["evaluate", str(tmp_path / "m.onnx")], capsys)
-    assert_one_line_error(result, "onnxruntime", "pip install 'multinet[onnx]'")
 
 
 def test_the_core_imports_no_onnx_library():

@@ -12,7 +12,7 @@ import pytest
 
 import helpers
 from multinet import heap
-from test_train_tools import SMALL, mnist_slice
+from helpers import SMALL, mnist_slice
 
 #: ``multinet.fit`` keywords for a run of a second or two.
 SMALL_FIT = {**SMALL, "epochs": 1}

@@ -1,16 +1,18 @@
-"""The IDX reader: real files, every malformed case, and fuzzing."""
+"""The IDX reader (``multinet/idx.py``): real files, every malformed case, gzip bombs
+read no further than their header declares, and fuzzing."""
 
 import gzip
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multinet.data import load_dataset
+from helpers import gzip_bomb
 from multinet.errors import DatasetError
-from multinet.idx import parse_idx, read_idx
+from multinet.idx import parse_idx, read_idx, read_idx_bytes
 
 
 def idx_bytes(array: np.ndarray, code=0x08) -> bytes:
@@ -69,26 +71,30 @@ def test_gz_that_is_not_gzip_and_truncated_gzip(tmp_path):
         read_idx(truncated)
 
 
-def write_set(directory, train_images, train_labels, test_images=None, test_labels=None):
-    test_images = train_images if test_images is None else test_images
-    test_labels = train_labels if test_labels is None else test_labels
-    for stem, array in [("train-images-idx3-ubyte", train_images),
-                        ("train-labels-idx1-ubyte", train_labels),
-                        ("t10k-images-idx3-ubyte", test_images),
-                        ("t10k-labels-idx1-ubyte", test_labels)]:
-        (directory / stem).write_bytes(idx_bytes(array))
+def test_a_gzip_bomb_is_read_no_further_than_its_header_declares(tmp_path):
+    bomb = tmp_path / "train-labels-idx1-ubyte.gz"
+    bomb.write_bytes(gzip_bomb((8,), 3 << 30))  # 3 GiB of zeros after 8 labels
+    assert bomb.stat().st_size < 4 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="has trailing bytes.*not read further"):
+            read_idx_bytes(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak  # megabytes, not the 3 GiB it expands to
 
 
-def test_labels_outside_0_to_9_are_rejected(tmp_path):
-    write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 12, 3], np.uint8))
-    with pytest.raises(DatasetError, match="label 12 outside 0-9"):
-        load_dataset(data_dir=tmp_path, verify=False)
-
-
-def test_image_and_label_counts_must_agree(tmp_path):
-    write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 2], np.uint8))
-    with pytest.raises(DatasetError, match="holds 3 images but .* holds 2 labels"):
-        load_dataset(data_dir=tmp_path, verify=False)
+def test_a_header_declaring_more_than_the_limit_is_refused_before_reading(tmp_path):
+    huge = tmp_path / "huge.gz"
+    huge.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">3I", 10**6, 10**3, 10**3)
+                                   + bytes(1 << 20)))
+    with pytest.raises(DatasetError, match=r"declares shape \(1000000, 1000, 1000\).*over the"):
+        read_idx_bytes(huge)
+    small_limit = tmp_path / "small-limit.gz"
+    small_limit.write_bytes(gzip_bomb((2000, 28, 28), 0))
+    with pytest.raises(DatasetError, match="over the 1000000 bytes"):
+        read_idx_bytes(small_limit, max_bytes=10**6)
 
 
 @settings(max_examples=300, deadline=None)

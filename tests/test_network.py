@@ -1,14 +1,24 @@
-"""Shapes, dtypes and namespaces of every public network function, on every backend."""
+"""The network (``multinet/network.py``): shapes, dtypes and namespaces of every public
+function, on every backend; and a module that imports no array library and never asks
+which backend it runs on."""
+
+import ast
+from pathlib import Path
 
 import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
+from helpers import run_python
 from multinet import forward, init_params, loss_and_grads, predict, sgd_step, train_step
 from multinet.initializers import draw_params, to_host
 from multinet.network import layer_sizes
 
 SIZES = [(784, 10, 10), (784, 32, 16, 10), (5, 3)]
+
+REPO = Path(__file__).resolve().parent.parent
+
+ARRAY_LIBRARIES = ("numpy", "cupy", "jax", "jaxlib", "array_api_strict", "torch", "mlx")
 
 
 def batch(backend, dtype, rng, n=7, features=784, classes=10):
@@ -98,3 +108,44 @@ def test_compiled_train_step_matches_the_pieces(backend_dtype, rng):
         np.testing.assert_allclose(backend.to_numpy(new_params[key]),
                                    backend.to_numpy(expected[key]), rtol=rtol, atol=rtol)
     assert 0.0 <= float(backend.to_numpy(acc)) <= 1.0
+
+
+# --- No backend in the network's code ---------------------------------------------------
+
+def test_network_module_imports_no_array_library():
+    source = (REPO / "multinet" / "network.py").read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert not imported & set(ARRAY_LIBRARIES), imported
+    result = run_python("""
+        import sys
+        import multinet.network
+        print(sorted(m for m in %r if m in sys.modules))
+    """ % (ARRAY_LIBRARIES,))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_network_module_never_asks_which_backend_it_runs_on():
+    tree = ast.parse((REPO / "multinet" / "network.py").read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    words = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif isinstance(node, ast.arg):
+            words.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                words.add(node.value)
+    suspicious = {w for w in words for lib in ARRAY_LIBRARIES + ("strict", "backend")
+                  if lib in w.lower()}
+    assert not suspicious | (words & {"name", "__name__", "__module__"})

@@ -1,18 +1,14 @@
-"""Pictures as MNIST would have made them (multinet/pictures.py) and ``predict --image``.
+"""Pictures as MNIST would have made them (``multinet/pictures.py``).
 
 Each preprocessing step is checked on a known input with its exact output. Then MNIST
-test digits are rendered the ways people make pictures (on paper, transparent, 16-bit,
-float, rotated by EXIF, cropped wide or tall, small on a page, grey paper, chalk on a
-board, coloured, JPEG noise...) and a network trained here must read every variant
-within 5 points of the plain 28x28 digits.
+test digits are rendered the ways people make pictures (``helpers.VARIANTS``: on paper,
+transparent, 16-bit, float, rotated by EXIF, cropped wide or tall, small on a page, grey
+paper, chalk on a board, coloured, JPEG noise...) and a network trained here (the
+``network`` fixture) must read every variant within 5 points of the plain 28x28 digits.
+``predict --image`` is in test_cli_predict.py.
 """
 
-import io
-import json
-import os
 import struct
-import subprocess
-import sys
 import tracemalloc
 import zlib
 
@@ -22,39 +18,21 @@ import pytest
 pytest.importorskip("PIL", reason="Pillow is not installed (pip install 'multinet[images]')")
 from PIL import Image, ImageDraw  # noqa: E402
 
-from helpers import assert_one_line_error, data_args, mnist_slice, run_cli  # noqa: E402
-from multinet import checkpoint as ckpt  # noqa: E402
+from helpers import VARIANTS, encoded  # noqa: E402
 from multinet import pictures  # noqa: E402
 from multinet.evaluation import probabilities  # noqa: E402
 from multinet.pictures import PictureError  # noqa: E402
 from multinet.registry import get_backend  # noqa: E402
-from multinet.training.config import TrainConfig  # noqa: E402
-from multinet.training.loop import train  # noqa: E402
 
-#: Test digits per variant, and how far (in accuracy) a variant may fall from the plain
-#: 28x28 digits.
-DIGITS = 200
+#: How far (in accuracy) a variant may fall from the plain 28x28 digits.
 TOLERANCE = 0.05
-
-
-def encoded(img, fmt, **options):
-    """``img`` written to an in-memory file in ``fmt``, ready to be read."""
-    buffer = io.BytesIO()
-    img.save(buffer, fmt, **options)
-    buffer.seek(0)
-    return buffer
-
-
-def grey(values):
-    """A float array in 0..255 as an 8-bit Pillow image (L, or RGB(A) for 3-4 channels)."""
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
 
 
 def com(image):
     return pictures.centre_of_mass(np.asarray(image, dtype=np.float64))
 
 
-# --- reading: modes, bit depths, alpha, orientation, limits -------------------------
+# --- reading: modes, bit depths, alpha, orientation, limits -----------------------------
 
 def test_sixteen_bit_keeps_every_level():
     ramp = np.arange(0, 65535, 65, dtype=np.uint16).reshape(1, -1)  # 1009 levels
@@ -173,7 +151,7 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
         pictures.mnist_digit(truncated)
 
 
-# --- ink: polarity from the border, contrast stretch ---------------------------------
+# --- ink: polarity from the border, contrast stretch ------------------------------------
 
 def paper_with_block(paper, pen, shape=(40, 40)):
     values = np.full(shape, paper / 255)
@@ -224,7 +202,7 @@ def test_a_picture_without_ink_is_refused(faint):
         pictures.ink_map(values)
 
 
-# --- the box, size normalisation, centring -------------------------------------------
+# --- the box, size normalisation, centring ----------------------------------------------
 
 def test_ink_box_ignores_faint_pixels():
     ink = np.zeros((30, 40))
@@ -358,143 +336,12 @@ def test_an_mnist_digit_comes_back_almost_unchanged(mnist):
         assert np.abs(again.astype(int) - digit).mean() < 2.0
 
 
-# --- every way of making a picture, read by a trained network -------------------------
-
-def enlarged(digit, factor):
-    """An MNIST digit drawn ``factor`` times larger: ink 0..1 (``float64``)."""
-    size = 28 * factor
-    big = Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(big, dtype=np.float64) / 255.0
-
-
-def on_paper(ink, paper, pen):
-    """Paper where the ink is 0, pen where it is 1; grey levels or RGB triples."""
-    paper, pen = np.asarray(paper, np.float64), np.asarray(pen, np.float64)
-    return paper + (pen - paper) * (ink[..., None] if paper.ndim else ink)
-
-
-def placed(ink, shape, rng):
-    """``ink`` at a random place on a blank sheet of ``shape``."""
-    sheet = np.zeros(shape)
-    top = rng.integers(0, shape[0] - ink.shape[0] + 1)
-    left = rng.integers(0, shape[1] - ink.shape[1] + 1)
-    sheet[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
-    return sheet
-
-
-def plain_28x28_png(digit, rng):
-    return encoded(Image.fromarray(digit), "PNG")
-
-
-def dark_ink_on_white_paper(digit, rng):
-    return encoded(grey(on_paper(enlarged(digit, 4), 255, 0)), "PNG")
-
-
-def black_ink_on_transparent(digit, rng):
-    rgba = np.zeros((112, 112, 4))
-    rgba[..., 3] = 255 * enlarged(digit, 4)
-    return encoded(grey(rgba), "PNG")
-
-
-def sixteen_bit_png(digit, rng):
-    values = on_paper(enlarged(digit, 4), 52000, 9000)
-    return encoded(Image.fromarray(np.round(values).astype(np.uint16)), "PNG")
-
-
-def float_tiff(digit, rng):
-    values = on_paper(enlarged(digit, 4), 0.8, 0.05).astype(np.float32)
-    return encoded(Image.fromarray(values), "TIFF")
-
-
-def phone_jpeg_with_exif_orientation_6(digit, rng):
-    photo = grey(on_paper(enlarged(digit, 4), (235, 230, 220), (30, 30, 45)))
-    exif = Image.Exif()
-    exif[0x0112] = 6  # the camera was turned: stored sideways, shown upright
-    return encoded(photo.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90,
-                   exif=exif.tobytes())
-
-
-def wide_crop_3_to_1(digit, rng):
-    ink = enlarged(digit, 4)
-    return encoded(grey(on_paper(placed(ink, (112, 336), rng), 255, 0)), "PNG")
-
-
-def tall_crop_1_to_3(digit, rng):
-    ink = enlarged(digit, 4)
-    return encoded(grey(on_paper(placed(ink, (336, 112), rng), 255, 0)), "PNG")
-
-
-def small_on_a_page(digit, rng):
-    ink = enlarged(digit, 2)
-    return encoded(grey(on_paper(placed(ink, (700, 500), rng), 250, 15)), "JPEG", quality=90)
-
-
-def dark_ink_on_grey_paper(digit, rng):
-    return encoded(grey(on_paper(enlarged(digit, 4), 110, 20)), "PNG")
-
-
-def light_ink_on_dark(digit, rng):
-    return encoded(grey(on_paper(enlarged(digit, 4), 45, 225)), "PNG")
-
-
-def blue_ink_on_yellow_paper(digit, rng):
-    return encoded(grey(on_paper(enlarged(digit, 4), (245, 225, 130), (40, 60, 170))), "PNG")
-
-
-def noisy_jpeg(digit, rng):
-    values = on_paper(enlarged(digit, 4), 230, 30) + rng.normal(0, 12, (112, 112))
-    return encoded(grey(values), "JPEG", quality=25)
-
-
-def bilevel_1_bit(digit, rng):
-    return encoded(Image.fromarray(enlarged(digit, 4) < 0.5), "PNG")
-
-
-def red_ink_palette_gif(digit, rng):
-    rgb = grey(on_paper(enlarged(digit, 4), (250, 250, 250), (200, 20, 20)))
-    return encoded(rgb.convert("P"), "GIF")
-
-
-def cmyk_jpeg(digit, rng):
-    rgb = grey(on_paper(enlarged(digit, 4), (250, 248, 240), (10, 10, 60)))
-    return encoded(rgb.convert("CMYK"), "JPEG", quality=90)
-
-
-VARIANTS = (plain_28x28_png, dark_ink_on_white_paper, black_ink_on_transparent,
-            sixteen_bit_png, float_tiff, phone_jpeg_with_exif_orientation_6,
-            wide_crop_3_to_1, tall_crop_1_to_3, small_on_a_page, dark_ink_on_grey_paper,
-            light_ink_on_dark, blue_ink_on_yellow_paper, noisy_jpeg, bilevel_1_bit,
-            red_ink_palette_gif, cmyk_jpeg)
-
+# --- every way of making a picture, read by a trained network ---------------------------
 
 def rendered(variant, digits, seed=0):
     """Every digit made into a picture by ``variant`` and read back as MNIST would."""
     rng = np.random.default_rng(seed)
     return np.stack([pictures.mnist_digit(variant(digit, rng)) for digit in digits])
-
-
-@pytest.fixture(scope="module", params=[
-    "small",
-    pytest.param("mlp-preset", marks=pytest.mark.slow),
-])
-def network(request, mnist, tmp_path_factory):
-    """``(checkpoint path, loaded checkpoint, test digits, labels)``.
-
-    ``small``: the mlp architecture trained here for two epochs on the first 2,048
-    training images (all the committed sample holds). ``mlp-preset``: the ``mlp``
-    preset on the full training set (slow; the issue's measurement)."""
-    if request.param == "small":
-        data = mnist_slice(mnist, 2048, DIGITS)
-        config = TrainConfig.from_preset("mlp", epochs=2, dev_size=48, log_every=2)
-    else:
-        data = mnist_slice(request.getfixturevalue("full_mnist"), 60000, DIGITS)
-        config = TrainConfig.from_preset("mlp")
-    numpy = get_backend("numpy")
-    result = train(config, numpy, data, progress=False)
-    path = ckpt.save(tmp_path_factory.mktemp("pictures") / f"{request.param}.safetensors",
-                     config, result.state, backend=numpy, dataset_name="mnist",
-                     dataset_sha256={})
-    return path, ckpt.load(path), data.test_images, data.test_labels
 
 
 def accuracy(loaded, images, labels):
@@ -509,147 +356,3 @@ def test_every_kind_of_picture_reads_as_well_as_the_28x28_digits(network, varian
     assert control > 0.8  # a network that reads digits, or the comparison means nothing
     got = accuracy(loaded, rendered(variant, digits), labels)
     assert abs(got - control) <= TOLERANCE, (variant.__name__, got, control)
-
-
-# --- the command ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def folder(network, tmp_path_factory):
-    """A folder of mixed files: six pictures of test digits in six formats, an empty
-    page, a broken PNG, a text file (not a picture: skipped), a hidden file."""
-    _, _, digits, labels = network
-    where = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(1)
-    made = [("a.png", dark_ink_on_white_paper), ("b.png", black_ink_on_transparent),
-            ("c.tif", float_tiff), ("d.jpg", phone_jpeg_with_exif_orientation_6),
-            ("e.gif", red_ink_palette_gif), ("f.png", sixteen_bit_png)]
-    for i, (name, variant) in enumerate(made):
-        (where / name).write_bytes(variant(digits[i], rng).getvalue())
-    (where / "blank.png").write_bytes(encoded(Image.new("L", (60, 80), 240), "PNG").getvalue())
-    (where / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
-    (where / "notes.txt").write_text("these are my digits\n")
-    (where / ".hidden.png").write_bytes(b"")
-    return where, [where / name for name, _ in made], labels[:len(made)]
-
-
-def test_predict_a_folder_of_mixed_files_as_json(network, folder):
-    checkpoint, loaded, _, _ = network
-    where, good, labels = folder
-    result = run_cli("predict", str(checkpoint), "--image", str(where), "--json")
-    assert result.returncode == 2  # some files failed
-    errors = result.stderr.strip().splitlines()
-    assert len(errors) == 2 and all(e.startswith("multinet: error: ") for e in errors)
-    assert "blank.png: no ink" in errors[0] and "broken.jpg: cannot read" in errors[1]
-    assert "Traceback" not in result.stderr
-    rows = json.loads(result.stdout)
-    assert [row["path"] for row in rows] == [str(p) for p in good]
-    expected = probabilities(loaded.params, get_backend("numpy"),
-                             np.stack([pictures.mnist_digit(p) for p in good]),
-                             loaded.config.dtype)
-    for row, probs in zip(rows, expected):
-        assert isinstance(row["prediction"], int) and row["prediction"] == probs.argmax()
-        assert row["probability"] == pytest.approx(probs.max())
-        assert [n["prediction"] for n in row["next"]] == list(np.argsort(-probs)[1:3])
-    assert sum(row["prediction"] == label for row, label in zip(rows, labels)) >= 5
-
-
-def test_predict_prints_one_line_per_picture_with_the_next_two_guesses(network, folder):
-    checkpoint = network[0]
-    _, good, _ = folder
-    result = run_cli("predict", str(checkpoint), "--image", *map(str, good[:3]))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3
-    for line, path in zip(lines, good):
-        fields = line.split()
-        assert fields[0] == str(path) and fields[1] in "0123456789"
-        assert fields[2].endswith("%") and fields[3] == "next:" and len(fields) == 8
-
-
-def test_show_draws_and_save_inputs_writes_what_the_network_saw(network, folder, tmp_path):
-    checkpoint = network[0]
-    _, good, _ = folder
-    twin = tmp_path / "again" / good[0].name  # the same name in another folder
-    twin.parent.mkdir()
-    twin.write_bytes(good[0].read_bytes())
-    saved = tmp_path / "inputs"
-    result = run_cli("predict", str(checkpoint), "--image", str(good[0]), str(twin),
-                     "--show", "--save-inputs", str(saved))
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2 * 29 and all(len(line) == 56 for line in lines[:28])
-    assert lines[28].startswith(str(good[0]))
-    assert sorted(p.name for p in saved.iterdir()) == ["a-2.png", "a.png"]
-    written = np.asarray(Image.open(saved / "a.png"))
-    np.testing.assert_array_equal(written, pictures.mnist_digit(good[0]))
-
-
-def test_save_inputs_with_index_writes_the_test_image(network, mnist, tmp_path):
-    result = run_cli("predict", str(network[0]), "--index", "3", "--save-inputs",
-                     str(tmp_path / "seen"), *data_args(mnist))
-    assert result.returncode == 0, result.stderr
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "seen" / "test-3.png")),
-                                  mnist.test_images[3])
-
-
-def test_a_bad_picture_alone_is_one_line(network, tmp_path):
-    checkpoint = network[0]
-    junk = tmp_path / "scan.png"
-    junk.write_bytes(b"\x89PNG\r\n\x1a\n and then nothing")
-    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(junk)),
-                          "scan.png", "cannot read the picture")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    (empty / "notes.txt").write_text("no pictures here")
-    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(empty)),
-                          "no picture files in this folder")
-    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(junk), "--show",
-                                  "--json"), "--show", "--json")
-
-
-def test_save_inputs_never_writes_over_the_pictures_themselves(network, folder, tmp_path):
-    """``--save-inputs`` naming the pictures' own folder would have replaced a drawing
-    by its 28x28 (a.png -> a.png), through a link too: refused before writing."""
-    checkpoint = network[0]
-    _, good, _ = folder
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    drawing = photos / "a.png"
-    drawing.write_bytes(good[0].read_bytes())
-    (photos / "d.jpg").write_bytes(good[3].read_bytes())
-    before = drawing.read_bytes()
-    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(photos),
-                                  "--save-inputs", str(photos)),
-                          "--save-inputs", "would write over the picture", "a.png")
-    linked = tmp_path / "linked"
-    linked.mkdir()
-    os.link(drawing, linked / "a.png")
-    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(drawing),
-                                  "--save-inputs", str(linked)), "would write over")
-    assert drawing.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == [
-        "a.png", "d.jpg"]
-    result = run_cli("predict", str(checkpoint), "--image", str(photos / "d.jpg"),
-                     "--save-inputs", str(photos))  # d.png is nobody's picture
-    assert result.returncode == 0, result.stderr
-    assert (photos / "d.png").exists() and drawing.read_bytes() == before
-
-
-def test_an_empty_path_is_not_the_current_folder(network, folder, tmp_path):
-    checkpoint = network[0]
-    _, good, _ = folder
-    (tmp_path / "cwd.png").write_bytes(good[0].read_bytes())
-    result = subprocess.run([sys.executable, "-m", "multinet", "predict", str(checkpoint),
-                             "--image", "", str(good[1])], capture_output=True, text=True,
-                            cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["multinet: error: --image: an empty path"]
-    assert [line.split()[0] for line in result.stdout.splitlines()] == [str(good[1])]
-
-
-def test_without_pillow_predict_says_which_extra_to_install(network, folder):
-    code = ("import sys; sys.modules['PIL'] = None\n"
-            "from multinet.cli import main\n"
-            f"sys.exit(main(['predict', {str(network[0])!r}, '--image', "
-            f"{str(folder[1][0])!r}]))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert_one_line_error(result, "needs Pillow", "multinet[images]")

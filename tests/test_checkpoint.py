@@ -1,15 +1,16 @@
-"""Checkpoints under faults and bad input: every malformed file is one ``CheckpointError``
-(one line from the CLI), a state that is not finite is never written, a write is atomic
-whatever kills it, temporary files do not pile up, and files honour the umask.
+"""Checkpoints (``multinet/checkpoint.py``): one holds everything a resume needs; every
+malformed file is one ``CheckpointError`` (one line from the commands); a state that is not
+finite is never written; a write is atomic whatever kills it, temporary files do not pile
+up, and files honour the umask.
 
-Malformed checkpoints are made by hand from a valid one, case by case and through a
-hypothesis strategy over the metadata schema (docs/reliability.md).
+Malformed checkpoints are made by hand from a valid one (helpers.py: ``valid_parts``),
+case by case and through hypothesis strategies over the metadata schema and the tensors
+(docs/reliability.md).
 """
 
 import copy
 import dataclasses
 import errno
-import json
 import os
 import signal
 import socket
@@ -23,45 +24,41 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from safetensors.numpy import save_file
 
-from helpers import SAMPLE_MNIST, assert_one_line_error, run_cli
+from helpers import M, NUMPY, T, small_config, trained_checkpoint, valid_parts, write
 from multinet import checkpoint as ckpt
 from multinet import files
 from multinet.cli import main
 from multinet.data import Dataset
 from multinet.errors import MultinetError
-from multinet.registry import get_backend
 from multinet.training.config import TrainConfig
 from multinet.training.loop import initial_state, train
 
-NUMPY = get_backend("numpy")
+
+# --- What a checkpoint holds ------------------------------------------------------------
+
+def test_checkpoint_holds_everything_a_resume_needs(mnist, tmp_path):
+    path, result = trained_checkpoint(mnist, tmp_path, epochs=1,
+                                      dataset_sha256={"train_images": "abc"})
+    loaded = ckpt.load(path)
+    assert loaded.config == small_config(epochs=1)
+    assert set(loaded.opt_state) == {"t", "m", "v"} and set(loaded.opt_state["m"]) == {
+        "W1", "b1", "W2", "b2"}
+    meta = loaded.metadata
+    assert meta["progress"] == {"epoch": 1, "batch": 0, "step": 28,
+                                "seconds": result.state.seconds}
+    assert meta["dataset"]["content_sha256"] == {"train_images": "abc"}
+    assert "epoch_order" in meta["rng"] and len(meta["history"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temporary left
 
 
-def valid_parts(optimizer="adam", dtype="float32"):
-    """``(tensors, metadata)`` of a valid checkpoint: 784-16-10, two full-batch steps done
-    of five."""
-    config = TrainConfig(hidden=(16,), optimizer=optimizer, dtype=dtype, epochs=5,
-                         log_every=1)
-    state = initial_state(config, NUMPY, 784)
-    state.opt_state = {**state.opt_state, "t": np.asarray(2.0, dtype=dtype)}
-    state.epoch = state.step = 2
-    state.history = [{"epoch": e, "step": e, "lr": 0.2, "loss": 2.0, "train_accuracy": 0.1,
-                      "dev_accuracy": 0.1, "seconds": 0.1 * e} for e in (1, 2)]
-    raw = ckpt.encode(config, state, backend=NUMPY, dataset_name="mnist",
-                      dataset_sha256={"train_images": "0" * 64})
-    from safetensors.numpy import load
-
-    with_metadata = raw[8:8 + int.from_bytes(raw[:8], "little")]
-    metadata = json.loads(json.loads(with_metadata)["__metadata__"]["multinet"])
-    return load(raw), metadata
+def test_the_valid_checkpoint_loads(tmp_path):
+    loaded = ckpt.load(write(tmp_path / "ok.st", *valid_parts()))
+    assert list(loaded.params) == ["W1", "b1", "W2", "b2"]
+    assert loaded.opt_state["t"].shape == () and loaded.metadata["progress"]["step"] == 2
 
 
-def write(path, tensors, metadata) -> Path:
-    text = metadata if isinstance(metadata, str) else json.dumps(metadata)
-    save_file(tensors, str(path), metadata={"multinet": text})
-    return path
-
+# --- Reading: every malformed file is one error -----------------------------------------
 
 def assert_rejected(path, *fragments):
     with pytest.raises(ckpt.CheckpointError) as info:
@@ -72,10 +69,18 @@ def assert_rejected(path, *fragments):
         assert fragment in message, message
 
 
-def test_the_valid_checkpoint_loads(tmp_path):
-    loaded = ckpt.load(write(tmp_path / "ok.st", *valid_parts()))
-    assert list(loaded.params) == ["W1", "b1", "W2", "b2"]
-    assert loaded.opt_state["t"].shape == () and loaded.metadata["progress"]["step"] == 2
+def test_bad_checkpoint_files_are_clear_errors(tmp_path):
+    with pytest.raises(MultinetError, match="no such checkpoint"):
+        ckpt.load(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(MultinetError, match="not a readable safetensors"):
+        ckpt.load(junk)
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(MultinetError, match="not a multinet checkpoint"):
+        ckpt.load(tmp_path / "other.safetensors")
 
 
 def _without(tensors, *names):
@@ -95,11 +100,10 @@ def _meta(metadata, path, value):
     return changed
 
 
-T, M = valid_parts()
 NESTED = "[" * 100_000 + "]" * 100_000
 
 CASES = {
-    # What the issue found, then the rest of the schema.
+    # Each part of the schema in turn: the metadata, the tensors, their values.
     "metadata is a list": (T, "[1, 2]", "no valid multinet metadata"),
     "a tensor missing": (_without(T, "opt/v/W1"), M, "opt/v must hold one tensor per"),
     "W1 of the wrong shape": (_with(T, params__W1=np.zeros((100, 16), np.float32)), M,
@@ -161,6 +165,26 @@ def test_a_malformed_checkpoint_is_one_checkpoint_error(tmp_path, case):
     assert_rejected(write(tmp_path / "bad.st", tensors, metadata), fragment)
 
 
+def test_a_truncated_file_and_an_unreadable_header_are_one_line(tmp_path):
+    good = write(tmp_path / "ok.st", T, M)
+    data = good.read_bytes()
+    (tmp_path / "cut.st").write_bytes(data[: len(data) // 2])
+    assert_rejected(tmp_path / "cut.st", "not a readable safetensors file")
+    (tmp_path / "huge.st").write_bytes((2**62).to_bytes(8, "little") + b"{}")
+    assert_rejected(tmp_path / "huge.st", "not a readable safetensors file")
+
+
+def test_a_folder_or_a_path_that_is_no_file_name_is_named_as_such(tmp_path):
+    import multinet
+    from multinet.errors import InvalidArgument
+
+    (tmp_path / "run.safetensors").mkdir()
+    assert_rejected(tmp_path / "run.safetensors", "is a folder, not a checkpoint file")
+    for wrong in (None, 5, b"a.st"):
+        with pytest.raises(InvalidArgument, match="path must be a checkpoint's file name"):
+            multinet.load(wrong)
+
+
 @pytest.mark.parametrize("command", [["evaluate"], ["train", "--resume"], ["plot", "--out", "p"]])
 def test_the_commands_reject_a_nan_checkpoint_with_one_line(tmp_path, capsys, command):
     tensors, metadata, _ = CASES["a NaN weight"]
@@ -174,75 +198,18 @@ def test_the_commands_reject_a_nan_checkpoint_with_one_line(tmp_path, capsys, co
                                "params/W1 holds NaN")
 
 
-def _with_weights(value, W2=None) -> dict:
-    """``T`` with every parameter ``value`` (``W2``: that second layer instead)."""
-    tensors = {k: np.full_like(v, value) if k.startswith("params/") else v
-               for k, v in T.items()}
-    return tensors if W2 is None else {**tensors, "params/W2": W2}
+@pytest.mark.parametrize("name", ["junk\nmultinet: error: second line", "params/W9\r\nx"])
+def test_a_tensor_name_with_a_line_break_is_still_one_line(tmp_path, capsys, name):
+    """The name comes from the file: printed raw, it split the error into two lines."""
+    path = write(tmp_path / "bad.st", {**T, name: np.zeros(1, np.float32)}, M)
+    code = main(["evaluate", str(path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"multinet: error: {path}: not a valid multinet checkpoint")
+    assert "\\n" in lines[0]
 
 
-@pytest.mark.parametrize("command", [["evaluate"], ["evaluate", "--json"],
-                                     ["predict", "--index", "0"], ["plot", "--out"]],
-                         ids=" ".join)
-def test_weights_too_large_for_float32_are_one_line_not_numpy_warnings(tmp_path, command):
-    """Finite weights (1e30) a checkpoint accepts, whose forward pass overflows: NumPy
-    warned of overflows, and the commands went on to report labels read from inf and NaN
-    logits (all 0, "nan%")."""
-    path = write(tmp_path / "huge.st", _with_weights(1e30), M)
-    out = [str(tmp_path / "plots")] if command[-1] == "--out" else []
-    result = run_cli(command[0], str(path), *command[1:], *out,
-                     "--data-dir", str(SAMPLE_MNIST), "--no-verify")
-    assert_one_line_error(result, "weights are too large for float32", "inf or NaN",
-                          "1 of 1 images" if command[0] == "predict" else "512 of 512 images")
-    assert not result.stdout and not (tmp_path / "plots").exists()
-
-
-def test_the_python_api_refuses_such_weights_too(tmp_path, mnist):
-    """``Run.predict`` / ``probabilities`` / ``evaluate`` from Python: the same error,
-    no NumPy warnings (pytest runs with warnings as errors where configured; checked
-    here with ``warnings`` itself)."""
-    import warnings
-
-    import multinet
-    from multinet.evaluation import OutputsNotFinite
-
-    run = multinet.load(write(tmp_path / "huge.st", _with_weights(1e30), M))
-    images = mnist.test_images[:3]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for call in (run.predict, run.probabilities):
-            with pytest.raises(OutputsNotFinite, match="3 of 3 images"):
-                call(images)
-        with pytest.raises(OutputsNotFinite):
-            run.evaluate(mnist)
-
-
-def test_weights_near_the_limit_are_checked_not_refused(mnist):
-    """Past the cheap bound (``check_finite``) but finite all the way: 1e17 into every
-    hidden unit and +-3e17 out of it, cancelling, is evaluated (a RuntimeWarning would
-    fail here)."""
-    from multinet.evaluation import evaluate
-
-    signs = np.where(np.arange(16) % 2, 3e17, -3e17).astype(np.float32)
-    tensors = _with_weights(1e17, W2=np.repeat(signs[:, None], 10, axis=1))
-    params = {k.removeprefix("params/"): v for k, v in tensors.items()
-              if k.startswith("params/")}
-    bound = 16 * (784 + 1) * 1e17 * 3e17  # |W2|^T (|W1|^T 1 + |b1|), as check_finite
-    assert bound > float(np.finfo(np.float32).max) / 2
-    result = evaluate(params, NUMPY, mnist, "float32")
-    assert result["test_samples"] == len(result["predictions"]) == len(mnist.test_labels)
-
-
-def test_a_truncated_file_and_an_unreadable_header_are_one_line(tmp_path):
-    good = write(tmp_path / "ok.st", T, M)
-    data = good.read_bytes()
-    (tmp_path / "cut.st").write_bytes(data[: len(data) // 2])
-    assert_rejected(tmp_path / "cut.st", "not a readable safetensors file")
-    (tmp_path / "huge.st").write_bytes((2**62).to_bytes(8, "little") + b"{}")
-    assert_rejected(tmp_path / "huge.st", "not a readable safetensors file")
-
-
-# --- the schema as a hypothesis strategy ------------------------------------------------
+# --- The schema as a hypothesis strategy ------------------------------------------------
 
 def _paths(value, prefix=()):
     """Every place in a JSON value: ``(path, value)``."""
@@ -256,18 +223,20 @@ def _paths(value, prefix=()):
 
 
 PLACES = [path for path, _ in _paths(M) if path]
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.sampled_from([10**400, -10**400])
     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
                                                                 max_size=3),
     max_leaves=5)
+
 #: 1,100 random images: 1,000 held out as dev (the configuration's default), 100 to train.
-TINY = Dataset(name="mnist", directory=Path("."),
-               train_images=np.random.default_rng(0).integers(0, 256, (1100, 28, 28), np.uint8),
-               train_labels=np.random.default_rng(1).integers(0, 10, 1100).astype(np.uint8),
-               test_images=np.zeros((20, 28, 28), np.uint8),
-               test_labels=np.zeros(20, np.uint8))
+RANDOM_IMAGES = Dataset(
+    name="mnist", directory=Path("."),
+    train_images=np.random.default_rng(0).integers(0, 256, (1100, 28, 28), np.uint8),
+    train_labels=np.random.default_rng(1).integers(0, 10, 1100).astype(np.uint8),
+    test_images=np.zeros((20, 28, 28), np.uint8), test_labels=np.zeros(20, np.uint8))
 
 
 @settings(max_examples=80, deadline=None,
@@ -294,7 +263,7 @@ def test_any_change_to_the_metadata_is_rejected_or_harmless(tmp_path, place, val
     config = dataclasses.replace(loaded.config, epochs=progress["epoch"] + 1)
     try:
         with np.errstate(all="ignore"):
-            train(config, NUMPY, TINY, progress=False, state=loaded.state_on(NUMPY))
+            train(config, NUMPY, RANDOM_IMAGES, progress=False, state=loaded.state_on(NUMPY))
     except MultinetError:
         pass  # a state that does not fit this data: said in one line
 
@@ -322,7 +291,7 @@ def test_any_damaged_tensor_is_rejected(tmp_path, name, change):
     assert_rejected(write(tmp_path / "damaged.st", tensors, M))
 
 
-# --- writing: never a bad state, atomic, clean, umask ---------------------------------------
+# --- Writing: never a bad state, atomic, clean, umask -----------------------------------
 
 def _state(tmp_path, bad=False):
     config = TrainConfig(hidden=(16,), epochs=5)
@@ -441,34 +410,3 @@ def test_sigkill_during_saves_in_a_long_loop(tmp_path):
     assert hits > 0  # the loop did hit saves in progress
     _save(tmp_path / "k.st", *_state(tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == ["k.st"]
-
-
-def test_a_metrics_line_cut_off_by_a_crash_does_not_swallow_the_next(tmp_path):
-    path = tmp_path / "m.jsonl"
-    path.write_text('{"epoch": 1}\n{"epoch": 2, "lo')
-    files.append_line(path, json.dumps({"epoch": 3}))
-    assert path.read_text().splitlines()[-1] == '{"epoch": 3}'
-
-
-# --- Found when the fixes were tried by someone else (issue 11) ----------------------------
-
-@pytest.mark.parametrize("name", ["junk\nmultinet: error: second line", "params/W9\r\nx"])
-def test_a_tensor_name_with_a_line_break_is_still_one_line(tmp_path, capsys, name):
-    """The name comes from the file: printed raw, it split the error into two lines."""
-    path = write(tmp_path / "bad.st", {**T, name: np.zeros(1, np.float32)}, M)
-    code = main(["evaluate", str(path)])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, lines
-    assert lines[0].startswith(f"multinet: error: {path}: not a valid multinet checkpoint")
-    assert "\\n" in lines[0]
-
-
-def test_a_folder_or_a_path_that_is_no_file_name_is_named_as_such(tmp_path):
-    import multinet
-    from multinet.errors import InvalidArgument
-
-    (tmp_path / "run.safetensors").mkdir()
-    assert_rejected(tmp_path / "run.safetensors", "is a folder, not a checkpoint file")
-    for wrong in (None, 5, b"a.st"):
-        with pytest.raises(InvalidArgument, match="path must be a checkpoint's file name"):
-            multinet.load(wrong)

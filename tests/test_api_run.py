@@ -1,0 +1,119 @@
+"""``multinet.Run`` and ``multinet.load`` (``multinet/api/run.py``): a trained run
+predicts, evaluates, draws its figures and saves; a saved one loads on another backend;
+bad arguments are named as Python arguments, and no other file is written over."""
+
+import re
+
+import numpy as np
+import pytest
+
+import helpers
+import multinet
+from multinet import InvalidArgument
+
+#: Figures are drawn off-screen in the tests.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:matplotlib")
+
+
+def test_predict_accepts_both_layouts_and_refuses_floats(short_run):
+    images = short_run.dataset.test_images[:50]
+    labels = short_run.predict(images)
+    assert labels.shape == (50,) and labels.dtype == np.int64
+    assert np.array_equal(short_run.predict(images.reshape(50, 784)), labels)
+    assert np.array_equal(short_run.predict(list(images)), labels)
+    probabilities = short_run.probabilities(images)
+    assert probabilities.shape == (50, 10)
+    assert np.allclose(probabilities.sum(axis=1), 1)
+    assert np.array_equal(probabilities.argmax(axis=1), labels)
+    with pytest.raises(InvalidArgument, match="uint8"):
+        short_run.predict(images / 255.0)
+    with pytest.raises(InvalidArgument, match=r"image\[None\]"):
+        short_run.predict(images[0])
+    with pytest.raises(InvalidArgument, match=r"\(n, 28, 28\) or \(n, 784\)"):
+        short_run.predict(images[:, :20, :20])
+
+
+def test_predict_refuses_784_pixels_that_are_no_28_by_28_image_and_takes_none(short_run):
+    images = short_run.dataset.test_images[:4]
+    with pytest.raises(InvalidArgument, match=r"\(n, 28, 28\) or \(n, 784\); got \(4, 14, 56\)"):
+        short_run.predict(images.reshape(4, 14, 56))
+    for empty in (images[:0], images[:0].reshape(0, 784)):
+        assert short_run.predict(empty).shape == (0,)
+        assert short_run.probabilities(empty).shape == (0, 10)
+
+
+def test_evaluate_agrees_with_the_summary(short_run):
+    result = short_run.evaluate()
+    assert result["test_accuracy"] == short_run.summary["test_accuracy"]
+    assert np.asarray(result["confusion_matrix"]).sum() == result["test_samples"] == 300
+    assert np.array_equal(result["predictions"],
+                          short_run.predict(short_run.dataset.test_images))
+
+
+def test_plot_predictions_names_its_bad_arguments(short_run):
+    pytest.importorskip("matplotlib")
+    images = short_run.dataset.test_images[:4]
+    for call, message in (
+            (lambda: short_run.plot_predictions(count=0), "count must be an integer >= 1, "
+                                                          "got 0"),
+            (lambda: short_run.plot_predictions(count=-1), "got -1"),
+            (lambda: short_run.plot_predictions(images[:0]), "no image to plot"),
+            (lambda: short_run.plot_predictions(images, [7, 2, 1]),
+             "labels must be 4 integer labels, one per image, shape (4,); got int64 (3,)"),
+            (lambda: short_run.plot_predictions(images, [7.0, 2.0, 1.0, 0.0]), "got float64"),
+            (lambda: short_run.plot_predictions(images, [7, 2, 1, 10]),
+             "labels must be classes 0-9, got 1..10")):
+        with pytest.raises(InvalidArgument, match=re.escape(message)):
+            call()
+
+
+def test_figures_show_the_run(short_run, tmp_path):
+    figure = pytest.importorskip("matplotlib.figure")
+    curves = short_run.plot_curves()
+    assert isinstance(curves, figure.Figure) and len(curves.axes) == 2
+    loss = curves.axes[0].lines[0].get_ydata()
+    assert list(loss) == [r["loss"] for r in short_run.history]
+    shown = short_run.plot_predictions()
+    titles = [ax.get_title() for ax in shown.axes if ax.get_title()]
+    predicted = short_run.predict(short_run.dataset.test_images[:8])
+    assert len(titles) == 8
+    assert [t.split()[0] for t in titles] == [str(p) for p in predicted]
+    wrong = [t for t in titles if "true" in t]
+    truth = short_run.dataset.test_labels[:8]
+    assert len(wrong) == int(np.sum(predicted != truth))
+    mine = short_run.plot_predictions(short_run.dataset.test_images[:3])
+    assert sum(bool(ax.get_title()) for ax in mine.axes) == 3
+    assert short_run.plot_confusion().axes[0].get_title() == "confusion matrix (test set)"
+    written = short_run.save_plots(tmp_path / "plots")
+    assert [p.name for p in written] == ["training_curves.png", "predictions.png",
+                                         "confusion_matrix.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_a_saved_run_loads_on_another_backend(short_run, tmp_path):
+    path = short_run.save(tmp_path / "run.safetensors")
+    again = multinet.load(path, backend="strict")
+    assert again.backend.name == "strict" and again.dataset is None
+    assert again.summary["checkpoint"] == str(path) and "test_accuracy" not in again.summary
+    images = short_run.dataset.test_images
+    assert np.array_equal(again.predict(images), short_run.predict(images))
+    assert again.evaluate(short_run.dataset)["test_accuracy"] == (
+        short_run.summary["test_accuracy"])
+
+
+def test_run_save_and_save_plots_refuse_to_destroy_another_file(sample, tmp_path):
+    """``Run.save("notes.txt")`` replaced the file; ``Run.save_plots`` on a file raised a
+    bare ``FileExistsError`` after evaluating."""
+    import multinet
+    from multinet.files import OutputError
+
+    run = multinet.fit(helpers.mnist_slice(sample, 1200, 100), progress=False,
+                       iterations=1, dev_size=200)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(OutputError, match=r"path= .*notes.txt: exists and is not a checkpoint"):
+        run.save(notes)
+    assert notes.read_text() == "my notes\n"
+    with pytest.raises(OutputError, match=r"folder= .*notes.txt: is a file, not a folder"):
+        run.save_plots(notes)
+    assert run.save(tmp_path / "a.st") == run.save(tmp_path / "a.st")  # a checkpoint: replaced

@@ -1,0 +1,183 @@
+"""``multinet predict`` as a user runs it: pictures by ``--image`` (files and folders,
+made as people make them, read by a network trained here: the ``network`` fixture), a
+test image by ``--index``, what ``--show`` and ``--save-inputs`` write, and one line for
+every picture it cannot read. How a picture becomes an MNIST digit is in
+test_pictures.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PIL", reason="Pillow is not installed (pip install 'multinet[images]')")
+from PIL import Image  # noqa: E402
+
+from helpers import (assert_one_line_error, black_ink_on_transparent,  # noqa: E402
+                     dark_ink_on_white_paper, data_args, encoded, float_tiff,
+                     phone_jpeg_with_exif_orientation_6, red_ink_palette_gif, run_cli,
+                     sixteen_bit_png, trained_checkpoint)
+from multinet import pictures  # noqa: E402
+from multinet.evaluation import probabilities  # noqa: E402
+from multinet.registry import get_backend  # noqa: E402
+
+
+def test_predict_an_image_file(mnist, tmp_path):
+    pytest.importorskip("PIL", reason="Pillow is not installed")
+    from PIL import Image
+
+    path, _ = trained_checkpoint(mnist, tmp_path, epochs=2)
+    digit = mnist.test_images[0]  # a 7
+    # Dark ink on white paper, four times the size: it is inverted and resized back.
+    Image.fromarray(255 - digit).resize((112, 112)).save(tmp_path / "seven.png")
+    result = run_cli("predict", str(path), "--image", str(tmp_path / "seven.png"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["prediction"] == 7
+    bad = run_cli("predict", str(path), "--image", str(tmp_path / "c.safetensors"))
+    assert bad.returncode == 2 and "cannot read the picture" in bad.stderr
+
+
+# --- Pictures read by a network trained here --------------------------------------------
+
+@pytest.fixture(scope="module")
+def folder(network, tmp_path_factory):
+    """A folder of mixed files: six pictures of test digits in six formats, an empty
+    page, a broken PNG, a text file (not a picture: skipped), a hidden file."""
+    _, _, digits, labels = network
+    where = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(1)
+    made = [("a.png", dark_ink_on_white_paper), ("b.png", black_ink_on_transparent),
+            ("c.tif", float_tiff), ("d.jpg", phone_jpeg_with_exif_orientation_6),
+            ("e.gif", red_ink_palette_gif), ("f.png", sixteen_bit_png)]
+    for i, (name, variant) in enumerate(made):
+        (where / name).write_bytes(variant(digits[i], rng).getvalue())
+    (where / "blank.png").write_bytes(encoded(Image.new("L", (60, 80), 240), "PNG").getvalue())
+    (where / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
+    (where / "notes.txt").write_text("these are my digits\n")
+    (where / ".hidden.png").write_bytes(b"")
+    return where, [where / name for name, _ in made], labels[:len(made)]
+
+
+def test_predict_a_folder_of_mixed_files_as_json(network, folder):
+    checkpoint, loaded, _, _ = network
+    where, good, labels = folder
+    result = run_cli("predict", str(checkpoint), "--image", str(where), "--json")
+    assert result.returncode == 2  # some files failed
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("multinet: error: ") for e in errors)
+    assert "blank.png: no ink" in errors[0] and "broken.jpg: cannot read" in errors[1]
+    assert "Traceback" not in result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["path"] for row in rows] == [str(p) for p in good]
+    expected = probabilities(loaded.params, get_backend("numpy"),
+                             np.stack([pictures.mnist_digit(p) for p in good]),
+                             loaded.config.dtype)
+    for row, probs in zip(rows, expected):
+        assert isinstance(row["prediction"], int) and row["prediction"] == probs.argmax()
+        assert row["probability"] == pytest.approx(probs.max())
+        assert [n["prediction"] for n in row["next"]] == list(np.argsort(-probs)[1:3])
+    assert sum(row["prediction"] == label for row, label in zip(rows, labels)) >= 5
+
+
+def test_predict_prints_one_line_per_picture_with_the_next_two_guesses(network, folder):
+    checkpoint = network[0]
+    _, good, _ = folder
+    result = run_cli("predict", str(checkpoint), "--image", *map(str, good[:3]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line, path in zip(lines, good):
+        fields = line.split()
+        assert fields[0] == str(path) and fields[1] in "0123456789"
+        assert fields[2].endswith("%") and fields[3] == "next:" and len(fields) == 8
+
+
+def test_show_draws_and_save_inputs_writes_what_the_network_saw(network, folder, tmp_path):
+    checkpoint = network[0]
+    _, good, _ = folder
+    twin = tmp_path / "again" / good[0].name  # the same name in another folder
+    twin.parent.mkdir()
+    twin.write_bytes(good[0].read_bytes())
+    saved = tmp_path / "inputs"
+    result = run_cli("predict", str(checkpoint), "--image", str(good[0]), str(twin),
+                     "--show", "--save-inputs", str(saved))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 * 29 and all(len(line) == 56 for line in lines[:28])
+    assert lines[28].startswith(str(good[0]))
+    assert sorted(p.name for p in saved.iterdir()) == ["a-2.png", "a.png"]
+    written = np.asarray(Image.open(saved / "a.png"))
+    np.testing.assert_array_equal(written, pictures.mnist_digit(good[0]))
+
+
+def test_save_inputs_with_index_writes_the_test_image(network, mnist, tmp_path):
+    result = run_cli("predict", str(network[0]), "--index", "3", "--save-inputs",
+                     str(tmp_path / "seen"), *data_args(mnist))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "seen" / "test-3.png")),
+                                  mnist.test_images[3])
+
+
+def test_a_bad_picture_alone_is_one_line(network, tmp_path):
+    checkpoint = network[0]
+    junk = tmp_path / "scan.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n and then nothing")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(junk)),
+                          "scan.png", "cannot read the picture")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(empty)),
+                          "no picture files in this folder")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(junk), "--show",
+                                  "--json"), "--show", "--json")
+
+
+def test_save_inputs_never_writes_over_the_pictures_themselves(network, folder, tmp_path):
+    """``--save-inputs`` naming the pictures' own folder would have replaced a drawing
+    by its 28x28 (a.png -> a.png), through a link too: refused before writing."""
+    checkpoint = network[0]
+    _, good, _ = folder
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    drawing = photos / "a.png"
+    drawing.write_bytes(good[0].read_bytes())
+    (photos / "d.jpg").write_bytes(good[3].read_bytes())
+    before = drawing.read_bytes()
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(photos),
+                                  "--save-inputs", str(photos)),
+                          "--save-inputs", "would write over the picture", "a.png")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.link(drawing, linked / "a.png")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(drawing),
+                                  "--save-inputs", str(linked)), "would write over")
+    assert drawing.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == [
+        "a.png", "d.jpg"]
+    result = run_cli("predict", str(checkpoint), "--image", str(photos / "d.jpg"),
+                     "--save-inputs", str(photos))  # d.png is nobody's picture
+    assert result.returncode == 0, result.stderr
+    assert (photos / "d.png").exists() and drawing.read_bytes() == before
+
+
+def test_an_empty_path_is_not_the_current_folder(network, folder, tmp_path):
+    checkpoint = network[0]
+    _, good, _ = folder
+    (tmp_path / "cwd.png").write_bytes(good[0].read_bytes())
+    result = subprocess.run([sys.executable, "-m", "multinet", "predict", str(checkpoint),
+                             "--image", "", str(good[1])], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["multinet: error: --image: an empty path"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [str(good[1])]
+
+
+def test_without_pillow_predict_says_which_extra_to_install(network, folder):
+    code = ("import sys; sys.modules['PIL'] = None\n"
+            "from multinet.cli import main\n"
+            f"sys.exit(main(['predict', {str(network[0])!r}, '--image', "
+            f"{str(folder[1][0])!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert_one_line_error(result, "needs Pillow", "multinet[images]")
