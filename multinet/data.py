@@ -109,7 +109,7 @@ def search_dirs(spec: DatasetSpec, data_dir=None) -> list[Path]:
             for directory in (root / spec.name, root / spec.torchvision_name / "raw", root)]
 
 
-def locate(data_dir: str | os.PathLike | None = None, name: str = "mnist") -> dict[str, Path]:
+def locate(name: str = "mnist", data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """The dataset's four files, or ``DatasetNotFound`` saying where it looked
     (``DatasetError`` if a folder on the way cannot be read)."""
     spec = dataset_spec(name)
@@ -196,7 +196,7 @@ def ensure_dataset(name: str = "mnist", data_dir=None, *, download: bool = True,
     ``$MULTINET_DATA``, and ``download``). A folder that cannot be read is an error, not
     a reason to download."""
     try:
-        return locate(data_dir, name)
+        return locate(name, data_dir)
     except DatasetNotFound:
         if not download or explicit_dir(data_dir) is not None:
             raise

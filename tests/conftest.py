@@ -117,7 +117,7 @@ def full_mnist_dir() -> Path | None:
     An explicit ``MULTINET_DATA`` that lacks the files is a mistake worth a failure, not
     a quiet fall-back to the sample."""
     try:
-        return locate(None, "mnist")["train_images"].parent
+        return locate("mnist")["train_images"].parent
     except DatasetError as exc:
         if os.environ.get(DATA_ENV_VAR):
             raise pytest.UsageError(f"{DATA_ENV_VAR} is set but {exc}") from None
@@ -207,12 +207,12 @@ def network(request, mnist, tmp_path_factory):
 def no_work(monkeypatch):
     """Fail the test if any data is loaded or any training starts."""
     import multinet.api.fit as fit
-    import multinet.commands.options as options
+    import multinet.commands.inputs as inputs
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the outputs were checked")
 
-    monkeypatch.setattr(options, "load_data", forbidden)
+    monkeypatch.setattr(inputs, "load_data", forbidden)
     monkeypatch.setattr(fit, "train", forbidden)
 
 

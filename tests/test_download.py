@@ -269,7 +269,7 @@ def test_a_killed_download_leaves_only_a_partial_file_that_the_next_fetch_remove
     assert names(dest) == [PARTIAL_DIR] and len(parts) == 1  # nothing where readers look
     assert parts[0].startswith(f"train-images-idx3-ubyte.gz.{child.pid}@")
     with pytest.raises(DatasetNotFound):
-        locate(dest, "mnist")
+        locate("mnist", dest)
     fetch("tiny", dest, mirrors=[mirror.url("good")], say=quiet, **FAST)
     assert names(dest) == GZ_NAMES  # the dead process's partial file and folder are gone
 

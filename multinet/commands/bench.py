@@ -19,7 +19,6 @@ import threading
 from multinet import bench
 from multinet.checks import POSITIVE_INTEGER, Range
 from multinet.commands import options
-from multinet.commands.options import in_range
 from multinet.errors import MultinetError, TrainingInterrupted, UnknownBackend
 from multinet.machine import describe_machine, describe_threads, machine
 from multinet.peers import PEERS
@@ -45,14 +44,14 @@ def add_arguments(parser) -> None:
                         help="also time the same math written natively in that library "
                              "(torch: PyTorch eager; jax: jax.value_and_grad, jit, "
                              "lax.scan; all: every one installed)")
-    parser.add_argument("--repeats", type=in_range(POSITIVE_INTEGER), default=5,
+    parser.add_argument("--repeats", type=options.in_range(POSITIVE_INTEGER), default=5,
                         help="timed runs per workload (default: 5)")
-    parser.add_argument("--epoch-repeats", type=in_range(POSITIVE_INTEGER), default=3,
+    parser.add_argument("--epoch-repeats", type=options.in_range(POSITIVE_INTEGER), default=3,
                         help="timed runs of the mlp epoch (default: 3)")
-    parser.add_argument("--devices", type=in_range(POSITIVE_INTEGER), metavar="N",
+    parser.add_argument("--devices", type=options.in_range(POSITIVE_INTEGER), metavar="N",
                         help="instead: scaling of the mlp epoch over 1, 2, 4 ... N "
                              "devices (JAX; virtual CPU devices where there is no GPU)")
-    parser.add_argument("--samples", type=in_range(SAMPLES),
+    parser.add_argument("--samples", type=options.in_range(SAMPLES),
                         default=59000,
                         help="training images, at least 128 (default: 59,000, as after "
                              "the dev split)")

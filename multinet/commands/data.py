@@ -50,7 +50,7 @@ def run(args) -> int:
 
 
 def _verify(args, spec) -> int:
-    files = data.locate(args.data_dir, args.dataset)
+    files = data.locate(args.dataset, args.data_dir)
     checks = data.verify_files(files, args.dataset)
     others = sorted({c.belongs_to[0] for c in checks.values()
                      if c.belongs_to and c.belongs_to[0] != spec.name})

@@ -9,7 +9,7 @@ import json
 from multinet import checkpoint as ckpt
 from multinet import export
 from multinet.catalog import dataset_spec
-from multinet.commands import COMMANDS, options
+from multinet.commands import COMMANDS, inputs, options
 from multinet.errors import MultinetError
 from multinet.registry import get_backend
 
@@ -37,7 +37,7 @@ def run(args) -> int:
     if args.against:
         raise MultinetError("--against compares an exported ONNX model (.onnx) with its "
                             "checkpoint")
-    trained, dataset = options.run_and_data(args)
+    trained, dataset = inputs.run_and_data(args)
     result = trained.evaluate(dataset)
     result.pop("predictions")
     if args.json:
@@ -68,7 +68,7 @@ def _evaluate_onnx(args) -> int:
     args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"
     args.data_source = "multinet"
     loaded = ckpt.load(args.against) if args.against else None
-    dataset = options.load_data(args)
+    dataset = inputs.load_data(args)
     result = export.evaluate_model(model, dataset)
     logits, predictions = result.pop("logits"), result.pop("predictions")
     if loaded is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from multinet import export
 from multinet.checks import POSITIVE_INTEGER
-from multinet.commands.options import in_range
+from multinet.commands import options
 from multinet.errors import MultinetError
 
 DESCRIPTION = ("Trace the network (and the optimizer) of a checkpoint through ndonnx into "
@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
                         help="one training step: images, labels, learning rate, "
                              "parameters and optimizer state in; loss, accuracy and the "
                              "next parameters and state out")
-    parser.add_argument("--batch-size", type=in_range(POSITIVE_INTEGER), metavar="B",
+    parser.add_argument("--batch-size", type=options.in_range(POSITIVE_INTEGER), metavar="B",
                         help="fix the training graph's batch size (default: any, symbolic)")
 
 

@@ -8,8 +8,7 @@ import json
 
 from multinet import parity
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE_INTEGER
-from multinet.commands import options
-from multinet.commands.options import in_range
+from multinet.commands import inputs, options
 from multinet.errors import MultinetError
 from multinet.registry import DTYPES, backend_names, get_backend
 
@@ -25,9 +24,9 @@ def add_arguments(parser) -> None:
                         help="backend to check (repeatable; default: all registered)")
     parser.add_argument("--dtype", action="append", choices=DTYPES,
                         help="dtype to check (repeatable; default: both)")
-    parser.add_argument("--samples", type=in_range(POSITIVE_INTEGER), default=2048,
+    parser.add_argument("--samples", type=options.in_range(POSITIVE_INTEGER), default=2048,
                         help="training images used (default: 2048)")
-    parser.add_argument("--steps", type=in_range(NON_NEGATIVE_INTEGER), default=100,
+    parser.add_argument("--steps", type=options.in_range(NON_NEGATIVE_INTEGER), default=100,
                         help="full-batch training steps compared (default: 100)")
     options.add_data_options(parser)
     options.add_json_option(parser)
@@ -39,7 +38,7 @@ def run(args) -> int:
         # Named on the command line: one that cannot run here is an error, as for train,
         # not a skipped row (those are for the registered ones nobody asked for).
         get_backend(name)
-    dataset = options.load_data(args)
+    dataset = inputs.load_data(args)
     if args.samples > len(dataset.train_labels):
         raise MultinetError(f"--samples {args.samples} exceeds the "
                             f"{len(dataset.train_labels)} training images")

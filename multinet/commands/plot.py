@@ -3,7 +3,7 @@ matrix, as PNG files in ``--out``."""
 
 from __future__ import annotations
 
-from multinet.commands import COMMANDS, options
+from multinet.commands import COMMANDS, inputs, options
 from multinet.files import OutputError, check_output_dir, reason
 from multinet.plots import require_matplotlib
 
@@ -21,7 +21,7 @@ def run(args) -> int:
     before the checkpoint and the data are loaded."""
     require_matplotlib()
     check_output_dir(args.out, "--out")
-    trained, dataset = options.run_and_data(args)
+    trained, dataset = inputs.run_and_data(args)
     try:
         written = trained.save_plots(args.out, dataset, title=f"{args.checkpoint}")
     except OSError as exc:

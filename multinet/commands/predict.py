@@ -15,8 +15,7 @@ from multinet import pictures
 from multinet.api.run import load
 from multinet.catalog import dataset_spec
 from multinet.checks import NON_NEGATIVE_INTEGER
-from multinet.commands import COMMANDS, EXIT_USAGE, options
-from multinet.commands.options import in_range
+from multinet.commands import COMMANDS, EXIT_USAGE, inputs, options
 from multinet.errors import MultinetError
 
 DESCRIPTION = COMMANDS["predict"].summary
@@ -26,7 +25,7 @@ def add_arguments(parser) -> None:
     """``CKPT``, the backend and data options, ``--index`` or ``--image``, ``--show``,
     ``--save-inputs`` and ``--json``."""
     options.add_checkpoint_options(parser)
-    parser.add_argument("--index", type=in_range(NON_NEGATIVE_INTEGER),
+    parser.add_argument("--index", type=options.in_range(NON_NEGATIVE_INTEGER),
                         help="test image number (give this or --image)")
     parser.add_argument("--image", nargs="+", metavar="PATH",
                         help="pictures instead: files, or folders (the picture files "
@@ -49,7 +48,7 @@ def run(args) -> int:
         raise MultinetError("--show draws text; it cannot go with --json")
     if args.image is not None:
         return _predict_pictures(args)
-    trained, dataset = options.run_and_data(args)
+    trained, dataset = inputs.run_and_data(args)
     if not 0 <= args.index < len(dataset.test_labels):
         raise MultinetError(f"--index must be 0-{len(dataset.test_labels) - 1}")
     image, true = dataset.test_images[args.index], int(dataset.test_labels[args.index])

@@ -12,7 +12,7 @@ import sys
 
 from multinet.api.fit import PlotsNotWritten, prepare_fit
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER
-from multinet.commands import options
+from multinet.commands import inputs, options
 from multinet.initializers import SCHEMES
 from multinet.optim import OPTIMIZERS, SCHEDULES
 from multinet.registry import DISTRIBUTED_ENV
@@ -124,7 +124,7 @@ def run(args) -> int:
         plots=args.plots, devices=args.devices, device=args.device, compile=args.compile,
         **overrides)
     args.dataset = plan.dataset_name
-    dataset = options.load_data(args)
+    dataset = inputs.load_data(args)
     progress = args.progress or (not args.no_progress and sys.stderr.isatty())
     try:
         trained = plan.run(dataset, progress=progress)
