@@ -83,7 +83,7 @@ from multinet._version import __version__ as __version__  # noqa: E402 (after th
 
 TYPE_CHECKING = False  # type checkers know the name; importing typing would take 4 ms
 if TYPE_CHECKING:
-    from multinet.api.fit import PlotsNotWritten, fit
+    from multinet.api.fitting import PlotsNotWritten, fit
     from multinet.api.run import Run, load
     from multinet.data import load_dataset
     from multinet.errors import (BackendUnavailable, DatasetError, DatasetNotFound,
@@ -99,7 +99,7 @@ del TYPE_CHECKING
 #: imports this package before it can catch a Ctrl-C (``multinet.__main__``), and these
 #: imports took a tenth of a second.
 _SOURCES = {
-    "multinet.api.fit": ("PlotsNotWritten", "fit"),
+    "multinet.api.fitting": ("PlotsNotWritten", "fit"),
     "multinet.api.run": ("Run", "load"),
     "multinet.data": ("load_dataset",),
     "multinet.errors": ("BackendUnavailable", "DatasetError", "DatasetNotFound",

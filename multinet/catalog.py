@@ -39,7 +39,7 @@ class DatasetSpec:
     #: Base URLs, tried in order; each serves ``<stem>.gz``.
     mirrors: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()
-    classes: tuple[str, ...] = field(default=tuple(str(i) for i in range(10)))
+    classes: tuple[str, ...] = field(default=tuple(str(i) for i in range(CLASSES)))
 
 
 DATASETS = {

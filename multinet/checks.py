@@ -40,14 +40,14 @@ def is_finite(value) -> bool:
 
 @dataclass(frozen=True)
 class Range:
-    """The numbers a value may take: from ``low`` to ``high`` (None: no bound on that
-    side), each bound included or not; ``integer``: whole numbers only.
+    """The numbers a value may take: from ``low`` to ``high`` (None: no upper bound),
+    each bound included or not; ``integer``: whole numbers only.
 
     ``str(range)`` is how every message words it: ``"a finite number > 0"``, ``"a number
     in [0, 1)"``, ``"an integer >= 1"``.
     """
 
-    low: float | None = None
+    low: float
     high: float | None = None
     low_included: bool = True
     high_included: bool = False
@@ -61,8 +61,6 @@ class Range:
             kind = "an integer" if self.integer else "a finite number"
             return f"{kind} {'>=' if self.low_included else '>'} {bound(self.low)}"
         kind = "an integer" if self.integer else "a number"
-        if self.low is None:
-            return f"{kind} {'<=' if self.high_included else '<'} {bound(self.high)}"
         return (f"{kind} in {'[' if self.low_included else '('}{bound(self.low)}, "
                 f"{bound(self.high)}{']' if self.high_included else ')'}")
 
@@ -71,8 +69,7 @@ class Range:
             return False
         if not is_finite(value):
             return False
-        if self.low is not None and not (value >= self.low if self.low_included
-                                         else value > self.low):
+        if not (value >= self.low if self.low_included else value > self.low):
             return False
         return self.high is None or (value <= self.high if self.high_included
                                      else value < self.high)

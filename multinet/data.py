@@ -245,8 +245,8 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     DatasetNotFound
         The files are nowhere searched, and were not downloaded (saying where it looked).
     DatasetError
-        A damaged, truncated or foreign file (naming it), a folder that cannot be read, a
-        download that failed on every mirror.
+        An unknown ``name``; a damaged, truncated or foreign file (naming it), a folder
+        that cannot be read, a download that failed on every mirror.
     InvalidArgument
         An unknown ``source``.
     """

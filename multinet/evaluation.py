@@ -12,6 +12,7 @@ from multinet.initializers import to_backend
 from multinet.registry import Backend
 from multinet.training.prediction import CPU_PREDICT_CHUNK, make_predictor
 
+
 class OutputsNotFinite(MultinetError, ArithmeticError):
     """The forward pass overflows the parameters' dtype: the network's outputs are inf or
     NaN, so whatever it would predict means nothing."""

@@ -172,8 +172,22 @@ class Backend:
     mutable_arrays: bool = False
 
     def batch_asarray(self, array, dtype=None):
-        """Place an array whose last axis indexes the samples of a batch (``shard``,
-        else ``asarray``)."""
+        """Place an array whose last axis indexes the samples of a batch.
+
+        Parameters
+        ----------
+        array : numpy.ndarray
+            Host data; its last axis runs over the samples (batch indices, ``(steps,
+            batch)``).
+        dtype : str, optional
+            A dtype's name; None keeps the NumPy dtype.
+
+        Returns
+        -------
+        array
+            On the device, split over the devices by ``shard`` where the backend is data
+            parallel, else as ``asarray`` places it.
+        """
         return (self.shard or self.asarray)(array, dtype)
 
     def configured(self, device: str | None = None, compile: bool = False) -> Backend:
@@ -219,8 +233,23 @@ class Backend:
         return self.process_index == 0
 
     def dtype(self, name: str):
-        """The namespace's dtype object for a name such as ``"float32"``; raises
-        ``UnknownDtype`` where the namespace has none."""
+        """The namespace's dtype object for a name.
+
+        Parameters
+        ----------
+        name : str
+            ``"float32"``, ``"int32"``...
+
+        Returns
+        -------
+        dtype
+            ``xp.float32`` and so on.
+
+        Raises
+        ------
+        UnknownDtype
+            Where the namespace has no such dtype.
+        """
         try:
             return getattr(self.xp, name)
         except AttributeError:
@@ -257,7 +286,6 @@ def _load(name: str) -> Backend:
     if name not in registered:
         # Not registered: any importable array-API module, through the generic backend.
         generic = importlib.import_module("multinet.backends.generic")
-
         if generic.importable(name):
             return generic.load(name)
         known = ", ".join(sorted(registered)) or "none (is multinet installed?)"

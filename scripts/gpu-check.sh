@@ -108,11 +108,11 @@ peer=()
 
 step parity timeout 120 "$PY" -m multinet parity --json "${parity[@]}" "${data_args[@]}" \
     > "$OUT/parity.json" 2> "$OUT/parity.err"
-"$PY" - "$OUT/parity.json" > "$OUT/parity.txt" 2>&1 <<'PY'
+step parity-table "$PY" - "$OUT/parity.json" > "$OUT/parity.txt" 2>&1 <<'PY'
 import json, sys
-from multinet.cli import _print_parity_table
+from multinet.commands.parity import print_table
 report = json.load(open(sys.argv[1]))
-_print_parity_table(report["rows"], report["steps"])
+print_table(report["rows"], report["steps"])
 PY
 step bench timeout 240 "$PY" -m multinet bench --json "${peer[@]}" "${bench[@]}" \
     > "$OUT/bench.json" 2> "$OUT/bench.err"

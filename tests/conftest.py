@@ -206,14 +206,14 @@ def network(request, mnist, tmp_path_factory):
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if any data is loaded or any training starts."""
-    import multinet.api.fit as fit
+    import multinet.api.fitting as fitting
     import multinet.commands.inputs as inputs
 
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the outputs were checked")
 
     monkeypatch.setattr(inputs, "load_data", forbidden)
-    monkeypatch.setattr(fit, "train", forbidden)
+    monkeypatch.setattr(fitting, "train", forbidden)
 
 
 # --- Made-up datasets and their mirror --------------------------------------------------

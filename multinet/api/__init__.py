@@ -6,7 +6,8 @@ code. Names and defaults are the CLI's: ``fit(iterations=100)`` is ``multinet tr
 --iterations 100``. Errors name the Python arguments (``data_dir=``); the CLI spells
 them as its flags.
 
-``fit`` (``fit.py``) trains and returns a ``Run`` (``run.py``), which ``load`` also
-makes from a checkpoint; ``resume.py`` is what ``fit(resume=...)`` continues. The
-package ``multinet`` hands these names on: ``multinet.fit``, ``multinet.Run``...
+``fit`` (in ``fitting.py``, a name apart from the function's) trains and returns a
+``Run`` (``run.py``), which ``load`` also makes from a checkpoint; ``resume.py`` is what
+``fit(resume=...)`` continues. The package ``multinet`` hands these names on:
+``multinet.fit``, ``multinet.Run``...
 """

@@ -323,6 +323,12 @@ class Run:
         Returns
         -------
         matplotlib.figure.Figure
+
+        Raises
+        ------
+        MultinetError
+            Without matplotlib; as ``evaluate`` for weights too large for the dtype or a
+            dataset that cannot be loaded.
         """
         result = self.evaluate(dataset)
         return plots.confusion_figure(np.asarray(result["confusion_matrix"]),

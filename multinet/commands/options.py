@@ -26,8 +26,8 @@ def in_range(allowed: Range):
     -------
     callable
         ``parse(text)``, which raises ``argparse.ArgumentTypeError`` for text that is not
-        a number (``not a number: 'x'``) or outside the range (``must be a finite number
-        > 0, got -1``).
+        a number (``not a number: 'x'``; for an integer range ``not an integer: '1e3'``)
+        or outside the range (``must be a finite number > 0, got -1``).
     """
     kind = int if allowed.integer else float
 

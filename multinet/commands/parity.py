@@ -47,11 +47,13 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"samples": args.samples, "steps": args.steps, "rows": rows}))
     else:
-        _print_table(rows, args.steps)
+        print_table(rows, args.steps)
     return 1 if any(row["verdict"] == "fail" for row in rows) else 0
 
 
-def _print_table(rows, steps):
+def print_table(rows: list[dict], steps: int) -> None:
+    """The rows of ``multinet.parity.report`` as the table ``multinet parity`` prints
+    (``scripts/gpu-check.sh`` prints a saved ``--json`` report with it too)."""
     columns = ("forward", "loss", "grads", "step", "train", "curve")
     print(f"max relative error against NumPy float64 ({steps} steps on MNIST); "
           "tolerance in brackets")

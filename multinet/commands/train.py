@@ -1,6 +1,6 @@
 """``multinet train``: train from scratch or ``--resume``, and report the accuracies.
 
-A layer over the Python API's ``prepare_fit`` (``multinet.api.fit``): the options are
+A layer over the Python API's ``prepare_fit`` (``multinet.api.fitting``): the options are
 ``fit``'s keywords, every one checked before the data is loaded, then the run.
 """
 
@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from multinet.api.fit import PlotsNotWritten, prepare_fit
+from multinet.api.fitting import PlotsNotWritten, prepare_fit
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER
 from multinet.commands import inputs, options
 from multinet.initializers import SCHEMES
@@ -55,8 +55,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--optimizer", choices=OPTIMIZERS,
                         help=f"update rule ({_preset_values('optimizer')})")
     parser.add_argument("--momentum", type=options.in_range(RANGES["momentum"]),
-                        help="momentum coefficient in [0, 1), for --optimizer momentum "
-                             "(default: 0.9)")
+                        help=f"momentum coefficient, {RANGES['momentum']}, for --optimizer "
+                             f"momentum (default: {TrainConfig.momentum})")
     parser.add_argument("--weight-decay", type=options.in_range(RANGES["weight_decay"]),
                         help="decoupled weight decay on the weights (default: 0)")
     parser.add_argument("--schedule", choices=SCHEDULES,
@@ -68,7 +68,8 @@ def add_arguments(parser) -> None:
                         help=f"passes over the training set ({_preset_values('epochs')})")
     parser.add_argument("--iterations", type=options.in_range(RANGES["iterations"]),
                         help="full-batch iterations, for runs with --batch-size 0: the same "
-                             "as --epochs there (default: notebook 500)")
+                             f"as --epochs there (default: notebook "
+                             f"{PRESETS['notebook']['epochs']})")
     parser.add_argument("--init", choices=SCHEMES,
                         help=f"weight initialisation: uniform(-0.5, 0.5) as in the notebook, "
                              f"or He normal ({_preset_values('init')})")

@@ -40,10 +40,11 @@ def metrics_to_write_first(metrics_path, state: TrainState) -> list[dict]:
 
     A record is this run's when it equals one of the history's as JSON text (which keeps
     every float exactly, NaN included), not by its step: one file may hold several runs,
-    each from step 1. Raises ``MultinetError`` when the record after this run's last in the file goes past the
-    state's step: a run from this checkpoint (or an older copy of it) logged those steps
-    already, and going on would write them a second time. A history that is empty (a
-    state saved before its first log point) leaves nothing to tell runs apart: it goes on.
+    each from step 1. Raises ``MultinetError`` when the record after this run's last in
+    the file goes past the state's step: a run from this checkpoint (or an older copy of
+    it) logged those steps already, and going on would write them a second time. A
+    history that is empty (a state saved before its first log point) leaves nothing to
+    tell runs apart: it goes on.
     """
     if not state.history:
         return []

@@ -1,4 +1,4 @@
-"""``multinet.fit`` (``multinet/api/fit.py``): what a notebook user calls to train, its
+"""``multinet.fit`` (``multinet/api/fitting.py``): what a notebook user calls to train, its
 errors named as Python arguments (never as flags), and a summary that is what the command
 prints."""
 
