@@ -17,7 +17,7 @@ import numpy as np
 
 from multinet import checkpoint, data, files, heap
 from multinet.api.resume import Resumable, resumable, resumed_config
-from multinet.api.run import Run
+from multinet.api.run import Run, check_dataset
 from multinet.catalog import dataset_spec
 from multinet.data import Dataset
 from multinet.errors import InvalidArgument, MultinetError, argument
@@ -116,9 +116,7 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
     run ends with ``malloc_trim`` (``multinet.heap``; not where the user set them,
     ``MALLOC_*_``).
     """
-    if dataset is not None and not isinstance(dataset, (Dataset, str)):
-        raise InvalidArgument(f"dataset must be a Dataset from multinet.load_dataset, a "
-                              f"dataset name or None; got {type(dataset).__name__}")
+    check_dataset(dataset)
     given = isinstance(dataset, Dataset)
     plan = prepare_fit(dataset.name if given else dataset, preset=preset, backend=backend,
                        resume=resume, save=save, metrics=metrics, plots=plots,

@@ -419,12 +419,16 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None, *,
                dataset_sha256=dict(loaded.metadata["dataset"]["content_sha256"]))
 
 
-def as_dataset(value) -> Dataset:
+def check_dataset(value) -> None:
+    """``InvalidArgument`` unless ``value`` is what a ``dataset`` argument may be: a
+    ``Dataset``, a dataset's name or None."""
+    if value is not None and not isinstance(value, (Dataset, str)):
+        raise InvalidArgument(f"dataset must be a Dataset from multinet.load_dataset, a "
+                              f"dataset name or None; got {type(value).__name__}")
+
+
+def as_dataset(value: Dataset | str) -> Dataset:
     """A ``Dataset`` as given, or loaded by its name; ``InvalidArgument`` for anything
-    else."""
-    if isinstance(value, Dataset):
-        return value
-    if isinstance(value, str):
-        return data.load_dataset(value)
-    raise InvalidArgument(f"dataset must be a Dataset from multinet.load_dataset, a dataset "
-                          f"name or None; got {type(value).__name__}")
+    else (``check_dataset``)."""
+    check_dataset(value)
+    return value if isinstance(value, Dataset) else data.load_dataset(value)

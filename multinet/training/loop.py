@@ -328,9 +328,7 @@ def _interrupted(setup: _Setup, state: TrainState, signum: int, saves: _Saves,
         saved = _saved(rescue(state)) if rescue else None
     return TrainingInterrupted(
         f"interrupted ({name}) at epoch {state.epoch}, step {state.step}"
-        + (f"; checkpoint saved to {saved.path}"
-           + (f" ({saved.note})" if saved.note else "")
-           + f"; continue with {argument('resume', str(saved.path))}" if saved
+        + (f"; checkpoint saved to {_continue_from(saved)}" if saved
            else f"; nothing was saved (no {argument('save')})"),
         saved and saved.path, signum)
 
@@ -358,9 +356,14 @@ def _stopped(exc, setup: _Setup, state: TrainState, rescue) -> TrainingStopped:
         saved = _saved(rescue(state))
     except (OSError, MemoryError, MultinetError) as second:
         return TrainingStopped(f"{why}; {where} could not be saved either ({second})")
-    return TrainingStopped(f"{why}; {where} was saved to {saved.path}"
-                           + (f" ({saved.note})" if saved.note else "")
-                           + f"; continue with {argument('resume', str(saved.path))}")
+    return TrainingStopped(f"{why}; {where} was saved to {_continue_from(saved)}")
+
+
+def _continue_from(saved: Saved) -> str:
+    """``"PATH (why there); continue with --resume PATH"``: where a stopped run's state
+    went, and how to go on from it."""
+    return (f"{saved.path}" + (f" ({saved.note})" if saved.note else "")
+            + f"; continue with {argument('resume', str(saved.path))}")
 
 
 def summarize(config: TrainConfig, backend: Backend, state: TrainState, splits: dict,
