@@ -65,6 +65,11 @@ class TrainingStopped(MultinetError):
     ran out); the message says where its state was saved instead, if anywhere."""
 
 
+class OutputsNotFinite(MultinetError, ArithmeticError):
+    """The forward pass overflows the parameters' dtype: the network's outputs are inf or
+    NaN, so whatever it would predict means nothing."""
+
+
 #: ``argument``'s ``value`` when the message names the argument without a value.
 NOT_GIVEN = object()
 

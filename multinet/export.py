@@ -43,12 +43,12 @@ from multinet.catalog import CLASSES
 from multinet.checkpoint import Checkpoint
 from multinet.checks import is_integer
 from multinet.data import flatten, scale_images
-from multinet.errors import InvalidArgument, MultinetError, argument
-from multinet.evaluation import OutputsNotFinite, check_finite, report
+from multinet.errors import InvalidArgument, MultinetError, OutputsNotFinite, argument
+from multinet.evaluation import report
 from multinet.files import OutputError, check_output_file, reason, write_atomic
 from multinet.initializers import to_backend
 from multinet.parity import relative_error
-from multinet.training.prediction import make_predictor
+from multinet.training.prediction import check_finite, make_predictor
 from multinet.training.steps import make_step
 
 #: The images every multinet dataset holds (MNIST and Fashion-MNIST), rows x columns.
@@ -292,7 +292,7 @@ def evaluate_model(model, dataset, batch_size: int = EVALUATION_BATCH) -> dict:
     """The test-set report of an opened inference model in onnxruntime: the keys of
     ``multinet.evaluation.evaluate``'s report, with ``runtime`` for ``backend``;
     ``logits`` and ``predictions`` (host arrays) too, for comparisons. Raises
-    ``multinet.evaluation.OutputsNotFinite`` where any image's logits are inf or NaN."""
+    ``multinet.errors.OutputsNotFinite`` where any image's logits are inf or NaN."""
     logits, predicted = run_inference(model, dataset.test_images, batch_size)
     bad = int(np.sum(~np.isfinite(logits).all(axis=1)))
     if bad:  # the model's weights overflow its dtype, as multinet.evaluation refuses too

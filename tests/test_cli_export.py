@@ -107,7 +107,7 @@ def test_an_overflowing_model_and_its_checkpoint_are_one_line_errors(tmp_path):
                           "logits are inf or NaN on 512 of 512 images")
     assert_one_line_error(run_cli("evaluate", str(model), "--against", str(huge), *sample),
                           "logits are inf or NaN")
-    from multinet.evaluation import OutputsNotFinite
+    from multinet.errors import OutputsNotFinite
 
     images = np.full((3, 28, 28), 255, dtype=np.uint8)
     with pytest.raises(OutputsNotFinite, match="3 of 3 images"):  # multinet's own side

@@ -67,7 +67,7 @@ def test_the_python_api_refuses_such_weights_too(tmp_path, mnist):
     import warnings
 
     import multinet
-    from multinet.evaluation import OutputsNotFinite
+    from multinet.errors import OutputsNotFinite
 
     run = multinet.load(write(tmp_path / "huge.st", with_weights(1e30), M))
     images = mnist.test_images[:3]

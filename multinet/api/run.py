@@ -22,13 +22,13 @@ from multinet import checkpoint, data, plots
 from multinet.catalog import dataset_spec
 from multinet.data import Dataset
 from multinet.errors import InvalidArgument, argument
-from multinet.evaluation import check_finite, evaluate, probabilities
+from multinet.evaluation import evaluate, probabilities
 from multinet.files import check_output_dir, check_replaceable
 from multinet.initializers import to_host
 from multinet.network import layer_sizes
 from multinet.registry import Backend, resolve_backend
 from multinet.training.config import TrainConfig
-from multinet.training.prediction import make_predictor
+from multinet.training.prediction import check_finite, make_predictor
 from multinet.training.state import TrainState
 
 if TYPE_CHECKING:  # matplotlib is an optional extra; figures need it, annotations do not
@@ -139,7 +139,7 @@ class Run:
         ------
         InvalidArgument
             For another dtype or shape.
-        multinet.evaluation.OutputsNotFinite
+        multinet.errors.OutputsNotFinite
             For weights too large for the dtype (the forward pass overflows).
         """
         flat = self._flat_images(images)
@@ -164,7 +164,7 @@ class Run:
         ------
         InvalidArgument
             For another dtype or shape.
-        multinet.evaluation.OutputsNotFinite
+        multinet.errors.OutputsNotFinite
             For weights too large for the dtype.
         """
         return probabilities(self._host_params, self.backend, self._flat_images(images),
@@ -189,7 +189,7 @@ class Run:
 
         Raises
         ------
-        multinet.evaluation.OutputsNotFinite
+        multinet.errors.OutputsNotFinite
             When the weights are too large for the dtype (the forward pass overflows).
         DatasetError
             When the dataset cannot be loaded.
