@@ -10,8 +10,12 @@ mode ``0o666`` less the umask, as ``open`` would create them, so a shared run fo
 stays readable by the group when the umask says so.
 
 Output paths are checked before any work starts (``check_output_file``,
-``check_output_dir``): a training run that can only fail at its end is refused at its
-start instead.
+``check_output_dir``, ``check_output`` for a file a command replaces, ``check_outputs``
+for a training run's): a training run that can only fail at its end is refused at its
+start instead. A named pipe, a socket or a device is refused from its ``stat`` alone,
+never opened (a FIFO would wait for a reader); an output is never one of the command's
+own inputs; and an existing file is replaced only by one of its kind (``file_kind``
+reads the first bytes: safetensors, ONNX, JSON lines, PNG), unless the user forces it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -170,23 +175,39 @@ def _probe_folder(folder: Path, flag: str, shown) -> None:
         raise OutputError(f"{flag} {shown}: cannot write in {folder} ({reason(exc)})") from None
 
 
+def _special(path: Path) -> str | None:
+    """What an existing path is when it is not a regular file (through links), told from
+    ``stat`` alone: a FIFO opened to be tested would wait for a reader forever."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing, or a dangling link: the write creates a file
+        return None
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
 def check_output_file(path, flag: str, *, append: bool = False) -> Path:
-    """Refuse, before any work, an output file that could not be written: a folder, a path
-    through something that is not a folder, a read-only place. Creates nothing.
-    ``append``: the file is appended to (any existing writable file will do); otherwise
-    it is replaced (it must be a regular file, if it exists)."""
+    """Refuse, before any work, an output file that could not be written: a folder, a
+    named pipe, a socket or a device (told without opening them), a path through
+    something that is not a folder, a read-only place. Creates nothing. ``append``: the
+    file is appended to (an existing file must take appending); otherwise it is
+    replaced."""
     path = Path(path)
-    if path.is_dir():
+    special = _special(path)
+    if special == "a folder":
         raise OutputError(f"{flag} {path}: is a folder; give a file name")
-    if path.exists():
-        if not append and not path.is_file():
-            raise OutputError(f"{flag} {path}: exists and is not a regular file")
-        if append:
-            try:
-                with open(path, "ab"):
-                    pass
-            except OSError as exc:
-                raise OutputError(f"{flag} {path}: cannot write ({reason(exc)})") from None
+    if special is not None:
+        raise OutputError(f"{flag} {path}: is {special}, not a regular file; give a file name")
+    if append and path.is_file():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise OutputError(f"{flag} {path}: cannot write ({reason(exc)})") from None
     _probe_folder(_nearest_existing(path.parent), flag, path)
     return path
 
@@ -200,7 +221,7 @@ def same_file(a, b) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def _head(path, size: int = 16) -> bytes | None:
+def _head(path, size: int = 64) -> bytes | None:
     """The first bytes of an existing, readable regular file; None otherwise."""
     try:
         if not Path(path).is_file():  # (opening a FIFO would wait for a writer)
@@ -211,46 +232,119 @@ def _head(path, size: int = 16) -> bytes | None:
         return None
 
 
-def check_replaceable(path, flag: str, what: str) -> None:
-    """Refuse to replace an existing file that is not a safetensors file (the format of
-    ``what``): a metrics log, a script, a picture given by mistake would be lost."""
+#: The kinds of file multinet writes, as messages name them.
+KINDS = {"checkpoint": "checkpoint (safetensors)", "onnx": "ONNX model",
+         "metrics": "metrics file (JSON lines)", "png": "PNG picture"}
+#: The figures ``multinet plot``, ``train --plots`` and ``Run.save_plots`` write into
+#: their folder (``multinet.plots.write_all``).
+FIGURES = ("training_curves.png", "predictions.png", "confusion_matrix.png")
+#: The fields of ONNX's ``ModelProto`` that follow ``ir_version`` (field 1), as protobuf
+#: writes them in field order: a model's third byte is one of these keys.
+_ONNX_FIELDS = {2, 3, 4, 5, 6, 7, 8, 14, 20, 25}
+
+
+def file_kind(head: bytes) -> str | None:
+    """Which of ``KINDS`` a file is, told from its first bytes (``None``: none of them).
+
+    A safetensors file starts with its JSON header's length (8 bytes, little-endian,
+    under 100 MB) and the header's ``{``; a PNG with its signature; an ONNX model with
+    the protobuf key of ``ir_version`` (``0x08``), a one-byte version and the next
+    field's key; a metrics file is text whose first line starts with ``{``."""
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 10**8:
+        return "checkpoint"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if (len(head) > 2 and head[0] == 0x08 and head[1] < 0x80 and head[2] & 0x7 in (0, 2)
+            and head[2] >> 3 in _ONNX_FIELDS):
+        return "onnx"
+    if head.lstrip().startswith(b"{") and b"\0" not in head:
+        return "metrics"
+    return None
+
+
+def _described(kind: str | None) -> str:
+    if kind not in KINDS:
+        return "a file multinet does not write"
+    return f"{'an' if KINDS[kind][0] in 'AEIOU' else 'a'} {KINDS[kind]}"
+
+
+def check_replaceable(path, flag: str, kind: str, *, force: bool = False) -> None:
+    """Refuse to replace an existing file of another kind than ``kind`` (a key of
+    ``KINDS``), unless ``force``: a metrics log, a script, a picture given by mistake
+    would be lost. An empty file holds nothing to lose."""
     head = _head(path)
-    if head and not (len(head) > 8 and head[8:9] == b"{"):  # length, then a JSON header
-        raise OutputError(f"{flag} {path}: exists and is not a {what}; it would be "
-                          "replaced: give another file name, or remove it first")
+    found = file_kind(head) if head else kind
+    if found != kind and not force:
+        raise OutputError(f"{flag} {path}: exists and is not {_described(kind)} but "
+                          f"{_described(found)}; it would be replaced: give another file "
+                          f"name, or {argument('force', True)} to replace it")
 
 
-def check_appendable(path, flag: str, what: str) -> None:
+def check_appendable(path, flag: str) -> None:
     """Refuse to append JSON lines to an existing file that does not hold them (a
-    checkpoint given as the metrics file would be damaged)."""
-    head = (_head(path) or b"").lstrip()
-    if head and not head.startswith(b"{"):
-        raise OutputError(f"{flag} {path}: exists and is not a {what} (JSON lines); "
-                          "appending would damage it: give another file name")
+    checkpoint given as the metrics file would be damaged, whatever the user forces)."""
+    head = _head(path)
+    if head and file_kind(head) != "metrics":
+        raise OutputError(f"{flag} {path}: exists and is not {_described('metrics')} but "
+                          f"{_described(file_kind(head))}; appending would damage it: "
+                          "give another file name")
 
 
-def check_output_dir(path, flag: str) -> Path:
+def check_not_input(path, flag: str, inputs: dict) -> None:
+    """Refuse an output that names one of the command's own inputs (``inputs``: what
+    each is, as the message says it, to its path), whatever ``force`` says: the work
+    would destroy what it reads."""
+    for what, source in inputs.items():
+        if source is not None and same_file(path, source):
+            raise OutputError(f"{flag} {path}: is {what}; writing there would destroy "
+                              "it: give another file name")
+
+
+def check_output(path, flag: str, kind: str, *, inputs: dict | None = None,
+                 force: bool = False) -> Path:
+    """One file a command writes (replacing it), checked before any work:
+    ``check_output_file``, then not one of ``inputs`` (``check_not_input``), then of
+    ``kind`` if it exists (``check_replaceable``, which ``force`` overrides). Raises
+    ``OutputError`` naming ``flag``."""
+    if isinstance(path, str) and not path:  # it would be ignored, or be "."
+        raise OutputError(f"{flag}: an empty path; name a file")
+    path = check_output_file(path, flag)
+    check_not_input(path, flag, inputs or {})
+    check_replaceable(path, flag, kind, force=force)
+    return path
+
+
+def check_output_dir(path, flag: str, *, figures: tuple = (), inputs: dict | None = None,
+                     force: bool = False) -> Path:
     """Refuse, before any work, an output folder that could not be written: a file, or a
-    read-only place. Creates nothing."""
+    read-only place; and, for each of ``figures`` (file names in it), what
+    ``check_output`` refuses of a PNG picture. Creates nothing."""
+    if isinstance(path, str) and not path:  # it would be ".", which was not asked for
+        raise OutputError(f"{flag}: an empty path; name a folder")
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{flag} {path}: is a file, not a folder")
+    special = _special(path)
+    if path.exists() and special != "a folder":
+        raise OutputError(f"{flag} {path}: is {special or 'a file'}, not a folder")
     _probe_folder(_nearest_existing(path), flag, path)
+    for name in figures:
+        check_output(path / name, flag, "png", inputs=inputs, force=force)
     return path
 
 
 def check_outputs(save=None, metrics=None, plots=None, *,
-                  resumed_from: Path | None = None) -> None:
+                  resumed_from: Path | None = None, force: bool = False) -> None:
     """A training run's outputs, checked before any work starts: a checkpoint file
     (``save``) that can be written and replaced, a metrics file (``metrics``) that can be
     appended to and is not the checkpoint's, a folder for the figures (``plots``).
     ``resumed_from``: the checkpoint the run continues, which ``save`` may name (its
-    checkpoints then go where it resumed from). Raises ``OutputError`` naming the
-    argument."""
+    checkpoints then go where it resumed from), and no other output. ``force``: replace
+    a file of another kind (never one of the run's inputs, never by appending). Raises
+    ``OutputError`` naming the argument."""
     for name, value in (("save", save), ("metrics", metrics), ("plots", plots)):
         if isinstance(value, str) and not value:  # it would be ignored, or be "."
             raise OutputError(f"{argument(name)}: an empty path; name a "
                               f"{'folder' if name == 'plots' else 'file'}")
+    resumed = {"the checkpoint the run resumes": resumed_from}
     if save is not None:
         in_place = resumed_from is not None and Path(save) == resumed_from
         try:
@@ -261,15 +355,17 @@ def check_outputs(save=None, metrics=None, plots=None, *,
             raise OutputError(f"{exc}; the run's checkpoints go where it resumed from "
                               f"unless {argument('save', meta='PATH')} names another "
                               "place") from None
-        check_replaceable(save, argument("save"), "checkpoint (safetensors)")
+        check_replaceable(save, argument("save"), "checkpoint", force=force)
     if metrics is not None:
         check_output_file(metrics, argument("metrics"), append=True)
         if save is not None and same_file(save, metrics):
             raise OutputError(f"{argument('metrics')} {metrics}: is the checkpoint's file "
                               "too; give the metrics a file of their own")
-        check_appendable(metrics, argument("metrics"), "metrics file")
+        check_not_input(metrics, argument("metrics"), resumed)
+        check_appendable(metrics, argument("metrics"))
     if plots is not None:
-        check_output_dir(plots, argument("plots"))
+        check_output_dir(plots, argument("plots"), figures=FIGURES, inputs=resumed,
+                         force=force)
 
 
 def rescue_path(stem: str = "multinet-interrupted") -> Path:

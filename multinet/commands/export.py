@@ -14,7 +14,7 @@ DESCRIPTION = ("Trace the network (and the optimizer) of a checkpoint through nd
 
 
 def add_arguments(parser) -> None:
-    """``CKPT``, ``--onnx``, ``--onnx-train`` and ``--batch-size``."""
+    """``CKPT``, ``--onnx``, ``--onnx-train``, ``--batch-size`` and ``--force``."""
     parser.add_argument("checkpoint", metavar="CKPT", help="a checkpoint from train --save")
     parser.add_argument("--onnx", metavar="OUT.onnx",
                         help="the inference graph: uint8 images (N, 28, 28) in, float32 "
@@ -25,6 +25,7 @@ def add_arguments(parser) -> None:
                              "next parameters and state out")
     parser.add_argument("--batch-size", type=options.in_range(POSITIVE_INTEGER), metavar="B",
                         help="fix the training graph's batch size (default: any, symbolic)")
+    options.add_force_option(parser, "the --onnx and --onnx-train models")
 
 
 def run(args) -> int:
@@ -35,6 +36,6 @@ def run(args) -> int:
         raise MultinetError("--batch-size fixes the training graph's batch: it needs "
                             "--onnx-train")
     for path in export.export(args.checkpoint, onnx=args.onnx, onnx_train=args.onnx_train,
-                              batch_size=args.batch_size):
+                              batch_size=args.batch_size, force=args.force):
         print(path)
     return 0

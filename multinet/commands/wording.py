@@ -16,7 +16,8 @@ FLAGS = {"name": "--dataset", "source": "--data-source"}
 FIXED = {"mirrors": "--mirror URL"}
 #: Boolean arguments whose non-default value is a flag of its own.
 SWITCHES = {("verify", False): "--no-verify", ("download", False): "--offline",
-            ("progress", False): "--no-progress", ("compile", True): "--compile"}
+            ("progress", False): "--no-progress", ("compile", True): "--compile",
+            ("force", True): "--force"}
 
 
 def flag(name: str, value: object = NOT_GIVEN, meta: str | None = None) -> str:
