@@ -41,3 +41,55 @@ def test_resume_refuses_to_change_the_configuration(short_run):
         multinet.fit(short_run.dataset, resume=short_run, epochs=10)
     with pytest.raises(MultinetError, match="trained on mnist, not fashion-mnist"):
         multinet.fit("fashion-mnist", resume=short_run)
+
+
+def test_every_setting_given_with_its_saved_value_is_no_change(short_run, tmp_path):
+    """A script may repeat its settings with ``resume`` added. Each is read as a new run
+    reads it (``hidden=10`` is ``(10,)``), from a run in memory and from its checkpoint;
+    a value of the wrong type is still refused as such."""
+    config = short_run.config
+    same = {name: getattr(config, name) for name in (
+        "lr", "optimizer", "weight_decay", "schedule", "batch_size", "seed", "dtype",
+        "init", "log_every", "dev_size")}
+    path = short_run.save(tmp_path / "r.st")
+    for source in (short_run, path):
+        resumed = multinet.fit(short_run.dataset, resume=source, preset=config.preset,
+                               hidden=config.hidden[0], iterations=25, progress=False,
+                               **same)
+        assert resumed.summary["iterations"] == 25
+    with pytest.raises(InvalidArgument, match="log_every= cannot change .* the saved run "
+                       "has log_every=5"):
+        multinet.fit(short_run.dataset, resume=path, **same | {"log_every": 6})
+    with pytest.raises(InvalidArgument, match="lr must be a number, got True"):
+        multinet.fit(short_run.dataset, resume=path, lr=True)
+
+
+def test_resume_continues_only_on_the_data_it_was_trained_on(mnist, tmp_path):
+    """A run trained on a subset recorded the full files' checksums, so resuming went on
+    over other images without a word. The record is of the arrays trained on: the same
+    ones resume (with any test set), others are refused, from a run and a checkpoint."""
+    import dataclasses
+
+    from multinet import checkpoint
+    from multinet.data import content_sha256s
+    from multinet.errors import DatasetError
+
+    data = small(mnist)
+    half = multinet.fit(data, iterations=2, dev_size=200, progress=False)
+    path = half.save(tmp_path / "half.st")
+    record = checkpoint.load(path).metadata["dataset"]
+    assert record["content_sha256"] == content_sha256s(data)
+    assert record["samples"] == {"train": 1200, "test": 300}
+    fewer = dataclasses.replace(data, train_images=data.train_images[:1100],
+                                train_labels=data.train_labels[:1100])
+    relabelled = dataclasses.replace(data, train_labels=(data.train_labels + 1) % 10)
+    for other in (fewer, relabelled, mnist):
+        for source in (half, path):
+            with pytest.raises(DatasetError, match="the checkpoint was trained on a subset "
+                               "or data of your own, .*; resume= continues a run only on "
+                               "the images and labels it was trained on"):
+                multinet.fit(other, resume=source, iterations=3, progress=False)
+    other_tests = dataclasses.replace(data, test_images=data.test_images[:50],
+                                      test_labels=data.test_labels[:50])
+    assert multinet.fit(other_tests, resume=path, iterations=3,
+                        progress=False).summary["iterations"] == 3

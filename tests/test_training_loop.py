@@ -1,7 +1,12 @@
 """``train`` (``multinet/training/loop.py``): it learns on every backend, with every
 optimizer; a run of no steps evaluates the initial weights; and a run that goes wrong (it
-diverges, a NaN hides from the loss, memory runs out in the middle of an update) stops and
-keeps only good checkpoints. The full-size runs are opt-in (``--runslow``)."""
+diverges, a NaN hides from the loss, its outputs overflow the dtype, memory runs out in
+the middle of an update) stops and keeps only checkpoints that evaluate. The full-size
+runs are opt-in (``--runslow``)."""
+
+import dataclasses
+import re
+import signal
 
 import numpy as np
 import pytest
@@ -10,10 +15,11 @@ import helpers
 from helpers import mnist_slice, small_config
 from multinet import checkpoint as ckpt
 from multinet import optim
-from multinet.errors import TrainingDiverged
+from multinet.errors import OutputsNotFinite, TrainingDiverged, TrainingStopped
 from multinet.registry import get_backend
 from multinet.training.config import TrainConfig
 from multinet.training.loop import train
+from multinet.training.prediction import check_finite
 
 
 # --- Learning ---------------------------------------------------------------------------
@@ -164,3 +170,141 @@ def test_memory_running_out_in_an_in_place_update_saves_nothing_half_updated(
         train(config, numpy, data, progress=False, checkpoint=save, on_interrupt=rescue)
     assert not rescued.exists()
     assert ckpt.load(path).metadata["progress"]["epoch"] == 4
+
+
+# --- Only a state that evaluates is kept ------------------------------------------------
+
+def _saving_to(path, config, backend):
+    def save(state):
+        return ckpt.save(path, config, state, backend=backend, dataset_name="mnist",
+                         dataset_sha256={})
+
+    return save
+
+
+def _notebook(**overrides):
+    return TrainConfig.from_preset("notebook", dev_size=200, **{"log_every": 1, **overrides})
+
+
+def test_a_state_whose_outputs_overflow_is_never_saved_and_the_previous_file_survives(
+        sample, tmp_path):
+    """lr 1e30: after one step every weight is finite but about 5e29, so the forward pass
+    overflows float32 (``evaluate`` would refuse it). That state is a divergence at the
+    first log point: it is not written, and the good file already at the path stays."""
+    numpy = get_backend("numpy")
+    data = mnist_slice(sample, 1200, 200)
+    config = _notebook(lr=1e30, epochs=5)
+    path = tmp_path / "b.st"
+    _saving_to(path, _notebook(epochs=2), numpy)(
+        train(_notebook(epochs=2), numpy, data, progress=False).state)
+    before = path.read_bytes()
+    with pytest.raises(TrainingDiverged) as info, np.errstate(all="ignore"):
+        train(config, numpy, data, progress=False, checkpoint=_saving_to(path, config, numpy),
+              checkpoint_path=path)
+    message = str(info.value)
+    assert re.search(r"the network's outputs overflow float32 on \d+ of 200 test images",
+                     message)
+    assert "by epoch 1 (step 1)" in message and "lr 1e+30" in message
+    assert message.endswith(f"no checkpoint was written by this run: {path} was left as "
+                            "it was")
+    assert path.read_bytes() == before
+    fresh = tmp_path / "new.st"
+    with pytest.raises(TrainingDiverged, match=f"nothing at {fresh}"), np.errstate(all="ignore"):
+        train(config, numpy, data, progress=False, checkpoint=_saving_to(fresh, config, numpy),
+              checkpoint_path=fresh)
+    assert not fresh.exists()
+
+
+def test_a_run_that_overflows_later_keeps_its_last_state_that_evaluates(
+        sample, tmp_path, monkeypatch):
+    """Steps 0-2 train normally, step 3 takes lr 1e30: the loss logged at epoch 4 is still
+    finite (it is taken before the update), but the state is not kept; the checkpoint is
+    epoch 3's, and it evaluates."""
+    numpy = get_backend("numpy")
+    data = mnist_slice(sample, 1200, 200)
+    config = _notebook(epochs=8)
+    real_learning_rate = optim.learning_rate
+    monkeypatch.setattr(optim, "learning_rate", lambda b, s, step, t:
+                        1e30 if step == 3 else real_learning_rate(b, s, step, t))
+    path = tmp_path / "c.st"
+    with pytest.raises(TrainingDiverged) as info, np.errstate(all="ignore"):
+        train(config, numpy, data, progress=False, checkpoint=_saving_to(path, config, numpy),
+              checkpoint_path=path)
+    message = str(info.value)
+    assert "outputs overflow float32" in message and "by epoch 4 (step 4)" in message
+    assert message.endswith(f"the last checkpoint, {path}, is from epoch 3 (step 3), before "
+                            "it diverged, and evaluates")
+    kept = ckpt.load(path)
+    assert kept.metadata["progress"]["step"] == 3
+    check_finite(kept.params, data.test_images, "float32")
+    check_finite(kept.params, data.train_images, "float32")
+
+
+def test_a_signal_on_a_state_that_does_not_evaluate_saves_nothing(sample, tmp_path,
+                                                                    monkeypatch):
+    """Ctrl-C right after a step of lr 1e30, long before a log point: the state at the
+    stop is finite but overflows, so neither the checkpoint nor the rescue file is
+    written."""
+    numpy = get_backend("numpy")
+    data = mnist_slice(sample, 1200, 200)
+    config = _notebook(lr=1e30, epochs=1000, log_every=100)
+
+    def ctrl_c_at_the_first_step(base, schedule, step, total):
+        if step == 0:
+            signal.raise_signal(signal.SIGINT)
+        return base
+
+    monkeypatch.setattr(optim, "learning_rate", ctrl_c_at_the_first_step)
+    path, rescued = tmp_path / "c.st", tmp_path / "rescue.st"
+    with pytest.raises(TrainingDiverged) as info, np.errstate(all="ignore"):
+        train(config, numpy, data, progress=False, checkpoint=_saving_to(path, config, numpy),
+              on_interrupt=_saving_to(rescued, config, numpy), checkpoint_path=path)
+    message = str(info.value)
+    assert "outputs overflow float32" in message and "(found on SIGINT)" in message
+    assert "by epoch 1 (step 1)" in message and f"nothing at {path}" in message
+    assert not path.exists() and not rescued.exists()
+
+
+def test_a_failed_write_rescues_no_state_that_does_not_evaluate(sample, tmp_path,
+                                                                 monkeypatch):
+    """Memory runs out in the step after one of lr 1e30 (on a backend whose updates make
+    new arrays, so the state is whole): the state is not rescued, and the line says why
+    and what was kept."""
+    # NumPy as a library whose arrays cannot be written in place (as JAX's): every update
+    # makes new arrays.
+    immutable = dataclasses.replace(get_backend("numpy"), mutable_arrays=False)
+    data = mnist_slice(sample, 1200, 200)
+    config = _notebook(lr=1e30, epochs=1000, log_every=100)
+    real_update = optim.update
+
+    def out_of_memory_at_the_second_step(optimizer, params, grads, state, lr):
+        if int(state["t"]) == 1:
+            raise MemoryError
+        return real_update(optimizer, params, grads, state, lr)
+
+    monkeypatch.setattr(optim, "update", out_of_memory_at_the_second_step)
+    path, rescued = tmp_path / "c.st", tmp_path / "rescue.st"
+    with pytest.raises(TrainingStopped) as info, np.errstate(all="ignore"):
+        train(config, immutable, data, progress=False,
+              checkpoint=_saving_to(path, config, immutable),
+              on_interrupt=_saving_to(rescued, config, immutable), checkpoint_path=path)
+    message = str(info.value)
+    assert message.startswith("out of memory")
+    assert "the state at epoch 1, step 1 was not saved: the network's outputs overflow" \
+        in message and message.endswith(f"nothing at {path})")
+    assert not rescued.exists()
+
+
+def test_a_state_to_continue_that_does_not_evaluate_is_refused_before_any_step(sample):
+    """A checkpoint written before this check may hold such weights: resuming it would
+    diverge at once, so it is refused, saying why."""
+    numpy = get_backend("numpy")
+    data = mnist_slice(sample, 1200, 200)
+    config = _notebook(epochs=4)
+    state = train(_notebook(epochs=2), numpy, data, progress=False).state
+    state.params = {k: v * np.float32(1e30) if k.startswith("W") else v
+                    for k, v in state.params.items()}
+    with pytest.raises(OutputsNotFinite, match="cannot continue from this state: the "
+                       r"network's outputs overflow float32 on \d+ of 200 test images"), \
+            np.errstate(all="ignore"):
+        train(config, numpy, data, progress=False, state=state)

@@ -5,6 +5,7 @@ configuration the resumed run keeps (only the number of epochs may change)."""
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,17 +66,20 @@ def resumable(resume: Run | str | os.PathLike) -> Resumable:
 
 def resumed_config(source: Resumable, preset: str | None, overrides: dict) -> TrainConfig:
     """The configuration a resumed run keeps: ``source``'s, with the new total of epochs
-    if ``overrides`` give one. Any other hyperparameter given, a dtype other than the
-    saved one, or a total that ends before where the run stands is ``InvalidArgument``."""
+    if ``overrides`` give one. A setting given with the saved value is no change, so a
+    job script may repeat its settings with ``resume`` added; any other value (of the
+    preset, a hyperparameter, the dtype), or a total that ends before where the run
+    stands, is ``InvalidArgument``."""
     config = source.config
-    given = [name for name in ("preset", *HYPERPARAMETERS)
-             if name not in ("epochs", "iterations", "dtype")
-             and (preset if name == "preset" else overrides.get(name)) is not None]
-    if given:
+    changed = [name for name in ("preset", *HYPERPARAMETERS)
+               if name not in ("epochs", "iterations", "dtype")
+               and _changes(config, name, preset if name == "preset" else overrides.get(name))]
+    if changed:
         raise InvalidArgument(
             f"{argument('resume')} continues the saved configuration; "
-            f"{', '.join(argument(name) for name in given)} cannot change (only "
-            f"{argument('epochs')} / {argument('iterations')} can)")
+            f"{', '.join(argument(name) for name in changed)} cannot change (only "
+            f"{argument('epochs')} / {argument('iterations')} can); the saved run has "
+            + ", ".join(argument(name, getattr(config, name)) for name in changed))
     dtype = overrides.get("dtype")
     if dtype is not None and dtype != config.dtype:
         raise InvalidArgument(f"the checkpoint was trained in {config.dtype}; "
@@ -89,6 +93,26 @@ def resumed_config(source: Resumable, preset: str | None, overrides: dict) -> Tr
                               f"{source.step}); {argument(count, config.epochs)} ends "
                               "before it")
     return config
+
+
+def _changes(config: TrainConfig, name: str, value) -> bool:
+    """Whether ``value`` given for the setting ``name`` (None: not given) differs from the
+    saved one. It is read as a new run reads it (``hidden=16`` is ``(16,)``, ``lr=1`` is
+    ``1.0``); a value of the wrong type (``lr=True``) is ``InvalidArgument``."""
+    if value is None:
+        return False
+    if name == "preset":
+        return value != config.preset
+    if name == "hidden" and isinstance(value, numbers.Integral) and not isinstance(value,
+                                                                                   bool):
+        value = (value,)
+    try:
+        read = getattr(dataclasses.replace(config, **{name: value}), name)
+    except TypeError as exc:
+        raise InvalidArgument(str(exc)) from None
+    except ValueError:  # out of range: not the saved value either
+        return True
+    return read != getattr(config, name)
 
 
 def _moved_state(run: Run, target: Backend) -> TrainState:

@@ -24,49 +24,65 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from multinet import heap, network, optim
 from multinet.catalog import CLASSES
 from multinet.data import Dataset
-from multinet.errors import (MultinetError, TrainingDiverged, TrainingInterrupted,
-                             TrainingStopped, argument)
+from multinet.errors import (MultinetError, OutputsNotFinite, TrainingDiverged,
+                             TrainingInterrupted, TrainingStopped, argument)
 from multinet.initializers import init_params
 from multinet.registry import Backend
 from multinet.training.config import TrainConfig
 from multinet.training.memory import check_network_fits, memory_message
 from multinet.training.metrics import append_record, metrics_to_write_first
 from multinet.training.prediction import accuracy_of, make_predictor
+from multinet.training.progress import progress_display
 from multinet.training.signals import StopSignals
 from multinet.training.splits import DeviceSplit, full_batch_inputs, splits_on_device
-from multinet.training.state import Saved, TrainResult, TrainState, non_finite, own_copy
+from multinet.training.state import (Saved, TrainResult, TrainState, own_copy,
+                                    why_not_kept)
 from multinet.training.steps import (SCAN_STEPS, epoch_order, make_epoch_runner,
                                      make_minibatch_step, make_step)
 
 
-def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: bool = True,
-          state: TrainState | None = None, checkpoint=None, on_interrupt=None,
-          metrics_path=None) -> TrainResult:
+def train(config: TrainConfig, backend: Backend, dataset: Dataset, *,
+          progress: bool | str = True, state: TrainState | None = None, checkpoint=None,
+          on_interrupt=None, metrics_path=None, checkpoint_path=None) -> TrainResult:
     """Train (from scratch, or on from ``state``) and evaluate on train, dev and test.
 
-    At every log point the loss *and every parameter and optimizer-state array* must be
-    finite, else ``TrainingDiverged`` (naming the step's hyperparameters) is raised and
-    nothing more is saved; then ``checkpoint(state) -> path`` is called, then the metrics
-    line is appended to ``metrics_path`` (so a line never describes a state that was not
-    saved; after a kill between the two, the resumed run writes the missing lines first).
-    When the run ends, ``checkpoint`` has been called on the final state.
+    Only a state that evaluates is ever kept (``_why_not_kept``: every parameter and
+    optimizer-state array finite, and the network's outputs finite in its dtype). At every
+    log point the loss must be finite and the state evaluate, else ``TrainingDiverged``
+    (naming the step's hyperparameters and what was kept) is raised and nothing more is
+    saved; then ``checkpoint(state) -> path`` is called, then the metrics line is appended
+    to ``metrics_path`` (so a line never describes a state that was not saved; after a
+    kill between the two, the resumed run writes the missing lines first). When the run
+    ends, ``checkpoint`` has been called on the final state. A ``state`` to continue from
+    that does not evaluate is ``OutputsNotFinite``, before any step. ``checkpoint_path``:
+    where ``checkpoint`` writes, named when nothing was written there.
+
+    ``progress``: True, a tqdm bar (``tqdm.auto``: a widget in Jupyter); ``"lines"``, a
+    plain line on stderr every few seconds, for logs (``multinet.training.progress``);
+    False, nothing.
 
     SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the loop between two steps (within two
     programs of ``SCAN_STEPS`` steps where the backend compiles runs of steps); the state
     is passed to ``on_interrupt`` (default: ``checkpoint``), which returns the path (or a
     ``Saved``), and ``TrainingInterrupted`` raised. A checkpoint or metrics write that
     fails (``OSError``), or memory running out, also stops the run: the state is passed to
-    ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went.
+    ``on_interrupt`` the same way and ``TrainingStopped`` raised, saying where it went. A
+    state that does not evaluate is not passed on: the error says what was kept instead.
     """
+    resumed = state is not None
     setup, state = _prepare(config, backend, dataset, state, metrics_path)
-    saves, rescue = _Saves(checkpoint), on_interrupt or checkpoint
-    bar = tqdm(total=setup.total_steps, initial=state.step, desc=f"train [{backend.name}]",
-               unit="step", disable=not progress, leave=False)
+    if resumed:
+        # The state saved at the end of a run with nothing left to train is this one.
+        why = _why_not_kept(setup, state)
+        if why:
+            raise OutputsNotFinite(f"cannot continue from this state: {why}; it can be "
+                                   "neither evaluated nor trained on")
+    saves, rescue = _Saves(checkpoint, checkpoint_path), on_interrupt or checkpoint
+    bar = progress_display(progress, total=setup.total_steps, initial=state.step,
+                           desc=f"train [{backend.name}]", batches=setup.batches)
     seconds = _clock(state.seconds)
     try:
         with StopSignals() as stop:
@@ -85,7 +101,7 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *, progress: 
             if saves.step != state.step:
                 saves(state)  # nothing left to train (a resumed run at its end, 0 epochs)
     except (OSError, MemoryError) as exc:
-        raise _stopped(exc, setup, state, rescue) from None
+        raise _stopped(exc, setup, state, saves, rescue) from None
     finally:
         bar.close()
     return TrainResult(state=state, summary=summarize(config, backend, state, setup.splits,
@@ -149,6 +165,8 @@ def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Setup, Tra
         step = backend.compile(make_step(optimizer, backend.fuse_chunk,
                                          backend.mutable_arrays))
         x_all, x_t = full_batch_inputs(backend, train_split, config.dtype)
+        if backend.materialize:  # else a lazy library scales the images again every step
+            x_all, x_t = backend.materialize((x_all, x_t))
     else:
         step = backend.compile(make_minibatch_step(optimizer, backend.mutable_arrays))
         run_steps = make_epoch_runner(backend, optimizer, config.dtype)
@@ -241,10 +259,9 @@ def _log_point(setup: _Setup, state: TrainState, epoch, seconds: float, saves: _
     }
     if not math.isfinite(record["loss"]):
         raise _diverged(setup.config, state, f"the loss became {record['loss']}", saves)
-    bad = non_finite(backend, state)
-    if bad:
-        raise _diverged(setup.config, state, f"{', '.join(bad[:3])} stopped being finite "
-                        "numbers", saves)
+    why = _why_not_kept(setup, state)
+    if why:
+        raise _diverged(setup.config, state, why, saves)
     state.history.append(record)
     bar.set_postfix(loss=f"{record['loss']:.4f}", dev=f"{record['dev_accuracy']:.4f}")
     state.seconds = record["seconds"]
@@ -261,10 +278,11 @@ def _clock(seconds_before: float):
 
 class _Saves:
     """``checkpoint`` (None: nothing is saved) plus a record of the last save: where, and
-    at which epoch and step."""
+    at which epoch and step. ``target``: where ``checkpoint`` writes, if known."""
 
-    def __init__(self, checkpoint):
+    def __init__(self, checkpoint, target=None):
         self.checkpoint = checkpoint
+        self.target = None if checkpoint is None or target is None else Path(target)
         self.path = self.epoch = self.step = None
 
     def __call__(self, state) -> None:
@@ -272,6 +290,19 @@ class _Saves:
             return
         self.path = _saved(self.checkpoint(state)).path
         self.epoch, self.step = state.epoch, state.step
+
+    def kept(self) -> str:
+        """What a run that stops now leaves: its last checkpoint, or that it wrote none
+        (and the file already at the target, if any, is as it was)."""
+        if self.path is not None:
+            return (f"the last checkpoint, {self.path}, is from epoch {self.epoch} (step "
+                    f"{self.step})")
+        if self.target is None:
+            return "no checkpoint was written by this run"
+        if self.target.exists():
+            return (f"no checkpoint was written by this run: {self.target} was left as "
+                    "it was")
+        return f"no checkpoint was written by this run (nothing at {self.target})"
 
 
 def _saved(result) -> Saved:
@@ -305,9 +336,7 @@ def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
     if config.weight_decay and config.lr * config.weight_decay >= 1:
         advice += (f" or {argument('weight_decay')} (lr x weight decay >= 1 overshoots "
                    "every step)")
-    kept = (f"the last checkpoint, {saves.path}, is from epoch {saves.epoch} (step "
-            f"{saves.step}), before it diverged" if saves.path is not None
-            else "no checkpoint was written by this run")
+    kept = saves.kept() + (", before it diverged, and evaluates" if saves.path else "")
     return TrainingDiverged(f"training diverged: {what} by epoch {state.epoch} (step "
                             f"{state.step}) with {config.describe_step()}; try {advice}; "
                             f"{kept}")
@@ -318,10 +347,9 @@ def _interrupted(setup: _Setup, state: TrainState, signum: int, saves: _Saves,
     """The error for a run a signal stopped, after saving its state (unless the last
     log point saved this very state already)."""
     name = signal.Signals(signum).name
-    bad = non_finite(setup.backend, state)
-    if bad:
-        return _diverged(setup.config, state, f"{', '.join(bad[:3])} stopped being finite "
-                         f"numbers (found on {name})", saves)
+    why = _why_not_kept(setup, state)
+    if why:
+        return _diverged(setup.config, state, f"{why} (found on {name})", saves)
     if saves.step == state.step:
         saved = Saved(saves.path)
     else:
@@ -333,8 +361,10 @@ def _interrupted(setup: _Setup, state: TrainState, signum: int, saves: _Saves,
         saved and saved.path, signum)
 
 
-def _stopped(exc, setup: _Setup, state: TrainState, rescue) -> TrainingStopped:
-    """The error for a run that cannot go on, after saving its state through ``rescue``."""
+def _stopped(exc, setup: _Setup, state: TrainState, saves: _Saves,
+             rescue) -> TrainingStopped:
+    """The error for a run that cannot go on, after saving its state through ``rescue``
+    where it evaluates."""
     backend = setup.backend
     if isinstance(exc, MemoryError):
         split = setup.train_split
@@ -353,6 +383,10 @@ def _stopped(exc, setup: _Setup, state: TrainState, rescue) -> TrainingStopped:
     if rescue is None:
         return TrainingStopped(f"{why}; {where} was not saved (no {argument('save')})")
     try:
+        why_not = _why_not_kept(setup, state)
+        if why_not:
+            return TrainingStopped(f"{why}; {where} was not saved: {why_not}; "
+                                   f"{saves.kept()}")
         saved = _saved(rescue(state))
     except (OSError, MemoryError, MultinetError) as second:
         return TrainingStopped(f"{why}; {where} could not be saved either ({second})")
@@ -387,3 +421,11 @@ def summarize(config: TrainConfig, backend: Backend, state: TrainState, splits: 
         "seconds": seconds,
         "samples_per_second": samples / seconds if seconds else None,
     }
+
+
+def _why_not_kept(setup: _Setup, state: TrainState) -> str | None:
+    """Why ``state`` must not be kept (``state.why_not_kept``), checked on this run's
+    images: the test split first (what ``evaluate`` reads), then those it trains on."""
+    return why_not_kept(setup.backend, state, setup.config.dtype,
+                        {name: setup.splits[name].host_images
+                         for name in ("test", "dev", "train")})

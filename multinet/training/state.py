@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from multinet.registry import Backend
+from multinet.training.prediction import largest_weight, overflowing
 
 
 @dataclass
@@ -75,3 +78,24 @@ def non_finite(backend: Backend, state: TrainState) -> list[str]:
     xp = backend.xp
     return [name for name, value in arrays
             if not bool(backend.to_numpy(xp.all(xp.isfinite(value))))]
+
+
+def why_not_kept(backend: Backend, state: TrainState, dtype: str,
+                 images: dict) -> str | None:
+    """Why ``state`` must not be kept (saved, or trained on), or None where it evaluates:
+    every parameter and optimizer-state array finite (``non_finite``), and the network's
+    outputs finite in ``dtype``. For ordinary networks a bound from the weights proves
+    that for any picture at once (``prediction.overflowing``); past the bound the
+    ``uint8`` images of ``images`` (``{"test": ..., ...}``, checked in that order) are
+    run on the host, every layer checked, until one set overflows."""
+    bad = non_finite(backend, state)
+    if bad:
+        return f"{', '.join(bad[:3])} stopped being finite numbers"
+    params = {name: np.asarray(backend.to_numpy(value))
+              for name, value in state.params.items()}
+    for name, split in images.items():
+        count = overflowing(params, split, dtype)
+        if count:
+            return (f"the network's outputs overflow {dtype} on {count} of {len(split)} "
+                    f"{name} images (largest weight {largest_weight(params):.3g})")
+    return None
