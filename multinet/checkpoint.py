@@ -4,8 +4,10 @@ everything else, in one file, written atomically.
 A checkpoint holds the parameters, the optimizer state, the configuration (preset and
 every hyperparameter), where the run is (epoch, batch within it, step, and the loss and
 accuracy sums of the epoch in progress), the history of metrics, how the shuffling is
-seeded, and the checksums of the dataset it was trained on. Arrays are stored as NumPy
-arrays in the training dtype, so a checkpoint written on one backend loads on any other.
+seeded, the checksums of the data it was trained on, and, once training has ended, the
+results measured on the final state (the accuracies of ``fit``'s summary). Arrays are
+stored as NumPy arrays in the training dtype, so a checkpoint written on one backend
+loads on any other.
 
 Writing: every array is checked to be finite first (a diverged state is never written
 over a good one), then the whole file is built in memory (``safetensors.numpy.save``) and
@@ -24,8 +26,15 @@ JSON object with
 * ``progress``: ``epoch``, ``batch``, ``step`` (integers >= 0, with ``epoch <=
   config.epochs``), ``seconds`` (finite, >= 0) and, for a run stopped within an epoch,
   ``loss_sum`` and ``accuracy_sum`` (finite numbers: the sums over its batches so far);
-* ``dataset``: ``name`` (a dataset multinet knows) and ``content_sha256`` (an object
-  from file roles to strings);
+* ``dataset``: ``name`` (a dataset multinet knows), ``content_sha256`` (an object from
+  file roles to strings: the SHA-256 of each array trained and tested on, as an IDX file
+  holds it, ``multinet.data.content_sha256s``; for the dataset's files read unchanged,
+  the files' own content checksums) and, optionally, ``samples`` (``train`` and
+  ``test``, integers >= 1: how many images each array held);
+* ``results``, optionally: what was measured on the state saved, ``step`` (equal to
+  ``progress.step``) and any of ``train_accuracy``, ``dev_accuracy``, ``test_accuracy``
+  (numbers in [0, 1]), ``train_samples`` (an integer >= 1) and ``samples_per_second``
+  (a finite number >= 0), each of them may be null;
 * ``history``: a list of metric records (``epoch``, ``step``, ``lr``, ``loss``,
   ``train_accuracy``, ``dev_accuracy``, ``seconds``; numbers, the loss finite);
 * anything else (``rng``, ``saved_at``, ...) is informative and not read.
@@ -52,9 +61,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as to_bytes
 
 from multinet._version import __version__
-from multinet.catalog import CLASSES, DATASETS, FILES
+from multinet.catalog import CLASSES, DATASETS, FILES, identify
 from multinet.checks import is_integer
-from multinet.errors import MultinetError
+from multinet.data import IMAGE_SHAPE, Dataset
+from multinet.errors import DatasetError, MultinetError, argument
 from multinet.files import OutputError, reason, rescue_path, write_atomic
 from multinet.initializers import to_backend
 from multinet.registry import Backend
@@ -64,7 +74,10 @@ from multinet.training.state import Saved, TrainState
 FORMAT = "multinet-checkpoint/1"
 #: Inputs of the first layer: 28 x 28 pixels, the image size of every dataset in
 #: ``multinet.catalog.DATASETS``.
-FEATURES = 28 * 28
+FEATURES = math.prod(IMAGE_SHAPE)
+#: What ``results`` may hold besides ``step``: the measured part of ``fit``'s summary.
+RESULTS = ("train_accuracy", "dev_accuracy", "test_accuracy", "train_samples",
+           "samples_per_second")
 
 
 class CheckpointError(MultinetError):
@@ -82,6 +95,12 @@ class Checkpoint:
     @property
     def dataset(self) -> str:
         return self.metadata["dataset"]["name"]
+
+    @property
+    def results(self) -> dict:
+        """What was measured on the saved state (``RESULTS``); empty for a checkpoint
+        written during training, or by an older multinet."""
+        return {k: v for k, v in self.metadata.get("results", {}).items() if k in RESULTS}
 
     def state_on(self, backend: Backend) -> TrainState:
         """A ``TrainState`` with every array moved to ``backend``."""
@@ -114,9 +133,14 @@ def _host_float(value) -> float:
 
 
 def encode(config: TrainConfig, state: TrainState, *, backend: Backend, dataset_name: str,
-           dataset_sha256: dict) -> bytes:
+           dataset_sha256: dict, dataset_samples: dict | None = None,
+           summary: dict | None = None) -> bytes:
     """The checkpoint file's bytes. Raises ``CheckpointError`` if any array holds a NaN
-    or an infinity: such a state is never written."""
+    or an infinity: such a state is never written.
+
+    ``dataset_sha256`` and ``dataset_samples`` say what the run was trained on (see the
+    schema); ``summary``, ``fit``'s, adds its ``RESULTS`` when it describes this state
+    (its ``iterations`` are the state's step)."""
     tensors: dict = {}
     _flatten("params/", state.params, tensors, backend)
     _flatten("opt/", state.opt_state, tensors, backend)
@@ -140,20 +164,26 @@ def encode(config: TrainConfig, state: TrainState, *, backend: Backend, dataset_
                 "split": f"numpy default_rng({config.seed}).permutation",
                 "epoch_order": f"numpy default_rng([{config.seed}, epoch]).permutation",
                 "next": {"epoch": state.epoch, "batch": state.batch}},
-        "dataset": {"name": dataset_name, "content_sha256": dataset_sha256},
+        "dataset": {"name": dataset_name, "content_sha256": dataset_sha256,
+                    **({"samples": dataset_samples} if dataset_samples else {})},
         "history": state.history,
     }
+    if summary is not None and summary.get("iterations") == state.step:
+        metadata["results"] = {"step": state.step,
+                               **{k: summary[k] for k in RESULTS if k in summary}}
     return to_bytes(tensors, metadata={"multinet": json.dumps(metadata)})
 
 
 def save(path, config: TrainConfig, state: TrainState, *, backend: Backend,
-         dataset_name: str, dataset_sha256: dict) -> Path:
-    """Write the checkpoint to ``path`` atomically; the previous file stays intact if
-    anything fails. Raises ``CheckpointError`` for a state that is not finite and
-    ``multinet.files.OutputError`` (an ``OSError``) when the file cannot be written."""
+         dataset_name: str, dataset_sha256: dict, dataset_samples: dict | None = None,
+         summary: dict | None = None) -> Path:
+    """Write the checkpoint (``encode``) to ``path`` atomically; the previous file stays
+    intact if anything fails. Raises ``CheckpointError`` for a state that is not finite
+    and ``multinet.files.OutputError`` (an ``OSError``) when the file cannot be written."""
     path = Path(path)
     data = encode(config, state, backend=backend, dataset_name=dataset_name,
-                  dataset_sha256=dataset_sha256)
+                  dataset_sha256=dataset_sha256, dataset_samples=dataset_samples,
+                  summary=summary)
     try:
         return write_atomic(path, data)
     except OSError as exc:
@@ -272,6 +302,11 @@ def _validated(metadata: dict, tensors: dict) -> Checkpoint:
            lambda v: isinstance(v, dict) and all(k in FILES and isinstance(s, str)
                                                  for k, s in v.items()),
            f"an object from file roles ({', '.join(FILES)}) to strings")
+    _field(dataset, "dataset", "samples",
+           lambda v: isinstance(v, dict) and set(v) == {"train", "test"}
+           and all(is_integer(n) and n >= 1 for n in v.values()),
+           "an object of train and test counts >= 1", optional=True)
+    _validated_results(metadata.get("results", {}), progress)
     history = metadata.get("history", [])
     if not isinstance(history, list):
         raise ValueError(f"history must be a list, got {_shown(history)}")
@@ -302,6 +337,22 @@ def _validated_progress(progress: dict, config: TrainConfig) -> dict:
         raise ValueError(f"progress: step {progress['step']} is fewer than the epochs and "
                          "batches done")
     return progress
+
+
+def _validated_results(results, progress: dict) -> None:
+    if not isinstance(results, dict):
+        raise ValueError(f"results must be an object, got {_shown(results)}")
+    _field(results, "results", "step", lambda v: is_integer(v) and v == progress["step"],
+           f"progress.step, {progress['step']}", optional=not results)
+    for name in ("train_accuracy", "dev_accuracy", "test_accuracy"):
+        _field(results, "results", name,
+               lambda v: v is None or _is_finite(v) and 0 <= v <= 1, "a number in [0, 1]",
+               optional=True)
+    _field(results, "results", "train_samples",
+           lambda v: v is None or is_integer(v) and v >= 1, "an integer >= 1", optional=True)
+    _field(results, "results", "samples_per_second",
+           lambda v: v is None or _is_finite(v) and v >= 0, "a finite number >= 0",
+           optional=True)
 
 
 def _validated_record(record, where: str, progress: dict) -> None:
@@ -370,3 +421,30 @@ def _validated_opt_state(opt: dict, params: dict, config: TrainConfig, progress)
         for name, value in params.items():
             _check_array(tree[name], f"opt/{slot}/{name}", value.shape, config.dtype)
     return opt
+
+
+def describe_training_data(sha256: dict, name: str) -> str:
+    """The training data ``sha256`` (a checkpoint's ``content_sha256``, or
+    ``multinet.data.content_sha256s``) identifies, in words: ``"mnist's training
+    files"``, or a subset or data of one's own, with the start of its images' checksum."""
+    images, labels = sha256.get("train_images"), sha256.get("train_labels")
+    if images is None or labels is None:
+        return "data whose checksums it does not record"
+    if (identify(images), identify(labels)) == ((name, "train_images"),
+                                                (name, "train_labels")):
+        return f"{name}'s training files"
+    return f"a subset or data of your own, images SHA-256 {images[:12]}..."
+
+
+def check_training_data(recorded: dict, dataset: Dataset, sha256: dict) -> None:
+    """``DatasetError`` unless ``dataset``'s training images and labels (``sha256``, from
+    ``multinet.data.content_sha256s``) are those a checkpoint ``recorded``: a run resumed
+    on other data would go on as if nothing had changed. The test set is not compared:
+    it plays no part in training."""
+    if all(recorded.get(role) == sha256[role] for role in ("train_images", "train_labels")):
+        return
+    raise DatasetError(
+        f"the checkpoint was trained on {describe_training_data(recorded, dataset.name)}, "
+        f"not on these {len(dataset.train_labels)} training images "
+        f"({describe_training_data(sha256, dataset.name)}); {argument('resume')} continues "
+        f"a run only on the images and labels it was trained on")

@@ -24,7 +24,9 @@ float32's bytes) and are scaled to [0, 1] there, so every backend sees the same 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,131 @@ class Dataset:
         return (f"Dataset({self.name!r}: {len(self.train_labels)} training and "
                 f"{len(self.test_labels)} test images of {shape} "
                 f"{self.train_images.dtype}, from {str(self.directory)!r})")
+
+
+#: The shape of one image in every dataset of ``multinet.catalog.DATASETS``: the network's
+#: first layer takes its pixels.
+IMAGE_SHAPE = (28, 28)
+
+
+def validate(dataset: Dataset, where: dict[str, str] | None = None) -> Dataset:
+    """``dataset``, if multinet can train on it and evaluate with it; else one error naming
+    the array and what is wrong. Files read and datasets given to the API pass here.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The data to check.
+    where : dict of str to str, optional
+        How the messages name each array, by role (``read_files`` names the files); None:
+        as an attribute of the Python argument, ``dataset.train_images``.
+
+    Returns
+    -------
+    Dataset
+        ``dataset`` itself.
+
+    Raises
+    ------
+    InvalidArgument
+        For something that is not a ``Dataset``.
+    DatasetError
+        For an unknown name; arrays that are no NumPy arrays; images not uint8 ``(n, 28,
+        28)`` (or already scaled to [0, 1]); labels not integers 0-9 of shape ``(n,)``;
+        image and label counts that differ; an empty train or test set.
+    """
+    if not isinstance(dataset, Dataset):
+        raise InvalidArgument(f"dataset must be a Dataset from multinet.load_dataset, got "
+                              f"{type(dataset).__name__}")
+    dataset_spec(dataset.name)
+    named = where or {role: f"dataset.{role}" for role in FILES}
+    for split in ("train", "test"):
+        images, labels = f"{split}_images", f"{split}_labels"
+        count = _check_images(getattr(dataset, images), named[images])
+        labelled = _check_labels(getattr(dataset, labels), named[labels])
+        if count != labelled:
+            raise DatasetError(f"{named[images]} holds {count} images but {named[labels]} "
+                               f"holds {labelled} labels")
+        if count == 0:
+            raise DatasetError(f"{named[images]} holds no images: the {split} set needs at "
+                               "least one")
+    return dataset
+
+
+def _check_array(value, name: str, what: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise DatasetError(f"{name} must be a NumPy array of {what}, got "
+                           f"{type(value).__name__} (numpy.asarray makes one)")
+    return value
+
+
+def _check_images(images, name: str) -> int:
+    shape = f"(n, {', '.join(map(str, IMAGE_SHAPE))})"
+    images = _check_array(images, name, f"uint8 pixel values 0-255, shape {shape}")
+    if images.dtype != np.uint8:
+        if (images.dtype.kind == "f" and images.size
+                and 0 <= np.nanmin(images) and np.nanmax(images) <= 1):
+            raise DatasetError(
+                f"{name} holds {images.dtype} values in [0, 1], images already scaled: pass "
+                f"the uint8 pixel values 0-255 as read from the files (multinet scales them "
+                f"itself); (images * 255).round().astype(numpy.uint8) undoes the scaling")
+        raise DatasetError(f"{name} must be uint8 pixel values 0-255 as read from the "
+                           f"files, got {images.dtype}")
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise DatasetError(f"{name} must be images of shape {shape}, got {images.shape}")
+    return len(images)
+
+
+def _check_labels(labels, name: str) -> int:
+    labels = _check_array(labels, name, f"integer labels 0-{CLASSES - 1}, shape (n,)")
+    if labels.dtype.kind not in "iu":
+        raise DatasetError(f"{name} must be integer class labels 0-{CLASSES - 1}, got "
+                           f"{labels.dtype}")
+    if labels.ndim != 1:
+        raise DatasetError(f"{name} must be labels of shape (n,), got {labels.shape}")
+    if labels.size:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= CLASSES:
+            raise DatasetError(f"{name}: label {high if high >= CLASSES else low} outside "
+                               f"0-{CLASSES - 1}")
+    return len(labels)
+
+
+def check_flags(**flags) -> None:
+    """``InvalidArgument`` naming the first of ``flags`` that is no bool (``"no"`` is true)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidArgument(f"{name} must be True or False, got {value!r}")
+
+
+def content_sha256s(dataset: Dataset) -> dict[str, str]:
+    """What a checkpoint records of the data a run was trained on: the SHA-256 of each
+    array as an IDX file holds it, by role. For arrays read unchanged from a dataset's
+    files these are the files' own content checksums (``multinet.catalog``), which
+    ``identify`` names; a subset, or data of one's own, has others.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Checked by ``validate``.
+
+    Returns
+    -------
+    dict of str to str
+        Hexadecimal digests by role (``train_images``, ...).
+    """
+    return {role: _idx_sha256(getattr(dataset, role)) for role in FILES}
+
+
+def _idx_sha256(array: np.ndarray) -> str:
+    # An IDX file of unsigned bytes: magic 0, 0, 0x08, the number of dimensions, each
+    # dimension as a big-endian uint32, then the values (labels 0-9 fit a byte whatever
+    # their integer type).
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    digest = hashlib.sha256(bytes([0, 0, 0x08, array.ndim])
+                            + struct.pack(f">{array.ndim}I", *array.shape))
+    digest.update(array.reshape(-1).data)
+    return digest.hexdigest()
 
 
 def _blocking_folder(path: Path) -> Path:
@@ -130,26 +257,6 @@ def not_found_error(spec: DatasetSpec, roots: list[Path]) -> DatasetNotFound:
     )
 
 
-def _check_pair(images: np.ndarray, labels: np.ndarray, image_path, label_path) -> None:
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DatasetError(
-            f"{image_path}: expected uint8 images of shape (n, rows, cols), "
-            f"got {images.dtype} {images.shape}"
-        )
-    if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise DatasetError(
-            f"{label_path}: expected uint8 labels of shape (n,), got {labels.dtype} {labels.shape}"
-        )
-    if len(images) != len(labels):
-        raise DatasetError(
-            f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels"
-        )
-    if labels.size and labels.max() >= CLASSES:
-        raise DatasetError(
-            f"{label_path}: label {int(labels.max())} outside 0-{CLASSES - 1}"
-        )
-
-
 def _mismatch(path: Path, name: str, role: str, sha256: str) -> str:
     """Why a file's contents are not the expected ones, in words for the user."""
     owner = identify(sha256)
@@ -178,15 +285,8 @@ def read_files(files: dict[str, Path], name: str, expected_sha256=None) -> Datas
     a dict by role, when given)."""
     arrays = {role: _read_checked(path, name, role, (expected_sha256 or {}).get(role))
               for role, path in files.items()}
-    for split in ("train", "test"):
-        _check_pair(arrays[f"{split}_images"], arrays[f"{split}_labels"],
-                    files[f"{split}_images"], files[f"{split}_labels"])
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DatasetError(
-            f"train images are {arrays['train_images'].shape[1:]} but test images are "
-            f"{arrays['test_images'].shape[1:]}"
-        )
-    return Dataset(name=name, directory=files["train_images"].parent, **arrays)
+    return validate(Dataset(name=name, directory=files["train_images"].parent, **arrays),
+                    {role: str(path) for role, path in files.items()})
 
 
 def ensure_dataset(name: str = "mnist", data_dir=None, *, download: bool = True,
@@ -248,15 +348,23 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
         An unknown ``name``; a damaged, truncated or foreign file (naming it), a folder
         that cannot be read, a download that failed on every mirror.
     InvalidArgument
-        An unknown ``source``.
+        An unknown ``source``; a ``data_dir`` or ``mirrors`` that names no folder or URL;
+        ``download``, ``verify`` or ``progress`` not a bool.
     """
+    check_flags(download=download, verify=verify, progress=progress)
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise InvalidArgument(f"data_dir must be a folder (a str or a pathlib.Path) or None, "
+                              f"got {type(data_dir).__name__}")
+    if isinstance(mirrors, (str, os.PathLike)):
+        mirrors = [mirrors]
+    if mirrors is not None and not (isinstance(mirrors, (list, tuple)) and all(
+            isinstance(m, (str, os.PathLike)) for m in mirrors)):
+        raise InvalidArgument(f"mirrors must be a URL or a list of URLs, got {mirrors!r}")
     if source == "torchvision":
         return load_with_torchvision(name, data_dir, download=download)
     if source != "multinet":
         raise InvalidArgument(f"{argument('source', source)}: choose 'multinet' or "
                               "'torchvision'")
-    if isinstance(mirrors, (str, os.PathLike)):
-        mirrors = [mirrors]
     spec = dataset_spec(name)
     files = ensure_dataset(name, data_dir, download=download, mirrors=mirrors,
                            progress=progress)
@@ -281,7 +389,8 @@ def load_with_torchvision(name: str = "mnist", root=None, *, download: bool = Tr
     arrays = {"train_images": train.data.numpy(), "train_labels": train.targets.numpy(),
               "test_images": test.data.numpy(), "test_labels": test.targets.numpy()}
     arrays = {role: np.asarray(a, dtype=np.uint8) for role, a in arrays.items()}
-    return Dataset(name=name, directory=root / spec.torchvision_name / "raw", **arrays)
+    return validate(Dataset(name=name, directory=root / spec.torchvision_name / "raw",
+                            **arrays))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from multinet.registry import Backend, get_backend
+from multinet.checks import NON_NEGATIVE_INTEGER, is_integer
+from multinet.errors import InvalidArgument
+from multinet.registry import DTYPES, Backend, get_backend
 
 #: ``uniform``: U(-0.5, 0.5) for weights and biases, the notebook's ``rand(...) - 0.5``.
 #: ``he``: N(0, 2 / fan_in) weights and zero biases, the usual choice for ReLU nets.
@@ -17,12 +19,20 @@ SCHEMES = ("uniform", "he")
 
 
 def draw_params(sizes, *, seed: int, init: str = "uniform") -> dict[str, np.ndarray]:
-    """float64 NumPy parameters for layer sizes such as ``(784, 10, 10)``."""
-    sizes = tuple(int(s) for s in sizes)
+    """float64 NumPy parameters for layer sizes such as ``(784, 10, 10)``; a bad argument
+    is ``InvalidArgument`` naming it."""
+    widths = tuple(sizes) if hasattr(sizes, "__iter__") and not isinstance(sizes, str) else ()
+    if not widths or not all(is_integer(s) for s in widths):
+        raise InvalidArgument(f"sizes must be a sequence of layer widths (integers), inputs "
+                              f"first, such as (784, 10, 10); got {sizes!r}")
+    sizes = tuple(int(s) for s in widths)
     if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must be at least (inputs, outputs), all >= 1; got {sizes}")
-    if init not in SCHEMES:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(SCHEMES)}")
+        raise InvalidArgument(f"sizes must be at least (inputs, outputs), all >= 1; got "
+                              f"{sizes}")
+    if seed not in NON_NEGATIVE_INTEGER:
+        raise InvalidArgument(f"seed must be {NON_NEGATIVE_INTEGER}, got {seed!r}")
+    if not isinstance(init, str) or init not in SCHEMES:
+        raise InvalidArgument(f"unknown init {init!r}; choose one of {', '.join(SCHEMES)}")
     rng = np.random.default_rng(seed)
     params = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
@@ -78,11 +88,18 @@ def init_params(sizes, *, seed: int, backend: Backend | str | None = None,
 
     Raises
     ------
-    ValueError
-        For fewer than two sizes, a size below 1, or an unknown ``init``.
+    InvalidArgument
+        For ``sizes`` that are not two or more integers >= 1, a ``seed`` that is not an
+        integer >= 0, an unknown ``init`` or ``dtype``, or a ``backend`` that is neither
+        a name nor a ``Backend``.
     UnknownBackend, BackendUnavailable
         For a backend that is not known, or cannot run here.
     """
+    if backend is not None and not isinstance(backend, (str, Backend)):
+        raise InvalidArgument(f"backend must be a backend's name, a Backend or None, got "
+                              f"{type(backend).__name__}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise InvalidArgument(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if not isinstance(backend, Backend):
         backend = get_backend(backend)
     return to_backend(draw_params(sizes, seed=seed, init=init), backend, dtype)

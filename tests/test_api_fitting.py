@@ -3,6 +3,7 @@ errors named as Python arguments (never as flags), and a summary that is what th
 prints."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -137,3 +138,170 @@ def test_numpy_numbers_as_hyperparameters_train_and_save_a_loadable_checkpoint(s
     config = multinet.load(tmp_path / "a.st").config
     assert config == run.config and config.epochs == 2 and config.hidden == (12,)
     assert type(config.epochs) is int and type(config.lr) is float
+
+
+# --- The dataset, devices and flags given to fit; the results a saved run keeps ----------
+
+def _bad(data, **arrays):
+    import dataclasses
+
+    return dataclasses.replace(data, **arrays)
+
+
+@pytest.mark.parametrize("case", ["label 10", "label -1", "float labels", "counts differ",
+                                  "scaled images", "empty test set", "flat images",
+                                  "a list", "test labels 255"])
+def test_fit_refuses_a_dataset_it_cannot_train_on_before_any_work(mnist, no_work, case):
+    """Each was trained on without a word (labels 10, -1 or floats, counts that differ,
+    images divided by 255 twice), gave ``test_accuracy=nan``, or a traceback from deep
+    inside."""
+    from multinet.errors import DatasetError
+
+    data = small(mnist)
+    labels, images = data.train_labels.astype(np.int64), data.train_images
+    bad = {"label 10": dict(train_labels=np.where(labels == 0, 10, labels)),
+           "label -1": dict(train_labels=np.where(labels == 0, -1, labels)),
+           "float labels": dict(train_labels=labels.astype(float)),
+           "counts differ": dict(train_labels=labels[:-1]),
+           "scaled images": dict(train_images=images / 255.0),
+           "empty test set": dict(test_images=data.test_images[:0],
+                                  test_labels=data.test_labels[:0]),
+           "flat images": dict(train_images=images.reshape(len(images), 784)),
+           "a list": dict(train_images=list(images)),
+           "test labels 255": dict(test_labels=np.full_like(data.test_labels, 255))}[case]
+    with pytest.raises(DatasetError) as info:
+        multinet.fit(_bad(data, **bad), iterations=1, dev_size=200, progress=False)
+    message = str(info.value)
+    assert f"dataset.{next(iter(bad))}" in message  # the array at fault, named
+    assert "\n" not in message and "--" not in message
+
+
+def test_a_training_set_too_small_for_the_dev_split_is_named(mnist):
+    with pytest.raises(InvalidArgument, match=r"the training set holds 500 images: too few "
+                                              r"to hold 1000 out as the dev set \(fit's "
+                                              r"dev_size=1000\)"):
+        multinet.fit(helpers.mnist_slice(mnist, 500, 100), iterations=1, progress=False)
+
+
+def test_files_too_few_for_the_dev_split_are_one_line_from_the_command(tmp_path, capsys):
+    """Eight images of one's own (``--no-verify``) were a ``ValueError`` traceback."""
+    folder = helpers.write_files(tmp_path / "eight", helpers.TINY_FILES)
+    code = main(["train", "--data-dir", str(folder), "--no-verify", "--iterations", "1"])
+    helpers.one_line_error(code, capsys.readouterr(), "the training set holds 8 images: too "
+                           "few to hold 1000 out as the dev set (fit's dev_size=1000)")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(devices=0), "devices must be a number of devices >= 1, 'all' or None; got 0"),
+    (dict(devices=-2), "got -2"),
+    (dict(devices="two"), "got 'two'"),
+    (dict(devices=1.5), "got 1.5"),
+    (dict(devices=True), "got True"),
+    (dict(compile="yes"), "compile must be True or False, got 'yes'"),
+    (dict(save=3), "save must be a file name (a str or a pathlib.Path) or None, got int"),
+    (dict(metrics=["m.jsonl"]), "metrics must be a file name (a str or a pathlib.Path) or "
+                                "None, got list"),
+    (dict(plots=b"plots"), "plots must be a file name"),
+    (dict(force="no"), "force must be True or False, got 'no'"),
+])
+def test_devices_and_flags_that_mean_nothing_are_refused_before_any_work(
+        mnist, no_work, arguments, message):
+    """``fit(devices=0)`` trained on one device as if nothing had been asked."""
+    with pytest.raises(InvalidArgument) as info:
+        multinet.fit(small(mnist), iterations=1, progress=False, **arguments)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("progress", ["no", "bar", 2, None])
+def test_a_progress_that_is_no_display_is_refused_before_any_work(mnist, no_work, progress):
+    with pytest.raises(InvalidArgument, match=r"progress must be True, False or 'lines', got"):
+        multinet.fit(small(mnist), iterations=1, progress=progress)
+
+
+def test_a_saved_run_keeps_its_results_and_shows_them(mnist, tmp_path):
+    """``multinet.load(...).summary["test_accuracy"]`` was a ``KeyError`` right after the
+    README used that key on ``fit``'s run: both ``save=`` and ``Run.save`` keep them."""
+    run = multinet.fit(small(mnist), iterations=3, dev_size=200, progress=False,
+                       save=tmp_path / "during.st")
+    run.save(tmp_path / "after.st")
+    for name in ("during.st", "after.st"):
+        again = multinet.load(tmp_path / name)
+        for key in ("train_accuracy", "dev_accuracy", "test_accuracy", "train_samples"):
+            assert again.summary[key] == run.summary[key], key
+        assert f"test_accuracy={run.summary['test_accuracy']:.4f}" in repr(again)
+        assert again.evaluate(run.dataset)["test_accuracy"] == again.summary["test_accuracy"]
+
+
+def test_a_checkpoint_without_results_says_how_to_measure_them(mnist, tmp_path):
+    from multinet import checkpoint
+
+    run = multinet.fit(small(mnist), iterations=2, dev_size=200, progress=False)
+    checkpoint.save(tmp_path / "old.st", run.config, run.state, backend=run.backend,
+                    dataset_name="mnist", dataset_sha256=run.dataset_sha256)  # no summary
+    again = multinet.load(tmp_path / "old.st")
+    with pytest.raises(KeyError, match=r"records no results .* run.evaluate\(\) measures"):
+        again.summary["test_accuracy"]
+    with pytest.raises(KeyError):
+        again.summary["no such key"]
+    assert "test_accuracy" not in repr(again) and again.summary["iterations"] == 2
+
+
+def test_fit_and_run_save_check_what_they_overwrite_and_take_force(sample, tmp_path):
+    """From Python as from the command line: another kind of file is replaced only with
+    ``force=True``, never a special file, never the checkpoint resumed by the metrics,
+    and the refusals come before any work."""
+    from multinet.files import OutputError
+
+    data = helpers.mnist_slice(sample, 1200, 100)
+    notes, picture = tmp_path / "notes.txt", tmp_path / "p.png"
+    notes.write_text("my notes\n")
+    os.mkfifo(tmp_path / "fifo")
+    for kwargs, message in (
+            ({"save": notes}, "save= .*notes.txt: exists and is not a checkpoint "
+                              r"\(safetensors\) but a file multinet does not write; it "
+                              "would be replaced: give another file name, or force=True"),
+            ({"metrics": tmp_path / "fifo"}, r"metrics= .*fifo: is a named pipe \(FIFO\)"),
+            ({"save": "/dev/null", "force": True}, "save= /dev/null: is a device")):
+        with pytest.raises(OutputError, match=message):
+            multinet.fit(data, progress=False, iterations=1, dev_size=200, **kwargs)
+    assert notes.read_text() == "my notes\n"
+    run = multinet.fit(data, progress=False, iterations=1, dev_size=200, save=notes,
+                       force=True)
+    assert multinet.load(notes).summary["iterations"] == 1
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    with pytest.raises(OutputError, match="is not a checkpoint .safetensors. but a PNG "
+                                          "picture"):
+        run.save(picture)
+    assert run.save(picture, force=True) == picture
+    with pytest.raises(OutputError, match="is the checkpoint the run resumes"):
+        multinet.fit(data, resume=notes, iterations=2, save=tmp_path / "b.st",
+                     metrics=notes, force=True, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "notes.txt", "p.png"]
+
+
+def test_results_that_cannot_be_added_to_the_checkpoint_lose_nothing(mnist, tmp_path,
+                                                                      monkeypatch):
+    """The loop saves the final state before the test set measures it; the results are
+    added after. Where that write fails, the file holds the final state, and the error
+    hands over the finished run as a failure of the plots does."""
+    from multinet import checkpoint
+    from multinet.api.fitting import PlotsNotWritten
+    from multinet.files import OutputError
+
+    real_save = checkpoint.save
+
+    def disk_full_at_the_end(path, *args, summary=None, **kwargs):
+        if summary is not None:
+            raise OutputError(f"cannot write the checkpoint {path}: No space left on device",
+                              cause="No space left on device")
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", disk_full_at_the_end)
+    with pytest.raises(PlotsNotWritten, match=r"training finished but its results were not "
+                       r"added to the checkpoint .*a.st, which holds the trained network: "
+                       r"No space left on device") as info:
+        multinet.fit(small(mnist), iterations=3, dev_size=200, progress=False,
+                     save=tmp_path / "a.st")
+    again = multinet.load(tmp_path / "a.st")
+    assert again.summary["iterations"] == 3 == info.value.run.summary["iterations"]
+    assert "test_accuracy" not in again.summary

@@ -52,6 +52,24 @@ def test_checkpoint_holds_everything_a_resume_needs(mnist, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temporary left
 
 
+def test_the_results_and_the_data_trained_on_are_kept_with_the_final_state(tmp_path):
+    """A summary is stored only with the state it describes (its ``iterations``); the
+    record says how many images there were."""
+    config = TrainConfig(hidden=(16,), epochs=5, log_every=1)
+    state = initial_state(config, NUMPY, 784)
+    summary = {"iterations": 0, "test_accuracy": 0.25, "train_accuracy": 0.5,
+               "dev_accuracy": None, "backend": "numpy"}
+    common = dict(backend=NUMPY, dataset_name="mnist", dataset_sha256={"train_images": "a"})
+    ckpt.save(tmp_path / "a.st", config, state, dataset_samples={"train": 8, "test": 4},
+              summary=summary, **common)
+    loaded = ckpt.load(tmp_path / "a.st")
+    assert loaded.results == {"test_accuracy": 0.25, "train_accuracy": 0.5,
+                              "dev_accuracy": None}
+    assert loaded.metadata["dataset"]["samples"] == {"train": 8, "test": 4}
+    ckpt.save(tmp_path / "b.st", config, state, summary={**summary, "iterations": 3}, **common)
+    assert ckpt.load(tmp_path / "b.st").results == {}  # a summary of another state
+
+
 def test_the_valid_checkpoint_loads(tmp_path):
     loaded = ckpt.load(write(tmp_path / "ok.st", *valid_parts()))
     assert list(loaded.params) == ["W1", "b1", "W2", "b2"]
@@ -139,6 +157,15 @@ CASES = {
     "checksums that are not strings": (T, _meta(M, ("dataset", "content_sha256"),
                                                 {"train_images": 5}), "dataset.content_sha256"),
     "history not a list": (T, _meta(M, ("history",), "x"), "history must be a list"),
+    "sample counts below 1": (T, _meta(M, ("dataset", "samples"), {"train": 0, "test": 5}),
+                              "dataset.samples must be an object of train and test counts"),
+    "results not an object": (T, _meta(M, ("results",), [0.9]), "results must be an object"),
+    "results of another step": (T, _meta(M, ("results",), {"step": 7, "test_accuracy": 0.9}),
+                                "results.step must be progress.step, 2, got 7"),
+    "results without their step": (T, _meta(M, ("results",), {"test_accuracy": 0.9}),
+                                   "results.step missing"),
+    "an accuracy above 1": (T, _meta(M, ("results",), {"step": 2, "test_accuracy": 93.5}),
+                            "results.test_accuracy must be a number in [0, 1], got 93.5"),
     "a history record without its loss": (
         T, _meta(M, ("history", 1), {"epoch": 2, "step": 2}), "history[1].loss missing"),
     "momentum of 1.5": (T, _meta(M, ("config", "momentum"), 1.5), "momentum must be a number in [0, 1)"),

@@ -27,8 +27,10 @@ import pytest
 import helpers
 from helpers import (DATA, LONG, assert_same_run, data_args, one_line_error, records,
                      run_cli, trained_checkpoint)
+import multinet
 from multinet import checkpoint as ckpt
 from multinet.cli import main
+from multinet.locks import OutputBusy
 
 
 def start(args, cwd, env=None):
@@ -342,15 +344,29 @@ def test_an_output_that_would_destroy_another_file_is_refused_before_the_work(
 
 def test_divergence_from_the_command_line_names_the_settings_and_keeps_a_good_file(
         tmp_path, capsys):
+    """lr 1e30: after one step every weight is finite but the outputs overflow float32, so
+    no state of the run evaluates: nothing is written, and a good ``b.st`` already at the
+    path survives. lr 1e12 overflows one step later: the checkpoint kept evaluates."""
     path = tmp_path / "b.st"
-    code = main(["train", *DATA, "--lr", "1e30", "--iterations", "5", "--log-every", "1",
-                 "--save", str(path)])
-    line = one_line_error(code, capsys.readouterr(), "diverged", "lr 1e+30", "full batch",
-                          f"the last checkpoint, {path}, is from epoch 1")
-    assert "Warning" not in line
-    good = ckpt.load(path)
-    assert good.metadata["progress"]["step"] == 1
-    assert all(np.all(np.isfinite(v)) for v in good.params.values())
+    diverging = ["train", *DATA, "--lr", "1e30", "--iterations", "5", "--log-every", "1",
+                 "--save", str(path)]
+    line = one_line_error(main(diverging), capsys.readouterr(), "diverged",
+                          "the network's outputs overflow float32", "by epoch 1 (step 1)",
+                          "lr 1e+30", "full batch", f"(nothing at {path})")
+    assert "Warning" not in line and not path.exists()
+    assert main(["train", *DATA, "--iterations", "3", "--save", str(path), "--json"]) == 0
+    capsys.readouterr()
+    good = path.read_bytes()
+    one_line_error(main(diverging), capsys.readouterr(), "by epoch 1 (step 1)",
+                   f"no checkpoint was written by this run: {path} was left as it was")
+    assert path.read_bytes() == good
+    later = tmp_path / "later.st"
+    one_line_error(main(["train", *DATA, "--lr", "1e12", "--iterations", "5", "--log-every",
+                         "1", "--save", str(later)]), capsys.readouterr(),
+                   "by epoch 2 (step 2)", f"the last checkpoint, {later}, is from epoch 1 "
+                   "(step 1), before it diverged, and evaluates")
+    for kept in (path, later):
+        assert main(["evaluate", str(kept), *DATA, "--json"]) == 0, capsys.readouterr().err
 
 
 def test_the_summary_is_printed_when_the_plots_fail_after_training(tmp_path, capsys,
@@ -499,3 +515,140 @@ def test_a_metrics_record_cut_short_by_a_full_disk_is_taken_back(tmp_path, capsy
     assert main(["train", *DATA, "--resume", str(path), "--metrics", str(metrics),
                  "--json"]) == 0, line
     assert [r["step"] for r in records(metrics)] == [1, 2, 3, 4, 5, 6]
+
+
+# --- Resuming with the same settings; progress in a log (issue 22) ----------------------
+
+def test_resume_with_the_settings_it_was_saved_with_is_no_change(tmp_path, capsys):
+    """A job script may always add --resume: every setting given with its saved value is
+    accepted; a different value is refused, naming the saved one."""
+    path = tmp_path / "r.st"
+    settings = ["--preset", "notebook", "--hidden", "10", "--lr", "0.2", "--optimizer", "sgd",
+                "--weight-decay", "0", "--schedule", "constant", "--batch-size", "0",
+                "--seed", "0", "--dtype", "float32", "--init", "uniform", "--log-every", "1"]
+    assert main(["train", *DATA, *settings, "--iterations", "2", "--save", str(path)]) == 0
+    assert main(["train", *DATA, *settings, "--iterations", "4", "--resume", str(path),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["iterations"] == 4
+    assert ckpt.load(path).metadata["progress"]["step"] == 4
+    one_line_error(main(["train", *DATA, "--resume", str(path), "--iterations", "6",
+                         "--log-every", "2", "--hidden", "10"]), capsys.readouterr(),
+                   "--log-every cannot change", "the saved run has --log-every 1")
+
+
+def test_a_log_gets_plain_progress_lines_and_no_progress_silences_them(tmp_path):
+    """stderr in a pipe (a log, CI): no bar frames, but a plain line every
+    ``LINE_SECONDS`` (set to 0 here, so every step, to keep the test short)."""
+    def train(*flags):
+        argv = ["train", *DATA, "--iterations", "4", "--log-every", "2", "--json", *flags]
+        return helpers.run_python(f"""
+            import sys
+            from multinet.cli import main
+            from multinet.training import progress
+            progress.LINE_SECONDS = 0
+            sys.exit(main({argv!r}))
+        """)
+
+    logged = train()
+    assert logged.returncode == 0 and json.loads(logged.stdout)["iterations"] == 4
+    assert "\r" not in logged.stderr
+    lines = logged.stderr.splitlines()
+    assert len(lines) == 4, logged.stderr
+    for step, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"multinet: train \[numpy\]: step {step}/4 \({25 * step}%\), "
+                            r"\d+ s elapsed.*", line), line
+    assert re.search(r"; at step 2: loss \d\.\d{4}, dev accuracy \d\.\d{4}$", lines[2])
+    quiet = train("--no-progress")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_resume_refuses_a_checkpoint_trained_on_other_data(sample, tmp_path, capsys):
+    """A run trained from Python on a subset recorded the full files' checksums, and
+    ``--resume`` went on over every image of the files without a word."""
+    import multinet
+
+    subset = helpers.mnist_slice(sample, 1200, 100)
+    multinet.fit(subset, iterations=2, dev_size=200, progress=False,
+                 save=tmp_path / "subset.st")
+    code = main(["train", *DATA, "--resume", str(tmp_path / "subset.st"), "--iterations", "4"])
+    one_line_error(code, capsys.readouterr(), "the checkpoint was trained on a subset or data "
+                   "of your own", "not on these 2048 training images", "--resume continues "
+                   "a run only on the images and labels it was trained on")
+    assert multinet.load(tmp_path / "subset.st").summary["iterations"] == 2  # untouched
+    # The same files, read again: the record matches and the run goes on.
+    assert main(["train", *DATA, "--iterations", "2", "--save", str(tmp_path / "all.st")]) == 0
+    capsys.readouterr()
+    assert main(["train", *DATA, "--resume", str(tmp_path / "all.st"), "--iterations", "3",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["iterations"] == 3
+
+
+# --- A run owns its outputs; every output checked for what it would overwrite (issue 22) --
+
+def test_a_second_run_on_the_same_checkpoint_or_metrics_is_refused_naming_the_first(
+        tmp_path, capsys):
+    """``train --seed 1 --save same.st --metrics m.jsonl &`` and the same with ``--seed 2``
+    both exited 0: the file held one run's model, m.jsonl both runs' records."""
+    same, log = tmp_path / "same.st", tmp_path / "m.jsonl"
+    first = start([*LONG, "--save", str(same), "--metrics", str(log), "--no-progress"],
+                  cwd=tmp_path)
+    try:
+        wait_for_lines(log, 1, first)
+        for args, flag in ((["--save", str(same)], f"--save {same}"),
+                           (["--save", str(tmp_path / "b.st"), "--metrics", str(log)],
+                            f"--metrics {log}"),
+                           (["--resume", str(same)], f"--resume {same}")):
+            one_line_error(main(["train", *DATA, "--iterations", "2000000", *args]),
+                           capsys.readouterr(), f"{flag} is being written by another "
+                           f"multinet run (pid {first.pid}, started ", "train",
+                           "wait for it to end or choose another path")
+        # From Python the same, before any data is read.
+        with pytest.raises(OutputBusy, match=f"save= {same} is being written by another "
+                                             f"multinet run .pid {first.pid}, started "):
+            multinet.fit(multinet.load_dataset(data_dir=helpers.SAMPLE_MNIST, verify=False),
+                         save=same, progress=False)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    assert (tmp_path / ".same.st.multinet.lock").exists()  # left by SIGKILL, unlocked
+    assert main(["train", *DATA, "--iterations", "2", "--save", str(same), "--metrics",
+                 str(log), "--json"]) == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize("option", ["--metrics", "--save", "--plots"])
+def test_a_named_pipe_or_a_device_as_an_output_is_refused_at_once(tmp_path, option):
+    """``--metrics FIFO`` hung for ever before any work (opened to test it)."""
+    os.mkfifo(tmp_path / "fifo")
+    for target, what in ((tmp_path / "fifo", "is a named pipe (FIFO)"),
+                         ("/dev/null", "is a device")):
+        result = run_cli("train", *DATA, option, str(target), timeout=120)
+        helpers.assert_one_line_error(result, f"{option} {target}: {what}, not a")
+
+
+def test_train_replaces_another_kind_only_forced_and_never_what_it_resumes(tmp_path,
+                                                                           capsys):
+    run = ["train", *DATA, "--json"]
+    notes, r = tmp_path / "notes.txt", tmp_path / "r.st"
+    notes.write_text("my notes\n")
+    assert main([*run, "--iterations", "1", "--save", str(r)]) == 0
+    one_line_error(main([*run, "--iterations", "1", "--save", str(notes)]),
+                   capsys.readouterr(), "is not a checkpoint (safetensors) but a file "
+                   "multinet does not write", "--force")
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "predictions.png").symlink_to(r)
+    for args, fragment in (
+            (["--save", str(tmp_path / "b.st"), "--metrics", str(r)],
+             f"--metrics {r}: is the checkpoint the run resumes; writing there would "
+             "destroy it"),
+            (["--plots", str(plots)], f"--plots {plots / 'predictions.png'}: is the "
+                                      "checkpoint the run resumes")):
+        one_line_error(main([*run, "--resume", str(r), "--iterations", "2", "--force",
+                             *args]), capsys.readouterr(), fragment)
+    assert main([*run, "--iterations", "1", "--save", str(notes), "--force"]) == 0
+    assert ckpt.load(notes).metadata["progress"]["step"] == 1
+    # Resuming in place writes the newer checkpoint over the one it resumed: its lineage.
+    assert main([*run, "--resume", str(r), "--iterations", "2", "--save", str(r)]) == 0
+    assert ckpt.load(r).metadata["progress"]["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "plots", "r.st"]

@@ -10,6 +10,7 @@ torchvision's own loader where torchvision is installed (scripts/gpu-check.sh ru
 a GPU machine, whose PyTorch has the CUDA build torchvision's wheels need).
 """
 
+import dataclasses
 import gzip
 import os
 import shutil
@@ -19,10 +20,10 @@ import numpy as np
 import pytest
 
 import multinet
-from helpers import (TINY_FILES, assert_error, assert_one_line_error, cli, data_args,
+from helpers import (TINY, TINY_FILES, assert_error, assert_one_line_error, cli, data_args,
                      gzip_bomb, idx_bytes, is_sample, run_cli, write_files)
 from multinet.catalog import FILES
-from multinet.data import load_dataset, locate
+from multinet.data import Dataset, content_sha256s, load_dataset, locate, validate
 from multinet.errors import DatasetError, DatasetNotFound
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -101,6 +102,115 @@ def test_image_and_label_counts_must_agree(tmp_path):
     write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 2], np.uint8))
     with pytest.raises(DatasetError, match="holds 3 images but .* holds 2 labels"):
         load_dataset(data_dir=tmp_path, verify=False)
+
+
+def test_images_of_another_size_and_empty_splits_in_files_are_refused(tmp_path):
+    """The network takes 28 x 28 pixels: 32 x 32 images of one's own are named when read,
+    not found out when a checkpoint that no command can load is written."""
+    write_set(tmp_path, np.zeros((3, 32, 32), np.uint8), np.array([1, 2, 3], np.uint8))
+    with pytest.raises(DatasetError, match=r"must be images of shape \(n, 28, 28\), got "
+                                           r"\(3, 32, 32\)"):
+        load_dataset(data_dir=tmp_path, verify=False)
+    write_set(tmp_path, np.zeros((3, 28, 28), np.uint8), np.array([1, 2, 3], np.uint8),
+              np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte holds no images: the "
+                                           "test set needs at least one"):
+        load_dataset(data_dir=tmp_path, verify=False)
+
+
+def made_up(**changes):
+    """A valid ``Dataset`` of 8 training and 4 test images, with ``changes``."""
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": rng.integers(0, 256, (8, 28, 28), dtype=np.uint8),
+              "train_labels": rng.integers(0, 10, 8, dtype=np.uint8),
+              "test_images": rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+              "test_labels": rng.integers(0, 10, 4, dtype=np.uint8)}
+    return Dataset(name="mnist", directory=Path("made-up"), **{**arrays, **changes})
+
+
+GOOD = made_up()
+
+#: A dataset built in Python that multinet cannot train on, and what the error says.
+BAD_DATASETS = {
+    "a label 10": (dict(train_labels=np.array([0, 1, 2, 3, 4, 5, 6, 10])),
+                   "dataset.train_labels: label 10 outside 0-9"),
+    "a label -1": (dict(test_labels=np.array([0, -1, 2, 3])),
+                   "dataset.test_labels: label -1 outside 0-9"),
+    "test labels of 255": (dict(test_labels=np.full(4, 255, np.uint8)),
+                           "dataset.test_labels: label 255 outside 0-9"),
+    "float labels": (dict(train_labels=GOOD.train_labels.astype(float)),
+                     "dataset.train_labels must be integer class labels 0-9, got float64"),
+    "labels of two dimensions": (dict(train_labels=GOOD.train_labels.reshape(8, 1)),
+                                 "dataset.train_labels must be labels of shape (n,), got (8, 1)"),
+    "counts that differ": (dict(train_labels=GOOD.train_labels[:5]),
+                           "dataset.train_images holds 8 images but dataset.train_labels "
+                           "holds 5 labels"),
+    "images scaled to 0..1": (dict(train_images=GOOD.train_images / 255),
+                              "dataset.train_images holds float64 values in [0, 1], images "
+                              "already scaled: pass the uint8 pixel values 0-255 as read "
+                              "from the files"),
+    "float images 0..255": (dict(test_images=GOOD.test_images.astype(np.float32)),
+                            "dataset.test_images must be uint8 pixel values 0-255 as read "
+                            "from the files, got float32"),
+    "flattened images": (dict(train_images=GOOD.train_images.reshape(8, 784)),
+                         "dataset.train_images must be images of shape (n, 28, 28), got "
+                         "(8, 784)"),
+    "a Python list": (dict(test_images=list(GOOD.test_images)),
+                      "dataset.test_images must be a NumPy array of uint8 pixel values "
+                      "0-255, shape (n, 28, 28), got list"),
+    "an empty test set": (dict(test_images=GOOD.test_images[:0], test_labels=GOOD.test_labels[:0]),
+                          "dataset.test_images holds no images: the test set needs at least "
+                          "one"),
+    "an empty training set": (dict(train_images=GOOD.train_images[:0],
+                                   train_labels=GOOD.train_labels[:0]),
+                              "dataset.train_images holds no images"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATASETS)
+def test_a_dataset_built_in_python_is_checked_as_files_are(case):
+    changes, message = BAD_DATASETS[case]
+    with pytest.raises(DatasetError) as info:
+        validate(made_up(**changes))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_what_validate_takes_and_an_unknown_name():
+    assert validate(GOOD) is GOOD
+    wide = made_up(train_labels=GOOD.train_labels.astype(np.int64))  # any integer type
+    assert validate(wide) is wide
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
+        validate(dataclasses.replace(GOOD, name="cifar"))
+    with pytest.raises(multinet.InvalidArgument, match="got dict"):
+        validate({"train_images": GOOD.train_images})
+
+
+def test_the_checksums_of_files_read_unchanged_are_the_files_own(tmp_path):
+    """What a checkpoint records of its data: for the files as read, the catalog's own
+    checksums (so a record names them); for a subset, other ones."""
+    folder = write_files(tmp_path / "tiny", TINY_FILES)
+    tiny = load_dataset("tiny", folder)
+    assert content_sha256s(tiny) == TINY.content_sha256
+    subset = dataclasses.replace(tiny, train_images=tiny.train_images[:6],
+                                 train_labels=tiny.train_labels[:6])
+    changed = content_sha256s(subset)
+    assert changed["train_images"] != TINY.content_sha256["train_images"]
+    assert changed["test_images"] == TINY.content_sha256["test_images"]
+    wider = dataclasses.replace(tiny, train_labels=tiny.train_labels.astype(np.int32))
+    assert content_sha256s(wider) == TINY.content_sha256  # the values, not their type
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(verify="no"), "verify must be True or False, got 'no'"),
+    (dict(download="no"), "download must be True or False, got 'no'"),
+    (dict(progress=None), "progress must be True or False, got None"),
+    (dict(data_dir=3), "data_dir must be a folder (a str or a pathlib.Path) or None, got int"),
+    (dict(mirrors=3), "mirrors must be a URL or a list of URLs, got 3"),
+])
+def test_load_dataset_names_an_argument_of_the_wrong_type(arguments, message):
+    with pytest.raises(multinet.InvalidArgument) as info:
+        load_dataset("tiny", **arguments)
+    assert message in str(info.value)
 
 
 def test_a_gzip_bomb_in_the_data_folder_is_one_line(tmp_path, capsys):

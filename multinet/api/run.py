@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from multinet import checkpoint, data, plots
+from multinet import checkpoint, locks, plots
+from multinet.api.arguments import as_dataset, check_devices, check_paths, flat_images
 from multinet.catalog import dataset_spec
 from multinet.data import Dataset
 from multinet.errors import InvalidArgument, argument
 from multinet.evaluation import evaluate, probabilities
-from multinet.files import check_output_dir, check_replaceable
+from multinet.files import FIGURES, check_output, check_output_dir
 from multinet.initializers import to_host
 from multinet.network import layer_sizes
 from multinet.registry import Backend, resolve_backend
@@ -51,15 +52,19 @@ class Run:
     summary : dict
         What ``multinet train --json`` prints: ``backend``, ``device``, every
         hyperparameter, ``iterations``, ``sizes``, ``train_accuracy`` / ``dev_accuracy``
-        / ``test_accuracy`` (fractions 0-1; not after ``load``), ``final_loss``,
-        ``seconds`` of training, ``samples_per_second``, ``dataset``, ``checkpoint``.
+        / ``test_accuracy`` (fractions 0-1), ``final_loss``, ``seconds`` of training,
+        ``samples_per_second``, ``dataset``, ``checkpoint``; after ``load``, the results
+        the checkpoint recorded when training ended (``evaluate()`` measures them anew).
     dataset_name : str
         The dataset it was trained on.
     dataset_sha256 : dict of str to str
-        The known content checksums of that dataset's files, by role (checked on resume).
+        What it was trained and tested on, by role (``multinet.data.content_sha256s``,
+        the files' own checksums for files read unchanged); checked on resume.
     dataset : Dataset or None
         The data it was trained on (after ``fit``); None after ``load``, when the methods
         that need it load ``dataset_name``.
+    dataset_samples : dict or None
+        How many ``train`` and ``test`` images it saw (None: not recorded).
     params : dict of str to array
         The parameters on the backend: ``W1`` ``(784, hidden)``, ``b1`` ``(hidden,)``, ...
     history : list of dict
@@ -74,6 +79,7 @@ class Run:
     dataset_name: str
     dataset_sha256: dict
     dataset: Dataset | None = None
+    dataset_samples: dict | None = None
 
     @property
     def params(self) -> dict:
@@ -103,25 +109,6 @@ class Run:
         self.backend.enable_dtype(self.config.dtype)
         return make_predictor(self.backend)
 
-    def _flat_images(self, images) -> np.ndarray:
-        """``images`` as a ``(n, features)`` uint8 host array, or ``InvalidArgument``."""
-        array = np.asarray(images)
-        features = self._sizes[0]
-        side = math.isqrt(features)
-        if array.dtype != np.uint8:
-            raise InvalidArgument(
-                f"images must be uint8 pixel values 0-255, as load_dataset gives them; got "
-                f"{array.dtype} (for floats in [0, 1]: (images * 255).round().astype("
-                f"numpy.uint8))")
-        if array.ndim == 3 and array.shape[1:] == (side, side) and side * side == features:
-            return array.reshape(len(array), features)
-        if array.ndim == 2 and array.shape[1] == features:
-            return array
-        hint = ("; for one image pass image[None]"
-                if array.shape in ((side, side), (features,)) else "")
-        raise InvalidArgument(f"images must have shape (n, {side}, {side}) or "
-                              f"(n, {features}); got {array.shape}{hint}")
-
     def predict(self, images) -> np.ndarray:
         """Predicted labels, computed on the run's backend in chunks.
 
@@ -142,7 +129,7 @@ class Run:
         multinet.errors.OutputsNotFinite
             For weights too large for the dtype (the forward pass overflows).
         """
-        flat = self._flat_images(images)
+        flat = flat_images(images, self._sizes[0])
         check_finite(self._host_params, flat, self.config.dtype)
         labels = self._predictor(self.params, self.backend.asarray(flat))
         return np.asarray(labels, dtype=np.int64)
@@ -167,7 +154,7 @@ class Run:
         multinet.errors.OutputsNotFinite
             For weights too large for the dtype.
         """
-        return probabilities(self._host_params, self.backend, self._flat_images(images),
+        return probabilities(self._host_params, self.backend, flat_images(images, self._sizes[0]),
                              self.config.dtype)
 
     def evaluate(self, dataset: Dataset | str | None = None) -> dict:
@@ -202,7 +189,7 @@ class Run:
             return as_dataset(dataset)
         return self.dataset if self.dataset is not None else as_dataset(self.dataset_name)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write the run as a checkpoint (safetensors, atomically) that ``multinet.load``,
         ``fit(resume=...)`` and every ``multinet`` command read, on any backend. In a
         multi-process run only process 0 writes.
@@ -211,6 +198,8 @@ class Run:
         ----------
         path : str or os.PathLike
             The file to write (its folder is created).
+        force : bool
+            Replace an existing file there that is not a checkpoint.
 
         Returns
         -------
@@ -222,15 +211,22 @@ class Run:
         multinet.checkpoint.CheckpointError
             For a state that is not finite.
         multinet.files.OutputError
-            When the file cannot be written, or ``path`` is an existing file that is not
-            a safetensors file (it would be lost).
+            When the file cannot be written, is a special file (a named pipe, a device),
+            or (without ``force``) is an existing file that is not a checkpoint (it
+            would be lost).
+        multinet.locks.OutputBusy
+            Another multinet run is writing ``path``.
         """
+        check_paths({"path": path}, optional=False)
         if not self.backend.is_primary:
             return Path(path)
-        check_replaceable(path, argument("path"), "checkpoint (safetensors)")
-        return checkpoint.save(path, self.config, self.state, backend=self.backend,
-                               dataset_name=self.dataset_name,
-                               dataset_sha256=self.dataset_sha256)
+        check_output(path, argument("path"), "checkpoint", force=force)
+        with locks.hold({argument("path"): path}):
+            return checkpoint.save(path, self.config, self.state, backend=self.backend,
+                                   dataset_name=self.dataset_name,
+                                   dataset_sha256=self.dataset_sha256,
+                                   dataset_samples=self.dataset_samples,
+                                   summary=self.summary)
 
     def plot_curves(self, title: str | None = None) -> Figure:
         """The training loss (log scale) and train/dev accuracy against the epoch.
@@ -291,7 +287,7 @@ class Run:
                 raise InvalidArgument(f"count must be an integer >= 1, got {count!r}")
             test = self._data(None)
             images, labels = test.test_images[:count], test.test_labels[:count]
-        flat = self._flat_images(images)
+        flat = flat_images(images, self._sizes[0])
         if len(flat) == 0:
             raise InvalidArgument("images holds no image to plot")
         classes = self._sizes[-1]
@@ -335,7 +331,7 @@ class Run:
                                       dataset_spec(result["dataset"]).classes)
 
     def save_plots(self, folder: str | os.PathLike, dataset: Dataset | str | None = None,
-                   title: str | None = None) -> list[Path]:
+                   title: str | None = None, *, force: bool = False) -> list[Path]:
         """The training curves, a grid of test predictions (mistakes in red) and the
         confusion matrix as PNG files, as ``multinet train --plots`` and ``multinet
         plot`` write them.
@@ -349,6 +345,8 @@ class Run:
             As for ``evaluate``.
         title : str, optional
             The curves' title; None: the preset and backend.
+        force : bool
+            Replace files of those names that are not PNG pictures.
 
         Returns
         -------
@@ -358,17 +356,22 @@ class Run:
         Raises
         ------
         multinet.files.OutputError
-            Before any work, when ``folder`` is a file or cannot be written at all.
+            Before any work, when ``folder`` is a file or cannot be written at all, or
+            (without ``force``) holds a file of those names that is not a PNG picture.
+        multinet.locks.OutputBusy
+            Another multinet run is writing into ``folder``.
         OSError
             When a file cannot be written.
         MultinetError
             Without matplotlib.
         """
-        check_output_dir(folder, argument("folder"))
-        dataset = self._data(dataset)
-        return plots.write_all(folder, self.history, dataset, self.evaluate(dataset),
-                               title=f"{self.config.preset} preset on {self.backend.name}"
-                               if title is None else title)
+        check_paths({"folder": folder}, optional=False)
+        check_output_dir(folder, argument("folder"), figures=FIGURES, force=force)
+        with locks.hold({argument("folder"): folder}):
+            dataset = self._data(dataset)
+            return plots.write_all(folder, self.history, dataset, self.evaluate(dataset),
+                                   title=f"{self.config.preset} preset on "
+                                   f"{self.backend.name}" if title is None else title)
 
 
 def load(path: str | os.PathLike, backend: Backend | str | None = None, *,
@@ -388,47 +391,46 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None, *,
     Returns
     -------
     Run
-        Its ``summary`` holds what the checkpoint records (configuration, steps, time,
-        last loss), not accuracies: ``evaluate()`` measures them.
+        Its ``summary`` holds what the checkpoint records: configuration, steps, time,
+        last loss, and the accuracies measured when training ended, if it ended.
 
     Raises
     ------
     multinet.checkpoint.CheckpointError
         For a missing, unreadable or invalid file (naming what is wrong).
     InvalidArgument
-        For a ``path`` that is not a file name.
+        For a ``path`` that is not a file name, or ``devices`` that are no count.
     UnknownBackend, BackendUnavailable
         For a backend that is not known, or cannot run here.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidArgument(f"path must be a checkpoint's file name (a str or a "
                               f"pathlib.Path), got {type(path).__name__}")
+    check_devices(devices)
     loaded = checkpoint.load(path)
     chosen = resolve_backend(backend, devices)
     state = loaded.state_on(chosen)
-    summary = {
+    summary = _Summary({
         "backend": chosen.name, "device": str(chosen.device), **loaded.config.to_dict(),
-        "iterations": state.step, "sizes": list(layer_sizes(loaded.params)),
+        "iterations": state.step, "sizes": list(layer_sizes(loaded.params)), **loaded.results,
         "final_loss": state.history[-1]["loss"] if state.history else None,
         "seconds": state.seconds, "dataset": loaded.dataset,
         "devices": chosen.device_count, "processes": chosen.process_count,
         "checkpoint": str(path),
-    }
+    })
+    record = loaded.metadata["dataset"]
     return Run(config=loaded.config, backend=chosen, state=state, summary=summary,
-               dataset_name=loaded.dataset,
-               dataset_sha256=dict(loaded.metadata["dataset"]["content_sha256"]))
+               dataset_name=loaded.dataset, dataset_sha256=dict(record["content_sha256"]),
+               dataset_samples=record.get("samples"))
 
 
-def check_dataset(value) -> None:
-    """``InvalidArgument`` unless ``value`` is what a ``dataset`` argument may be: a
-    ``Dataset``, a dataset's name or None."""
-    if value is not None and not isinstance(value, (Dataset, str)):
-        raise InvalidArgument(f"dataset must be a Dataset from multinet.load_dataset, a "
-                              f"dataset name or None; got {type(value).__name__}")
+class _Summary(dict):
+    """A loaded run's summary: a result the checkpoint lacks is a ``KeyError`` saying how
+    to measure it."""
 
-
-def as_dataset(value: Dataset | str) -> Dataset:
-    """A ``Dataset`` as given, or loaded by its name; ``InvalidArgument`` for anything
-    else (``check_dataset``)."""
-    check_dataset(value)
-    return value if isinstance(value, Dataset) else data.load_dataset(value)
+    def __missing__(self, key):
+        if key in checkpoint.RESULTS:
+            raise KeyError(f"{key!r}: the checkpoint records no results (it was written "
+                           f"during training, or by an older multinet); run.evaluate() "
+                           f"measures the test accuracy") from None
+        raise KeyError(key)

@@ -17,6 +17,7 @@ from multinet.initializers import SCHEMES
 from multinet.optim import OPTIMIZERS, SCHEDULES
 from multinet.registry import DISTRIBUTED_ENV
 from multinet.training.config import HYPERPARAMETERS, PRESETS, RANGES, TrainConfig
+from multinet.training.progress import LINE_SECONDS, LINES
 
 DESCRIPTION = ("Train from scratch or --resume. --preset notebook (the default) is the "
                "notebook's full-batch run; --preset mlp is a stronger MLP. Every preset "
@@ -85,11 +86,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     parser.add_argument("--metrics", metavar="PATH", help="append metrics as JSON lines")
     parser.add_argument("--plots", metavar="DIR", help="write PNG figures (needs matplotlib)")
+    options.add_force_option(parser, "the --save checkpoint and the --plots figures")
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true",
                        help="show the progress bar even when stderr is not a terminal "
-                            "(by default it is shown only on a terminal)")
-    shown.add_argument("--no-progress", action="store_true", help="no progress bar")
+                            "(by default a terminal shows a bar, and a log a line every "
+                            f"{LINE_SECONDS:g} s)")
+    shown.add_argument("--no-progress", action="store_true",
+                       help="no progress bar, and no progress lines")
     options.add_json_option(parser)
     parallel = parser.add_argument_group(
         "data parallelism (JAX)", "Split every batch over N devices, and over processes on "
@@ -123,10 +127,12 @@ def run(args) -> int:
         args.dataset, preset=args.preset, backend=args.backend, resume=args.resume,
         save=args.resume if args.save is None else args.save, metrics=args.metrics,
         plots=args.plots, devices=args.devices, device=args.device, compile=args.compile,
-        **overrides)
+        force=args.force, **overrides)
     args.dataset = plan.dataset_name
     dataset = inputs.load_data(args)
-    progress = args.progress or (not args.no_progress and sys.stderr.isatty())
+    # A bar's frames would make a log unreadable: there, a plain line every few seconds.
+    progress = (False if args.no_progress else True if args.progress or sys.stderr.isatty()
+                else LINES)
     try:
         trained = plan.run(dataset, progress=progress)
     except PlotsNotWritten as exc:  # the summary first: the run itself went well
