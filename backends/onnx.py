@@ -140,6 +140,11 @@ def node_domains(model_bytes: bytes) -> set[str]:
     return {node.domain for node in _all_nodes(onnx.load_from_string(model_bytes).graph)}
 
 
+class ModelError(MultinetError, ValueError):
+    """An ONNX model file that is missing, unreadable, or not a valid multinet model; the
+    message names the file and what is wrong, in one line."""
+
+
 @dataclass(frozen=True)
 class Model:
     """An ONNX model opened in onnxruntime."""
@@ -154,32 +159,117 @@ class Model:
     metadata: dict
     #: The onnxruntime version that runs it.
     version: str
+    #: How messages name the model: its path, or "the model" for bytes.
+    name: str = "the model"
+    #: ``((name, numpy array), ...)``: every value stored in the graph (initializers,
+    #: sparse initializers, constant and attribute values, in subgraphs too), for
+    #: checking the weights as a checkpoint's are checked.
+    tensors: tuple = ()
+
+
+def shown(name: str) -> str:
+    """A name read from a file, made safe for a one-line message (line breaks escaped)."""
+    return name.encode("unicode_escape").decode("ascii")
+
+
+def _stored_tensors(onnx, graph) -> list:
+    """``(name, TensorProto)`` for every value a graph stores, subgraphs included."""
+    found = [(t.name, t) for t in graph.initializer]
+    found += [(s.values.name, s.values) for s in graph.sparse_initializer]
+    kinds = onnx.AttributeProto
+    for node in graph.node:
+        for attribute in node.attribute:
+            where = f"{node.name or node.op_type}.{attribute.name}"
+            if attribute.type == kinds.TENSOR:
+                found.append((where, attribute.t))
+            elif attribute.type == kinds.SPARSE_TENSOR:
+                found.append((where, attribute.sparse_tensor.values))
+            elif attribute.type in (kinds.FLOAT, kinds.FLOATS):
+                values = ([attribute.f] if attribute.type == kinds.FLOAT
+                          else list(attribute.floats))
+                found.append((where, onnx.numpy_helper.from_array(
+                    np.asarray(values, dtype=np.float32), where)))
+            for tensor in attribute.tensors:
+                found.append((where, tensor))
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else ()),
+                             *attribute.graphs):
+                found += _stored_tensors(onnx, subgraph)
+    return found
+
+
+def _arrays(onnx, model, name: str) -> tuple:
+    """The model's stored values as NumPy arrays; ``ModelError`` for values kept in
+    other files (multinet's models hold all of theirs) or that cannot be decoded."""
+    arrays = []
+    for tensor_name, tensor in _stored_tensors(onnx, model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelError(f"{name}: keeps {shown(tensor_name)} in another file; a "
+                             "multinet model holds all its values")
+        try:
+            arrays.append((tensor_name, onnx.numpy_helper.to_array(tensor)))
+        except Exception as exc:  # noqa: BLE001 - a damaged tensor raises anything
+            raise ModelError(f"{name}: cannot read the stored value {shown(tensor_name)} "
+                             f"({type(exc).__name__})") from None
+    return tuple(arrays)
 
 
 def open_model(path_or_bytes) -> Model:
     """Open a model file (or serialized bytes) in onnxruntime on the CPU.
 
-    Raises ``BackendUnavailable`` without onnxruntime and ``MultinetError`` for a file
-    that is missing or no ONNX model onnxruntime can run, each with a one-line message.
+    The file is read once: the bytes onnxruntime runs are the bytes whose stored values
+    ``Model.tensors`` holds.
+
+    Parameters
+    ----------
+    path_or_bytes : str, os.PathLike or bytes
+        A model file, or a serialized model.
+
+    Returns
+    -------
+    Model
+        The opened model, its inputs, outputs, metadata and stored values.
+
+    Raises
+    ------
+    BackendUnavailable
+        Without onnx or onnxruntime (the ``onnx`` extra).
+    ModelError
+        For a file that is missing or unreadable, or no ONNX model onnxruntime can run.
     """
     try:
+        import onnx
         import onnxruntime as ort
+        from google.protobuf.message import DecodeError
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
     except ImportError as exc:
-        raise _missing("running an ONNX model needs onnxruntime", exc) from None
-    source = path_or_bytes
+        raise _missing("running an ONNX model needs onnx and onnxruntime", exc) from None
+    source, name = path_or_bytes, "the model"
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise MultinetError(f"{source}: no such ONNX model file")
-        source = os.fspath(source)
+        name = os.fspath(source)
+        if os.path.isdir(source):
+            raise ModelError(f"{name}: is a folder, not an ONNX model file")
+        if not os.path.exists(source):
+            raise ModelError(f"{name}: no such ONNX model file")
+        if not os.path.isfile(source):  # a FIFO or a device would block or never end
+            raise ModelError(f"{name}: not a regular file, so not an ONNX model file")
+        try:
+            with open(source, "rb") as file:
+                source = file.read()
+        except OSError as exc:
+            raise ModelError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        parsed = onnx.load_from_string(source)
+    except (DecodeError, ValueError, TypeError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{name}: not an ONNX model ({first_line[:200]})") from None
+    tensors = _arrays(onnx, parsed, name)  # before onnxruntime reads any other file
     try:
         session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors share no base class below Exception
         if type(exc).__module__ != ort_errors.__name__ and not isinstance(exc, OSError):
             raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        name = source if isinstance(source, str) else "the model"
-        raise MultinetError(f"{name}: onnxruntime cannot load it ({first_line})") from None
+        raise ModelError(f"{name}: onnxruntime cannot load it ({first_line})") from None
     names = [o.name for o in session.get_outputs()]
 
     def run(feeds: dict) -> dict:
@@ -191,4 +281,43 @@ def open_model(path_or_bytes) -> Model:
     return Model(run=run, inputs=described(session.get_inputs()),
                  outputs=described(session.get_outputs()),
                  metadata=dict(session.get_modelmeta().custom_metadata_map),
-                 version=ort.__version__)
+                 version=ort.__version__, name=name, tensors=tensors)
+
+
+def check_signature(model: Model, inputs: dict, outputs: dict) -> None:
+    """``ModelError`` unless the model has the ``inputs`` and ``outputs`` named, each
+    ``{name: (type, shape after the batch axis)}``: "tensor(uint8)", ``(28, 28)``."""
+    for kind, wanted, found in (("input", inputs, model.inputs),
+                                ("output", outputs, model.outputs)):
+        for name, (element, tail) in wanted.items():
+            if name not in found:
+                raise ModelError(f"{model.name}: not a multinet inference model: it needs "
+                                 f"the inputs {', '.join(inputs)} and the outputs "
+                                 f"{', '.join(outputs)} (multinet export --onnx)")
+            shape, got = found[name]
+            if got != element or len(shape) != 1 + len(tail) or tuple(shape[1:]) != tail:
+                raise ModelError(f"{model.name}: not a multinet inference model: its {kind} "
+                                 f"{name} is {got} {list(shape)}, not {element} "
+                                 f"{['N', *tail]}")
+
+
+def check_values(model: Model, shapes: list, dtype: str) -> None:
+    """``ModelError`` unless every floating-point value the model stores is finite and
+    those with an axis have exactly ``shapes`` (in any order) and ``dtype``: the weights of
+    a network, when the graph stores nothing else but 0-d constants."""
+    found = []
+    for name, value in model.tensors:
+        if value.dtype.kind not in "fc":
+            continue
+        if not np.all(np.isfinite(value)):
+            raise ModelError(f"{model.name}: not a valid multinet model: {shown(name)} holds "
+                             "NaN or infinite values")
+        if value.ndim:
+            if value.dtype != np.dtype(dtype):
+                raise ModelError(f"{model.name}: not a valid multinet model: {shown(name)} "
+                                 f"is {value.dtype}; its configuration says {dtype}")
+            found.append(tuple(value.shape))
+    if sorted(found) != sorted(map(tuple, shapes)):
+        raise ModelError(f"{model.name}: not a valid multinet model: it stores weights "
+                         f"shaped {', '.join(map(str, sorted(found))) or 'nothing'}; its "
+                         f"network has {', '.join(map(str, sorted(map(tuple, shapes))))}")

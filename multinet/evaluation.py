@@ -52,7 +52,13 @@ def probabilities(params_host: dict, backend: Backend, images_uint8: np.ndarray,
     backend.enable_dtype(dtype)
     params = to_backend(params_host, backend)
     x = scale_images(backend.asarray(flatten(images_uint8)), backend.dtype(dtype))
-    logits = np.asarray(backend.to_numpy(network.forward(params, x)), dtype=np.float64)
+    return softmax(backend.to_numpy(network.forward(params, x)))
+
+
+def softmax(logits) -> np.ndarray:
+    """Probabilities ``(n, classes)`` in float64 from host logits ``(n, classes)``: of
+    multinet's network on a backend, or of an exported model in onnxruntime."""
+    logits = np.asarray(logits, dtype=np.float64)
     # Not in place: NumPy views of JAX arrays are read-only (and a float64 result is a view).
     exps = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exps / exps.sum(axis=1, keepdims=True)

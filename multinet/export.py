@@ -36,19 +36,21 @@ from pathlib import Path
 import numpy as np
 
 from multinet import checkpoint as ckpt
-from multinet import network, optim
+from multinet import locks, network, optim
 from multinet._version import __version__
 from multinet.backends import onnx as onnx_backend
-from multinet.catalog import CLASSES
+from multinet.backends.onnx import ModelError
+from multinet.catalog import CLASSES, DATASETS
 from multinet.checkpoint import Checkpoint
 from multinet.checks import is_integer
 from multinet.data import flatten, scale_images
 from multinet.errors import InvalidArgument, MultinetError, OutputsNotFinite, argument
 from multinet.evaluation import report
-from multinet.files import OutputError, check_output_file, reason, write_atomic
+from multinet.files import OutputError, check_output, reason, write_atomic
 from multinet.initializers import to_backend
 from multinet.parity import relative_error
 from multinet.training.prediction import check_finite, make_predictor
+from multinet.training.config import TrainConfig
 from multinet.training.steps import make_step
 
 #: The images every multinet dataset holds (MNIST and Fashion-MNIST), rows x columns.
@@ -237,11 +239,44 @@ def write(model: bytes, path, flag: str = "onnx=") -> Path:
 
 
 def check_inference_contract(model) -> None:
-    """``MultinetError`` unless an opened model takes ``images`` and gives ``labels`` and
-    ``logits``, as ``inference_model`` writes them."""
-    if "images" not in model.inputs or not {"logits", "labels"} <= model.outputs.keys():
-        raise MultinetError("not a multinet inference model: it needs an input 'images' "
-                            "and outputs 'logits' and 'labels' (multinet export --onnx)")
+    """Check an opened model as ``checkpoint.load`` checks a checkpoint, before anything
+    trusts it: ``ModelError`` (naming the model and what is wrong) unless it has the
+    inputs and outputs ``inference_model`` writes, metadata the checkpoint reader would
+    accept, and, stored, finite values and exactly the weights ``W1..Wk, b1..bk`` of the
+    configured sizes in the configured dtype (``onnx_backend.check_values``)."""
+    onnx_backend.check_signature(model, {"images": ("tensor(uint8)", IMAGE_SHAPE)},
+                                 {"logits": ("tensor(float)", (CLASSES,)),
+                                  "labels": ("tensor(int64)", ())})
+    config = _model_config(model)
+    sizes = (ckpt.FEATURES, *config.hidden, CLASSES)
+    onnx_backend.check_values(model, [(sizes[i - 1], sizes[i]) for i in range(1, len(sizes))]
+                              + [(n,) for n in sizes[1:]], config.dtype)
+
+
+def _model_config(model) -> TrainConfig:
+    """The configuration in the model's ``checkpoint`` metadata, checked as a
+    checkpoint's is (``TrainConfig.from_dict``, a dataset multinet knows), and agreeing
+    with its ``sizes``, ``dtype`` and ``dataset`` properties."""
+    meta = model.metadata
+    try:
+        if meta.get("multinet_graph") != "inference":
+            raise ValueError(f"multinet_graph is {meta.get('multinet_graph')!r}, not "
+                             "'inference'")
+        saved = json.loads(meta.get("checkpoint", ""))
+        config = TrainConfig.from_dict(saved.get("config"))
+        name = saved.get("dataset", {}).get("name")
+        sizes = "-".join(map(str, (ckpt.FEATURES, *config.hidden, CLASSES)))
+        if name not in DATASETS or meta.get("dataset") != name:
+            raise ValueError(f"dataset {meta.get('dataset')!r} is not one of "
+                             f"{', '.join(DATASETS)} or not the checkpoint's {name!r}")
+        if (meta.get("sizes"), meta.get("dtype")) != (sizes, config.dtype):
+            raise ValueError(f"sizes {meta.get('sizes')!r} and dtype {meta.get('dtype')!r} "
+                             f"are not the configuration's {sizes} and {config.dtype}")
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise ModelError(f"{model.name}: not a valid multinet model: its metadata: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                         ) from None
+    return config
 
 
 def run_inference(model, images: np.ndarray, batch_size: int = EVALUATION_BATCH):
@@ -253,7 +288,14 @@ def run_inference(model, images: np.ndarray, batch_size: int = EVALUATION_BATCH)
         out = model.run({"images": np.ascontiguousarray(images[start:start + batch_size])})
         logits.append(out["logits"])
         labels.append(out["labels"])
-    return np.concatenate(logits), np.concatenate(labels)
+    logits = np.concatenate(logits)
+    bad = int(np.sum(~np.isfinite(logits).all(axis=1)))
+    if bad:  # the model's weights overflow its dtype, as multinet.evaluation refuses too
+        raise OutputsNotFinite(
+            f"{model.name}: the model's logits are inf or NaN on {bad} of {len(logits)} "
+            f"images, so its predictions would mean nothing (weights too large for its "
+            f"dtype?)")
+    return logits, np.concatenate(labels)
 
 
 def _logits_of_images(params, images):
@@ -292,26 +334,63 @@ def evaluate_model(model, dataset, batch_size: int = EVALUATION_BATCH) -> dict:
     """The test-set report of an opened inference model in onnxruntime: the keys of
     ``multinet.evaluation.evaluate``'s report, with ``runtime`` for ``backend``;
     ``logits`` and ``predictions`` (host arrays) too, for comparisons. Raises
-    ``multinet.errors.OutputsNotFinite`` where any image's logits are inf or NaN."""
+    ``multinet.errors.OutputsNotFinite`` where any image's logits are inf or NaN, and
+    ``ModelError`` for a model ``check_inference_contract`` refuses."""
     logits, predicted = run_inference(model, dataset.test_images, batch_size)
-    bad = int(np.sum(~np.isfinite(logits).all(axis=1)))
-    if bad:  # the model's weights overflow its dtype, as multinet.evaluation refuses too
-        raise OutputsNotFinite(
-            f"the model's logits are inf or NaN on {bad} of {len(logits)} images, so its "
-            f"predictions would mean nothing (weights too large for its dtype?)")
     return {"runtime": f"onnxruntime {model.version}", **report(predicted, dataset),
             "logits": logits}
 
 
-def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = None
-           ) -> list[Path]:
+def check_exportable(checkpoint: Checkpoint) -> None:
+    """Refuse a network that some picture could overflow: a model runs on any images.
+
+    The bound ``check_finite`` clears ordinary networks with (``|W_l|^T bound_(l-1) +
+    |b_l|`` from ``bound_0 = 1``, below half the largest number) must hold for every layer,
+    the last in float32, the model's logits' type whatever the checkpoint's dtype.
+    ``evaluate``, ``predict`` and ``plot`` refuse such weights where their images overflow.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+        The checkpoint to export.
+
+    Raises
+    ------
+    OutputsNotFinite
+        Naming the dtype and the first layer that can overflow.
+    """
+    dtype = checkpoint.config.dtype
+    count = network.layer_count(checkpoint.params)
+    bound = np.ones(ckpt.FEATURES)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(1, count + 1):
+            w, b = (np.abs(np.asarray(checkpoint.params[f"{k}{i}"], dtype=np.float64))
+                    for k in "Wb")
+            bound = w.T @ bound + b
+            limit_of = dtype if i < count or dtype == "float32" else "float32 logits"
+            if not bound.max() < float(np.finfo(limit_of.split()[0]).max) / 2:
+                largest = max(float(np.abs(checkpoint.params[f"W{j}"]).max())
+                              for j in range(1, count + 1))
+                raise OutputsNotFinite(
+                    f"the network's weights are too large for {limit_of}: layer {i} of its "
+                    f"forward pass can overflow to inf or NaN (largest weight "
+                    f"{largest:.3g}), so the model's predictions would mean nothing; nothing "
+                    "was exported")
+
+
+def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = None,
+           force: bool = False) -> list[Path]:
     """``multinet export``: trace, check and write the graphs asked for (``onnx``: the
     inference graph's path; ``onnx_train``: the training step's, with ``batch_size``)
     of ``checkpoint``, a ``Checkpoint`` or a checkpoint file's path. Returns the paths
     written. One-line errors: ``CheckpointError``, ``OutputError`` (checked before any
     tracing), ``InvalidArgument`` (no output, the same file for both, a ``batch_size``
     that is not an integer >= 1 or comes without ``onnx_train``), ``BackendUnavailable``
-    without the ``onnx`` extra."""
+    without the ``onnx`` extra, ``OutputsNotFinite`` for weights whose forward pass can
+    overflow (``check_exportable``), before anything is written. An output is never the
+    checkpoint itself, nor (unless ``force``) an existing file that is not an ONNX model
+    (``multinet.files.check_output``), and is locked while it is written
+    (``multinet.locks.OutputBusy`` while another multinet process writes it)."""
     if onnx is None and onnx_train is None:
         raise InvalidArgument(f"nothing to export: give {argument('onnx', meta='OUT.onnx')}, "
                               f"{argument('onnx_train', meta='OUT.onnx')}, or both")
@@ -326,19 +405,24 @@ def export(checkpoint, *, onnx=None, onnx_train=None, batch_size: int | None = N
     outputs = {argument(name): path for name, path in (("onnx", onnx),
                                                        ("onnx_train", onnx_train))
                if path is not None}
+    source = None if isinstance(checkpoint, Checkpoint) else checkpoint
     for flag, path in outputs.items():  # refused before the tracing, not after it
-        check_output_file(path, flag)
+        check_output(path, flag, "onnx", inputs={"the checkpoint exported": source},
+                     force=force)
     if onnx is not None and onnx_train is not None and (
             Path(onnx).resolve() == Path(onnx_train).resolve()):
         raise OutputError(f"{argument('onnx')} and {argument('onnx_train')} name the same "
                           f"file, {onnx}: give each model its own")
-    if not isinstance(checkpoint, Checkpoint):
-        checkpoint = ckpt.load(checkpoint)
-    tracer = _tracer()
-    written = []
-    if onnx is not None:
-        written.append(write(inference_model(checkpoint, tracer), onnx, argument("onnx")))
-    if onnx_train is not None:
-        written.append(write(training_model(checkpoint, batch_size, tracer), onnx_train,
-                             argument("onnx_train")))
+    with locks.hold(outputs):
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = ckpt.load(checkpoint)
+        check_exportable(checkpoint)
+        tracer = _tracer()
+        written = []
+        if onnx is not None:
+            written.append(write(inference_model(checkpoint, tracer), onnx,
+                                 argument("onnx")))
+        if onnx_train is not None:
+            written.append(write(training_model(checkpoint, batch_size, tracer), onnx_train,
+                                 argument("onnx_train")))
     return written

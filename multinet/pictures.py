@@ -14,12 +14,15 @@ before that recipe turn any picture into such an ink map:
 
 1. ``read_picture``: Pillow opens the file; pictures over ``MAX_PIXELS`` are refused
    before they are decoded (decompression bombs); the EXIF orientation is applied.
+   HEIC/HEIF photos are read through pillow-heif where it is installed, and otherwise
+   refused with the line that installs it.
    Very large ones are then shrunk by a whole factor (``SHRINK_TO``).
 2. ``intensity``: any mode and bit depth becomes one float per pixel in 0..1 without
    clipping: 8-bit and 16-bit by their full scale, 32-bit integer and float pictures
    (which carry no full scale) by their own range; colour by Rec. 601 luma (Pillow's
    own weights); an alpha channel is composited onto a background that contrasts with
-   the opaque pixels, not dropped.
+   the opaque pixels, not dropped, and a key colour (PNG ``tRNS``, GIF transparency)
+   stays the paper it was.
 3. ``ink_map``: the background level is the median of the picture's border; whichever
    side of it holds the stronger deviations is the ink (dark on light or light on dark,
    whatever the mean); the contrast is stretched so the background is 0 and the ink 1.
@@ -36,6 +39,8 @@ text for a terminal.
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 import os
 import warnings
@@ -44,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from multinet.errors import MultinetError
+from multinet.files import write_atomic
 
 #: MNIST's field and the box its digits were scaled into (LeCun et al.).
 FIELD = 28
@@ -67,6 +73,12 @@ REDUCING_GAP = 8
 #: Rec. 601 luma weights, as Pillow's ``convert("L")`` uses.
 LUMA = np.array([0.299, 0.587, 0.114])
 
+#: HEIC/HEIF, phones' photos: Pillow reads them only through the pillow-heif plug-in.
+HEIF_EXTENSIONS = (".heic", ".heics", ".heif", ".heifs", ".hif")
+#: The brands of an ISO base media file (bytes 8-12, after ``ftyp``) that are HEIF images.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+HEIF_NEEDS = "HEIC/HEIF pictures need the pillow-heif plug-in: pip install pillow-heif"
+
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -76,14 +88,44 @@ class PictureError(MultinetError, ValueError):
 
 
 def require_pillow():
-    """Pillow's ``Image`` and ``ImageOps`` modules; ``MultinetError`` naming the extra to
-    install when Pillow is missing."""
+    """Pillow's ``Image`` and ``ImageOps`` modules, taught HEIC/HEIF where pillow-heif is
+    installed (``heif_supported``); ``MultinetError`` naming the extra to install when
+    Pillow is missing."""
     try:
         from PIL import Image, ImageOps
     except ImportError:
         raise MultinetError('reading pictures needs Pillow: pip install "multinet[images]"'
                             ) from None
+    heif_supported()
     return Image, ImageOps
+
+
+@functools.cache
+def heif_supported() -> bool:
+    """Whether Pillow reads HEIC/HEIF here: pillow-heif, where installed, registers its
+    opener with Pillow (once)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _is_heif(source) -> bool:
+    """Whether ``source`` (a path or a binary file) is named or made as a HEIF picture."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in HEIF_EXTENSIONS:
+        return True
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as file:
+                head = file.read(12)
+        else:
+            source.seek(0)
+            head = source.read(12)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def _name(source) -> str:
@@ -125,17 +167,49 @@ def read_picture(source, *, max_pixels: int = MAX_PIXELS):
     except IsADirectoryError:
         raise PictureError(f"{name}: is a folder, not a picture") from None
     except Exception as exc:  # noqa: BLE001 - decoders of untrusted files raise anything
+        if not heif_supported() and _is_heif(source):
+            raise PictureError(f"{name}: {HEIF_NEEDS}") from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PictureError(f"{name}: cannot read the picture ({reason})") from None
 
 
-def _composite(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Alpha-composite onto white when the opaque pixels are dark, else onto black, so
-    that ink drawn on a transparent background stays visible whatever its colour."""
+def _key_luma(img) -> float | None:
+    """The luma of a picture's one transparent colour (PNG ``tRNS`` in a greyscale, RGB
+    or palette picture, GIF's transparent index), or None: no key colour, or a palette
+    whose entries are partly transparent (a real alpha channel)."""
+    key = img.info.get("transparency")
+    if img.mode == "P" and isinstance(key, bytes):
+        clear = [i for i, a in enumerate(key) if a == 0]
+        key = clear[0] if len(clear) == 1 and set(key) <= {0, 255} else None
+    if img.mode == "P" and isinstance(key, int):
+        palette = img.getpalette("RGB") or []
+        key = tuple(palette[3 * key:3 * key + 3]) or None
+    if isinstance(key, int) and img.mode in ("L", "1"):
+        return key / (1.0 if img.mode == "1" and key <= 1 else 255.0)
+    if isinstance(key, tuple) and len(key) == 3:
+        return float(LUMA @ np.asarray(key, dtype=np.float64)) / 255.0
+    return None
+
+
+def _composite(luma: np.ndarray, alpha: np.ndarray, key: float | None = None) -> np.ndarray:
+    """Alpha-composite the transparent pixels onto the background.
+
+    Where transparency is one key colour (``key``, its luma: "white is transparent"),
+    that colour was the paper: the transparent pixels keep it, since anti-aliased ink
+    fades into it and any other background would outline every stroke. Otherwise (an
+    alpha channel, or ink drawn in the key colour itself: no opaque pixel differs from
+    it by ``MIN_CONTRAST``), onto white when the opaque pixels are dark, else onto
+    black, so that ink drawn on a transparent background stays visible whatever its
+    colour.
+    """
     weight = alpha.sum()
     if weight == 0:
         return np.zeros_like(luma)
-    background = 1.0 if float((luma * alpha).sum() / weight) < 0.5 else 0.0
+    opaque = luma[alpha > 0]
+    if key is not None and np.any(np.abs(opaque - key) > MIN_CONTRAST):
+        background = key
+    else:
+        background = 1.0 if float((luma * alpha).sum() / weight) < 0.5 else 0.0
     return alpha * luma + (1.0 - alpha) * background
 
 
@@ -177,6 +251,7 @@ def intensity(img) -> np.ndarray:
         low, high = float(values.min()), float(values.max())
         return (values - low) / (high - low) if high > low else np.zeros_like(values)
     has_alpha = mode in _WITH_ALPHA or "transparency" in img.info
+    key = None if mode in _WITH_ALPHA else _key_luma(img)
     try:
         img = img.convert("L" if mode in ("1", "L") and not has_alpha
                           else "RGBA" if has_alpha else "RGB")
@@ -190,7 +265,7 @@ def intensity(img) -> np.ndarray:
                for weight, band in zip(LUMA, "RGB")) / 255.0
     if not has_alpha:
         return luma
-    return _composite(luma, np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0)
+    return _composite(luma, np.asarray(img.getchannel("A"), dtype=np.float64) / 255.0, key)
 
 
 def _border(values: np.ndarray) -> np.ndarray:
@@ -334,21 +409,25 @@ def mnist_digit(source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """The files directly in ``folder`` whose extension Pillow can open, sorted by name;
-    hidden files are left out."""
+    hidden files are left out. HEIC/HEIF files are listed even where Pillow cannot read
+    them (no pillow-heif): ``read_picture`` then says what to install, where leaving them
+    out would drop a phone's photos without a word."""
     Image, _ = require_pillow()
     Image.init()
     readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    readable.update(HEIF_EXTENSIONS)
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and not p.name.startswith(".")
                   and p.suffix.lower() in readable)
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a 2-D ``uint8`` array as an 8-bit greyscale PNG."""
+    """Write a 2-D ``uint8`` array as an 8-bit greyscale PNG, whole or not at all
+    (``multinet.files.write_atomic``)."""
     Image, _ = require_pillow()
-    path = Path(path)
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
-    return path
+    encoded = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(encoded, format="PNG")
+    return write_atomic(path, encoded.getvalue())
 
 
 #: Dark to bright, for drawing a 28x28 image in a terminal.

@@ -28,9 +28,9 @@ from multinet.training.config import TrainConfig
 from multinet.training.loop import initial_state, train
 
 try:
-    from PIL import Image
+    from PIL import Image, ImageFilter
 except ImportError:  # Pillow is an extra: the tests of pictures skip without it
-    Image = None
+    Image = ImageFilter = None
 
 
 # --- The committed sample and the command line ------------------------------------------
@@ -433,8 +433,30 @@ def cmyk_jpeg(digit, rng):
     return encoded(rgb.convert("CMYK"), "JPEG", quality=90)
 
 
+def white_is_transparent_png(digit, rng):
+    """Greyscale PNG drawn with a soft brush, its white the one transparent colour
+    (``tRNS``): most opaque pixels are the brush's pale fringe."""
+    soft = grey(on_paper(enlarged(digit, 4), 255, 0)).filter(ImageFilter.GaussianBlur(2))
+    return encoded(soft, "PNG", transparency=255)
+
+
+def white_is_transparent_blue_ink_png(digit, rng):
+    """RGB PNG, blue ink, white its transparent colour (``tRNS``)."""
+    rgb = grey(on_paper(enlarged(digit, 4), (255, 255, 255), (20, 30, 150)))
+    return encoded(rgb, "PNG", transparency=(255, 255, 255))
+
+
+def white_is_transparent_gif(digit, rng):
+    """Palette GIF whose white entry is its transparent index."""
+    img = grey(on_paper(enlarged(digit, 4), 255, 0)).convert("P")
+    palette = img.getpalette("RGB")
+    white = next(i for i in range(len(palette) // 3) if palette[3 * i:3 * i + 3] == [255] * 3)
+    return encoded(img, "GIF", transparency=white)
+
+
 VARIANTS = (plain_28x28_png, dark_ink_on_white_paper, black_ink_on_transparent,
             sixteen_bit_png, float_tiff, phone_jpeg_with_exif_orientation_6,
             wide_crop_3_to_1, tall_crop_1_to_3, small_on_a_page, dark_ink_on_grey_paper,
             light_ink_on_dark, blue_ink_on_yellow_paper, noisy_jpeg, bilevel_1_bit,
-            red_ink_palette_gif, cmyk_jpeg)
+            red_ink_palette_gif, cmyk_jpeg, white_is_transparent_png,
+            white_is_transparent_blue_ink_png, white_is_transparent_gif)

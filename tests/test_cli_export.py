@@ -4,6 +4,8 @@ outputs, a file that is no model, overflowing weights and a missing extra are ea
 error line. The graphs themselves are in test_export.py."""
 
 import json
+import os
+import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -88,7 +90,7 @@ def test_both_models_onto_one_file_is_refused_before_any_work(small_checkpoint, 
 def test_a_file_that_is_no_model_is_a_one_line_error(small_checkpoint, tmp_path):
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"\x08\x07 definitely not protobuf" * 4)
-    assert_one_line_error(run_cli("evaluate", str(fake)), "onnxruntime cannot load it")
+    assert_one_line_error(run_cli("evaluate", str(fake)), f"{fake}: not an ONNX model")
     # A training graph is an ONNX model, but not one that evaluate can run.
     step = export.write(export.training_model(ckpt.load(small_checkpoint)),
                         tmp_path / "step.onnx")
@@ -96,12 +98,15 @@ def test_a_file_that_is_no_model_is_a_one_line_error(small_checkpoint, tmp_path)
 
 
 def test_an_overflowing_model_and_its_checkpoint_are_one_line_errors(tmp_path):
-    """Weights of 1e30 export (the file is a valid model), but their logits are inf and
-    NaN: ``evaluate`` reported labels read from them as accuracies, and ``--against``
-    printed NumPy's overflow warnings and "logits relative error inf"."""
+    """Weights of 1e30, whose logits are inf and NaN, are not exported; a model of them
+    written all the same: ``evaluate`` reported labels read from them as accuracies, and
+    ``--against`` printed NumPy's overflow warnings and "logits relative error inf"."""
     huge = write(tmp_path / "huge.st", with_weights(1e30), M)
     model = tmp_path / "m.onnx"
-    assert run_cli("export", str(huge), "--onnx", str(model)).returncode == 0
+    assert_one_line_error(run_cli("export", str(huge), "--onnx", str(model)),
+                          "weights are too large for float32", "nothing was exported")
+    assert not model.exists()
+    export.write(export.inference_model(ckpt.load(huge)), model)
     sample = ["--data-dir", str(helpers.SAMPLE_MNIST), "--no-verify"]
     assert_one_line_error(run_cli("evaluate", str(model), *sample),
                           "logits are inf or NaN on 512 of 512 images")
@@ -134,3 +139,57 @@ def test_without_onnxruntime_evaluate_says_what_to_install(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     result = _main_result(["evaluate", str(tmp_path / "m.onnx")], capsys)
     assert_one_line_error(result, "onnxruntime", "pip install 'multinet[onnx]'")
+
+
+def test_export_never_writes_over_its_checkpoint_and_replaces_another_kind_only_forced(
+        small_checkpoint, tmp_path, capsys):
+    """``export a.st --onnx a.st`` replaced the checkpoint by its model (exit 0);
+    ``--onnx`` over a metrics log or another checkpoint replaced it as well; a FIFO
+    or a device as ``--onnx`` was opened."""
+    source = tmp_path / "a.st"
+    source.write_bytes(small_checkpoint.read_bytes())
+    other, log = tmp_path / "other.st", tmp_path / "m.jsonl"
+    other.write_bytes(small_checkpoint.read_bytes())
+    log.write_text('{"epoch": 1}\n')
+    os.mkfifo(tmp_path / "fifo")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    for out, force, fragment in (
+            (source, "--force", f"--onnx {source}: is the checkpoint exported; writing "
+                                "there would destroy it"),
+            (tmp_path / "." / "a.st", "--force", "is the checkpoint exported"),
+            (other, "", "is not an ONNX model but a checkpoint (safetensors); it would be "
+                        "replaced: give another file name, or --force"),
+            (log, "", "is not an ONNX model but a metrics file (JSON lines)"),
+            (tmp_path / "fifo", "--force", "is a named pipe (FIFO), not a regular file"),
+            ("/dev/null", "--force", "/dev/null: is a device")):
+        result = _main_result(["export", str(source), "--onnx", str(out),
+                               *([force] if force else [])], capsys)
+        assert_one_line_error(result, fragment)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    # A model replaces a model; --force replaces a file of another kind.
+    model = tmp_path / "m.onnx"
+    for _ in range(2):
+        assert main(["export", str(source), "--onnx", str(model)]) == 0
+    assert main(["export", str(source), "--onnx", str(log), "--force"]) == 0
+    assert export.open_model(log).outputs.keys() >= {"logits", "labels"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.st", "fifo", "m.jsonl",
+                                                          "m.onnx", "other.st"]
+
+
+def test_export_is_refused_while_another_multinet_run_writes_its_output(
+        small_checkpoint, tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    other = subprocess.Popen([sys.executable, "-c", (
+        "from multinet import locks; import time\n"
+        f"held = locks.hold({{'--onnx': {str(model)!r}}}); print('held', flush=True)\n"
+        "time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        result = _main_result(["export", str(small_checkpoint), "--onnx", str(model)],
+                              capsys)
+    finally:
+        other.kill()
+        other.wait()
+    assert_one_line_error(result, f"--onnx {model} is being written by another multinet "
+                                  f"run (pid {other.pid}, started ")
+    assert not model.exists()

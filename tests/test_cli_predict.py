@@ -148,12 +148,12 @@ def test_save_inputs_never_writes_over_the_pictures_themselves(network, folder, 
     before = drawing.read_bytes()
     assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(photos),
                                   "--save-inputs", str(photos)),
-                          "--save-inputs", "would write over the picture", "a.png")
+                          "--save-inputs", "is the picture a.png given", "would destroy it")
     linked = tmp_path / "linked"
     linked.mkdir()
     os.link(drawing, linked / "a.png")
     assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(drawing),
-                                  "--save-inputs", str(linked)), "would write over")
+                                  "--save-inputs", str(linked)), "would destroy it")
     assert drawing.read_bytes() == before and sorted(p.name for p in photos.iterdir()) == [
         "a.png", "d.jpg"]
     result = run_cli("predict", str(checkpoint), "--image", str(photos / "d.jpg"),
@@ -181,3 +181,44 @@ def test_without_pillow_predict_says_which_extra_to_install(network, folder):
             f"{str(folder[1][0])!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert_one_line_error(result, "needs Pillow", "multinet[images]")
+
+
+def test_predict_from_an_onnx_model_answers_as_its_checkpoint(network, folder, mnist,
+                                                               tmp_path):
+    """``predict MODEL.onnx`` said "not a readable safetensors file ('header too large')"
+    where ``evaluate`` took the same file."""
+    pytest.importorskip("ndonnx")
+    pytest.importorskip("onnxruntime")
+    checkpoint = network[0]
+    _, good, _ = folder
+    model = tmp_path / "m.onnx"
+    assert run_cli("export", str(checkpoint), "--onnx", str(model)).returncode == 0
+    for args in (["--image", *map(str, good)], ["--index", "3", *data_args(mnist)]):
+        own, exported = (run_cli("predict", str(path), *args, "--json")
+                         for path in (checkpoint, model))
+        assert own.returncode == exported.returncode == 0, exported.stderr
+        ours, theirs = (json.loads(result.stdout) for result in (own, exported))
+        for mine, its in zip(*(r if isinstance(r, list) else [r] for r in (ours, theirs))):
+            assert mine["prediction"] == its["prediction"]
+            # float32 logits from onnxruntime: the parity tolerance of one forward pass.
+            np.testing.assert_allclose(its["probabilities"], mine["probabilities"],
+                                       rtol=1e-5, atol=1e-7)
+    text = run_cli("predict", str(model), "--index", "3", *data_args(mnist))
+    assert text.returncode == 0 and "prediction: " in text.stdout
+    assert_one_line_error(run_cli("predict", str(model), "--index", "3", "--backend", "jax",
+                                  *data_args(mnist)),
+                          "is an ONNX model, which runs in onnxruntime: leave --backend out")
+
+
+def test_a_folder_of_heic_photos_says_what_reads_them(network, tmp_path):
+    """Without pillow-heif, a folder holding only HEIC said "no picture files"."""
+    for name in ("a.heic", "b.HEIF"):
+        (tmp_path / name).write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    code = ("import sys; sys.modules['pillow_heif'] = None\n"
+            "from multinet.cli import main\n"
+            f"sys.exit(main(['predict', {str(network[0])!r}, '--image', {str(tmp_path)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr.splitlines() == [
+        f"multinet: error: {tmp_path / name}: HEIC/HEIF pictures need the pillow-heif "
+        "plug-in: pip install pillow-heif" for name in ("a.heic", "b.HEIF")]

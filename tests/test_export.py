@@ -230,6 +230,150 @@ def test_export_from_python_names_its_arguments(small_checkpoint, tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+# --- A model read is checked as a checkpoint is; weights that overflow are not exported ---
+
+def _tampered(model_bytes, change):
+    """``model_bytes`` edited with the onnx package by ``change(model)``: the way anyone
+    can rewrite a model file."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    change(model)
+    return model.SerializeToString()
+
+
+def _first_weight(model):
+    import onnx
+
+    return next(t for t in model.graph.initializer
+                if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2)
+
+
+def _poison(value, count):
+    """Write ``value`` into the first ``count`` entries of the first weight matrix."""
+    from onnx import numpy_helper
+
+    def change(model):
+        tensor = _first_weight(model)
+        array = numpy_helper.to_array(tensor).copy()
+        array.flat[:count] = value
+        tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+    return change
+
+
+def _metadata(**changes):
+    def change(model):
+        import onnx
+
+        props = {p.key: p.value for p in model.metadata_props}
+        props.update(changes)
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, {k: v for k, v in props.items() if v is not None})
+    return change
+
+
+def _checkpoint_config(**config):
+    def change(model):
+        props = {p.key: p for p in model.metadata_props}
+        saved = json.loads(props["checkpoint"].value)
+        saved["config"].update(config)
+        props["checkpoint"].value = json.dumps(saved)
+    return change
+
+
+def _extra_float_constant(model):
+    from onnx import numpy_helper
+
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(7, np.float32), "spare"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (_poison(np.nan, 1000), "holds NaN or infinite values"),
+    (_poison(np.inf, 1), "holds NaN or infinite values"),
+    (_poison(-np.inf, 1), "holds NaN or infinite values"),
+    (_extra_float_constant, "it stores weights shaped"),
+    (_metadata(sizes="784-20-10"), "sizes '784-20-10'"),
+    (_metadata(dtype="float64"), "dtype 'float64'"),
+    (_metadata(multinet_graph="train_step"), "multinet_graph is 'train_step'"),
+    (_metadata(checkpoint=None), "its metadata"),
+    (_metadata(checkpoint="[1, 2]"), "its metadata"),
+    (_metadata(dataset="imagenet"), "dataset 'imagenet'"),
+    (_checkpoint_config(dtype="float16"), "its metadata: "),
+    (_checkpoint_config(hidden=[20]), "sizes"),
+], ids=["nan-weights", "inf-weight", "minus-inf-weight", "extra-constant", "sizes", "dtype",
+        "graph", "no-checkpoint", "checkpoint-not-object", "dataset", "config-dtype",
+        "config-hidden"])
+def test_a_tampered_model_is_refused_as_a_checkpoint_is(small_checkpoint, mnist, change,
+                                                        message):
+    """A model rewritten with the onnx package, 1,000 NaN weights above all: ReLU turns
+    NaN pre-activations into 0, so the logits stay finite and the model was evaluated
+    (test accuracy 0.1135, every image a 1)."""
+    good = export.inference_model(ckpt.load(small_checkpoint))
+    model = export.open_model(_tampered(good, change))
+    with pytest.raises(onnx_backend.ModelError, match=re.escape(message)) as info:
+        export.evaluate_model(model, mnist)
+    assert str(info.value).startswith("the model: not a") and "\n" not in str(info.value)
+    with pytest.raises(onnx_backend.ModelError, match=re.escape(message)):
+        export.run_inference(model, mnist.test_images[:5])
+    export.check_inference_contract(export.open_model(good))  # the untouched model passes
+
+
+def test_a_tampered_model_file_is_one_line_from_evaluate_and_predict(small_checkpoint,
+                                                                      mnist, tmp_path):
+    good = export.inference_model(ckpt.load(small_checkpoint))
+    path = tmp_path / "nan.onnx"
+    path.write_bytes(_tampered(good, _poison(np.nan, 1000)))
+    for command in (["evaluate", str(path)], ["predict", str(path), "--index", "0"]):
+        result = helpers.run_cli(*command, *helpers.data_args(mnist))
+        helpers.assert_one_line_error(
+            result, f"{path}: not a valid multinet model: ", "holds NaN or infinite values")
+        assert not result.stdout
+
+
+def test_a_model_path_that_is_no_regular_file_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)  # opened for reading, it would wait for a writer forever
+    for path, message in ((fifo, "not a regular file"), (tmp_path, "is a folder"),
+                          (tmp_path / "none.onnx", "no such ONNX model file")):
+        with pytest.raises(onnx_backend.ModelError, match=message):
+            export.open_model(path)
+
+
+def test_a_model_keeping_its_weights_in_another_file_is_refused(small_checkpoint, tmp_path):
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load_from_string(export.inference_model(ckpt.load(small_checkpoint)))
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=1024)
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(onnx_backend.ModelError, match="in another file"):
+        export.open_model(tmp_path / "m.onnx")
+
+
+def test_weights_whose_forward_pass_can_overflow_are_not_exported(tmp_path):
+    """``evaluate``, ``predict`` and ``plot`` refuse weights of 1e30 (their forward pass
+    overflows float32); ``export`` wrote a model of them, whose every answer was read from
+    inf and NaN logits."""
+    from multinet.errors import OutputsNotFinite
+
+    huge = helpers.write(tmp_path / "huge.st", helpers.with_weights(1e30), helpers.M)
+    with pytest.raises(OutputsNotFinite, match="weights are too large for float32: layer 2"):
+        export.export(huge, onnx=tmp_path / "m.onnx", onnx_train=tmp_path / "s.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.st"]
+    # float64 weights whose logits fit float64 but not the model's float32 logits.
+    tensors, metadata = helpers.valid_parts(dtype="float64")
+    big = {k: np.full_like(v, 1e18) if k.startswith("params/") else v
+           for k, v in tensors.items()}
+    f64 = helpers.write(tmp_path / "f64.st", big, metadata)
+    with pytest.raises(OutputsNotFinite, match="too large for float32 logits: layer 2"):
+        export.export(f64, onnx=tmp_path / "m.onnx")
+    ordinary = {k: np.full_like(v, 1e-3) if k.startswith("params/") else v
+                for k, v in tensors.items()}
+    export.check_exportable(ckpt.load(helpers.write(tmp_path / "ok.st", ordinary, metadata)))
+
+
 def test_the_core_imports_no_onnx_library():
     code = ("import sys, multinet.export, multinet.cli; "
             "print(sorted(m for m in ('ndonnx', 'onnx', 'onnxruntime', 'spox') "

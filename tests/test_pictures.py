@@ -9,6 +9,7 @@ paper, chalk on a board, coloured, JPEG noise...) and a network trained here (th
 """
 
 import struct
+import sys
 import tracemalloc
 import zlib
 
@@ -89,6 +90,32 @@ def test_alpha_is_composited_onto_a_background_that_shows_the_ink():
     assert not pictures.intensity(Image.fromarray(everywhere)).any()
 
 
+def test_a_key_colour_is_the_paper_not_a_hole():
+    """"White is transparent" (PNG ``tRNS``, GIF's transparent index): the transparent
+    pixels are the white paper. Composited by the opaque pixels' mean, a pale fringe
+    outnumbering the ink chose black, and each stroke became a hollow outline."""
+    fringe = np.array([[255, 255, 250, 250, 250, 0, 255]], np.uint8)
+    keyed = Image.fromarray(fringe)
+    keyed.info["transparency"] = 255
+    np.testing.assert_allclose(pictures.intensity(keyed), fringe / 255.0, rtol=1e-12)
+    rgb = Image.fromarray(np.stack([fringe] * 3, axis=-1))
+    rgb.info["transparency"] = (255, 255, 255)
+    np.testing.assert_allclose(pictures.intensity(rgb), fringe / 255.0, rtol=1e-12)
+    # A palette whose one fully transparent entry is white, as a PNG tRNS writes it.
+    palette = keyed.convert("P")
+    white = palette.getpalette("RGB").index(255) // 3
+    alphas = bytearray([255] * 256)
+    alphas[white] = 0
+    palette.info["transparency"] = bytes(alphas)
+    np.testing.assert_allclose(pictures.intensity(palette), fringe / 255.0, rtol=1e-12)
+    # Ink drawn in the key colour itself (black on a black key): the contrasting
+    # background, as for an alpha channel.
+    ink = Image.fromarray(np.array([[0, 1, 1]], np.uint8)).convert("P")
+    ink.putpalette([0, 0, 0] * 256)
+    ink.info["transparency"] = 1
+    assert pictures.intensity(ink).tolist() == [[0.0, 1.0, 1.0]]
+
+
 def test_exif_orientation_is_applied():
     stored = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40
     exif = Image.Exif()
@@ -130,6 +157,48 @@ def test_decompression_bombs_are_refused_before_decoding(width, height, tmp_path
     with pytest.raises(PictureError, match="too large") as raised:
         pictures.mnist_digit(path)
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+#: The start of a HEIC file (an ISO base media ``ftyp`` box, brand ``heic``), and no more.
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+
+
+@pytest.fixture
+def without_pillow_heif(monkeypatch):
+    """As where pillow-heif is not installed (its import fails)."""
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    pictures.heif_supported.cache_clear()
+    yield
+    pictures.heif_supported.cache_clear()
+
+
+def test_without_pillow_heif_a_heif_picture_says_what_to_install(tmp_path,
+                                                                 without_pillow_heif):
+    """HEIC photos were dropped from a folder without a word, and a folder of them alone
+    said "no picture files"."""
+    (tmp_path / "phone.HEIC").write_bytes(HEIC_HEAD)
+    (tmp_path / "renamed.jpg").write_bytes(HEIC_HEAD)  # told by its content
+    (tmp_path / "notes.txt").write_text("not a picture")
+    assert [p.name for p in pictures.image_files(tmp_path)] == ["phone.HEIC", "renamed.jpg"]
+    for name in ("phone.HEIC", "renamed.jpg"):
+        with pytest.raises(PictureError) as raised:
+            pictures.mnist_digit(tmp_path / name)
+        assert str(raised.value) == (f"{tmp_path / name}: HEIC/HEIF pictures need the "
+                                     "pillow-heif plug-in: pip install pillow-heif")
+    with pytest.raises(PictureError, match="cannot read the picture"):  # not HEIF at all
+        pictures.mnist_digit(tmp_path / "notes.txt")
+
+
+def test_with_pillow_heif_a_heic_photo_reads_as_its_png(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    page = Image.fromarray(255 - digit).resize((112, 112))
+    pillow_heif.register_heif_opener()
+    page.save(tmp_path / "one.heic", quality=-1)  # lossless: the same pixels as the PNG
+    assert [p.name for p in pictures.image_files(tmp_path)] == ["one.heic"]
+    np.testing.assert_array_equal(pictures.mnist_digit(tmp_path / "one.heic"),
+                                  pictures.mnist_digit(encoded(page, "PNG")))
 
 
 def test_the_pixel_limit_can_be_lowered():

@@ -51,18 +51,27 @@ def run(args) -> int:
 
 
 def _print_per_class(dataset_name, result):
+    """The per-class table: each class once, by its number, and by its name where that is
+    not the number itself (Fashion-MNIST's ``0 T-shirt/top``, MNIST's ``0``)."""
     names = dataset_spec(dataset_name).classes
+    labels = [str(i) if name == str(i) else f"{i} {name}" for i, name in enumerate(names)]
+    side = max(len("class"), *map(len, labels))
     matrix = result["confusion_matrix"]
     width = max(len(str(v)) for row in matrix for v in row) + 1
     print("per class, and confusion matrix (rows: true class, columns: predicted):")
-    print(f"{'':>12} {'accuracy':>8}  " + "".join(f"{i:>{width}}" for i in range(len(names))))
-    for i, (name, acc, row) in enumerate(zip(names, result["per_class_accuracy"], matrix)):
-        print(f"{i} {name[:10]:<10} {acc:>8.4f}  " + "".join(f"{v:>{width}}" for v in row))
+    print(f"{'class':<{side}} {'accuracy':>8}  "
+          + "".join(f"{i:>{width}}" for i in range(len(names))))
+    for label, acc, row in zip(labels, result["per_class_accuracy"], matrix):
+        print(f"{label:<{side}} {acc:>8.4f}  " + "".join(f"{v:>{width}}" for v in row))
 
 
 def _evaluate_onnx(args) -> int:
     """``evaluate MODEL.onnx [--against CKPT]``: the same report, from onnxruntime; with
     a checkpoint, whether multinet's own outputs agree (exit 1 if they do not)."""
+    if args.backend is not None and not args.against:
+        raise MultinetError(f"--backend chooses where multinet runs the --against "
+                            f"checkpoint; {args.checkpoint} itself runs in onnxruntime: give "
+                            "--against CKPT, or leave --backend out")
     model = export.open_model(args.checkpoint)
     export.check_inference_contract(model)
     args.dataset = args.dataset or model.metadata.get("dataset") or "mnist"

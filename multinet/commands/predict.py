@@ -1,22 +1,25 @@
 """``multinet predict``: a test image (``--index``), or pictures of digits (``--image``),
 with what the checkpoint predicts, as ``evaluate`` and ``plot`` look at it: loaded as a
-``multinet.api.run.Run`` on ``--backend``."""
+``multinet.api.run.Run`` on ``--backend``; or what an exported ONNX model predicts
+(``predict MODEL.onnx``, as ``evaluate`` takes one), run in onnxruntime."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from multinet import pictures
+from multinet import export, files, pictures
 from multinet.api.run import load
 from multinet.catalog import dataset_spec
 from multinet.checks import NON_NEGATIVE_INTEGER
 from multinet.commands import COMMANDS, EXIT_USAGE, inputs, options
 from multinet.errors import MultinetError
+from multinet.evaluation import softmax
 
 DESCRIPTION = COMMANDS["predict"].summary
 
@@ -24,7 +27,9 @@ DESCRIPTION = COMMANDS["predict"].summary
 def add_arguments(parser) -> None:
     """``CKPT``, the backend and data options, ``--index`` or ``--image``, ``--show``,
     ``--save-inputs`` and ``--json``."""
-    options.add_checkpoint_options(parser)
+    options.add_checkpoint_options(
+        parser, "a checkpoint from train --save, or an ONNX model from export --onnx "
+                "(OUT.onnx)")
     parser.add_argument("--index", type=options.in_range(NON_NEGATIVE_INTEGER),
                         help="test image number (give this or --image)")
     parser.add_argument("--image", nargs="+", metavar="PATH",
@@ -48,7 +53,10 @@ def run(args) -> int:
         raise MultinetError("--show draws text; it cannot go with --json")
     if args.image is not None:
         return _predict_pictures(args)
-    trained, dataset = inputs.run_and_data(args)
+    trained = _network(args)
+    args.dataset = args.dataset or trained.dataset_name
+    args.data_source = "multinet"
+    dataset = inputs.load_data(args)
     if not 0 <= args.index < len(dataset.test_labels):
         raise MultinetError(f"--index must be 0-{len(dataset.test_labels) - 1}")
     image, true = dataset.test_images[args.index], int(dataset.test_labels[args.index])
@@ -68,25 +76,48 @@ def run(args) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class _ExportedNetwork:
+    """What predict asks of a network (``Run``'s ``dataset_name`` and ``probabilities``),
+    of an exported model run in onnxruntime."""
+
+    #: ``multinet.backends.onnx.Model``, checked by ``export.check_inference_contract``.
+    model: Any
+
+    @property
+    def dataset_name(self) -> str:
+        return self.model.metadata["dataset"]
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        return softmax(export.run_inference(self.model, images)[0])
+
+
+def _network(args):
+    """``CKPT`` as predict uses it: a checkpoint loaded as a ``Run`` on ``--backend``, or,
+    for a ``.onnx`` file (``evaluate``'s rule), the exported model, checked as a
+    checkpoint is."""
+    if not args.checkpoint.lower().endswith(".onnx"):
+        return load(args.checkpoint, args.backend)
+    if args.backend is not None:
+        raise MultinetError(f"--backend chooses where multinet runs a checkpoint; "
+                            f"{args.checkpoint} is an ONNX model, which runs in onnxruntime: "
+                            "leave --backend out")
+    model = export.open_model(args.checkpoint)
+    export.check_inference_contract(model)
+    return _ExportedNetwork(model)
+
+
 def _class_namer(names):
     """``name(i)``: the class number, with its name where it is not the number itself."""
     return lambda i: str(i) if names[i] == str(i) else f"{i} ({names[i]})"
 
 
-def _file_identity(path):
-    """``(device, inode)`` of an existing file (links included), else None."""
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return info.st_dev, info.st_ino
-
-
 def _save_inputs(folder, paths, images, keep=()) -> list[Path]:
     """Write each 28x28 image as ``folder/<stem>.png`` (``<stem>-2.png``... when two
-    pictures share a name); the paths written. Before writing anything, refuses to
-    write over any file in ``keep`` (the pictures given: ``--save-inputs`` naming their
-    own folder must not replace a drawing by its 28x28)."""
+    pictures share a name); the paths written. Before writing anything, checks them as
+    every output is (``files.check_output_dir``): never over a file in ``keep`` (the
+    pictures given: ``--save-inputs`` naming their own folder must not replace a drawing
+    by its 28x28), a file of another kind or a special file."""
     folder = Path(folder)
     targets, taken = [], set()
     for path in paths:
@@ -96,11 +127,8 @@ def _save_inputs(folder, paths, images, keep=()) -> list[Path]:
             stem = f"{path.stem}-{n}"
         taken.add(f"{stem}.png".lower())
         targets.append(folder / f"{stem}.png")
-    kept = {_file_identity(path) for path in keep} - {None}
-    for target in targets:
-        if _file_identity(target) in kept:
-            raise MultinetError(f"--save-inputs {folder}: would write over the picture "
-                                f"{target}; choose another folder")
+    files.check_output_dir(folder, "--save-inputs", figures=[t.name for t in targets],
+                           inputs={f"the picture {path.name} given": path for path in keep})
     written = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +143,7 @@ def _save_inputs(folder, paths, images, keep=()) -> list[Path]:
 def _predict_pictures(args) -> int:
     """``predict --image``: every picture prepared as MNIST's digits were, predicted in
     one batch; a picture that fails is reported on its own line and the rest go on."""
-    trained = load(args.checkpoint, args.backend)
+    trained = _network(args)
     name = _class_namer(dataset_spec(args.dataset or trained.dataset_name).classes)
     pictures.require_pillow()
     failed = 0
