@@ -5,9 +5,11 @@ builds the parser of the command named on the command line alone, so ``multinet 
 ``multinet --version`` and a bare ``multinet`` import none of them (nor NumPy).
 
 Every failure the user can fix (unknown backend, missing package, missing or corrupt
-data) ends as one line on stderr and exit status 2, never a traceback. The commands are
-a layer over the Python API (``multinet.api``): they parse their options and call it, and
-its messages name the flags (``multinet.commands.wording``).
+data, an empty value, a closed standard output) ends as one line on stderr and exit
+status 2, never a traceback, and nothing printed fails on the terminal's encoding (what
+it cannot show is escaped: ``\\xfc``). The commands are a layer over the Python API
+(``multinet.api``): they parse their options and call it, and its messages name the
+flags (``multinet.commands.wording``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 from collections.abc import Iterable
 
@@ -27,6 +30,12 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE, like other Unix tools
 #: Why writing standard output can fail, besides a closed pipe.
 OUTPUT_ERRNOS = (errno.ENOSPC, errno.EIO, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+#: What is a negative number, not an option: argparse's own pattern misses ``-1e-3``,
+#: ``-1.`` and ``-inf``, so ``--lr -1e-3`` read as a missing value, not as out of range.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                             re.IGNORECASE)
+#: Metavars of options that take a path: an empty one is "an empty path" (``multinet.files``).
+PATH_METAVARS = ("PATH", "DIR", "CKPT", "OUT.onnx")
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -47,6 +56,7 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message):
         """One line, as for every other mistake (argparse would print the usage too)."""
@@ -95,6 +105,20 @@ def _named_command(argv: list[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+def import_command(argv: list[str]) -> None:
+    """Import the modules of the command ``argv`` names (NumPy and the rest), as ``main``
+    would: ``multinet.__main__`` does it first, with Ctrl-C held back until it is done.
+
+    Parameters
+    ----------
+    argv : list of str
+        The arguments, as ``main`` takes them.
+    """
+    name = _named_command(argv)
+    if name in COMMANDS:
+        load_command(name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``multinet`` with the arguments ``argv`` (None: ``sys.argv[1:]``).
 
@@ -105,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         mistake the user can fix (one line on stderr), 128 + N for signal N (130 for
         Ctrl-C), 141 when the reader of the output went away.
     """
+    if not _standard_streams():
+        print("multinet: error: cannot write the output: standard output is closed",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         code = _run(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit handler
@@ -123,6 +151,51 @@ def main(argv: list[str] | None = None) -> int:
         _stdout_to_devnull()
         print(f"multinet: error: cannot write the output: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _standard_streams() -> bool:
+    """Make printing safe; returns whether standard output is open.
+
+    A standard descriptor left closed (``>&-``) is given ``/dev/null``, so that no file
+    multinet opens takes its number and receives what a library prints there; stderr
+    then writes there too, not into stdout. Where stdout or stderr would raise on what
+    their encoding cannot show (``PYTHONIOENCODING=ascii`` and a file named ``ünï.png``),
+    they write it as an escape instead.
+    """
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None or 2 in closed:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 -- for the process
+    for stream in (sys.stdout, sys.stderr):  # surrogateescape (a C locale) stays as it is
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    return sys.stdout is not None and 1 not in closed
+
+
+def _given_empty(parser: argparse.ArgumentParser, args) -> str | None:
+    """Why an option given an empty value (``--data-dir ''``) is refused, or None.
+
+    Every option that takes one string refuses it alike: some read it as "not given",
+    others as the current folder. ``predict --image`` (several pictures, each reported)
+    is the one exception, and reports it itself. No such option defaults to "".
+    """
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.nargs is None and action.type is None and (
+                value == "" or (isinstance(value, list) and "" in value)):
+            kind = "path" if action.metavar in PATH_METAVARS else "value"
+            name = (action.option_strings or [action.metavar])[0]
+            advice = f"give it a value or leave {name} out" if action.option_strings else "name a file"
+            return f"argument {name}: an empty {kind}; {advice}"
+    return None
 
 
 def _stdout_to_devnull() -> None:
@@ -150,6 +223,11 @@ def _run(argv: list[str]) -> int:
     if args.run is None:  # a bare ``multinet``: show what it can do
         parser.print_help()
         return 0
+    owner = parser.command_parsers[args.command]
+    empty = _given_empty(owner, args)
+    if empty is not None:
+        print(f"multinet: error: {empty} (see '{owner.prog} --help')", file=sys.stderr)
+        return EXIT_USAGE
     try:
         with spelled(WORDING):  # the library's messages name these flags, not arguments
             return args.run(args)

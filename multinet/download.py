@@ -1,30 +1,28 @@
-"""Downloading a dataset into the cache, with pooch's HTTP downloader and hash checks.
+"""Downloading a dataset into the cache, with requests and pooch's hash checks.
 
 Each file is streamed to ``<folder>/.partial/<file>.<pid>@<host>.<random>.part``, checked
-against its known hash (pooch), and only then renamed into place, so a partial or corrupt
-download is never where the reader looks. The file is created like any other the user
-creates (mode 0666 less the umask), not 0600, so a shared cache stays readable. Partial
-files whose process is dead (same host) or that nobody has touched for an hour are
-deleted by the next fetch into that folder, and so are the ``tmpXXXXXXXX`` files that
-pooch's own fetch left behind in older versions of multinet.
-
-Before any mirror is tried the destination is created and checked, so a folder that
-cannot be written is reported as that, not as a failure of every mirror. After a
-failure nothing is left behind: no partial file, and no folder that fetch created.
+against its known hash, and only then renamed into place, so a partial or corrupt
+download is never where the reader looks. It is created 0666 less the umask, not 0600,
+so a shared cache stays readable. Partial files whose process is dead (same host) or
+that nobody has touched for an hour are deleted by the next fetch into that folder, and
+so are the ``tmpXXXXXXXX`` files pooch's own fetch left in older versions of multinet.
+The destination is created and checked before any mirror is tried, and after a failure
+nothing is left behind: no partial file, no folder that fetch created.
 
 Every transfer is bounded: ``connect_timeout`` to connect (a mirror that does not answer
-is then skipped for the remaining files), at least 1 KiB every ``timeout`` seconds (a
-mirror that trickles is given up), ``deadline`` seconds for the whole file, and
-``MAX_FILE_BYTES``. A line on stderr says which mirror is being tried. A transfer that
-broke off or stalled midway, arrived corrupt or met an HTTP 5xx is retried ``retries``
-times with pooch's backoff (1 s, 2 s, ...); one refused for good (HTTP 4xx, an HTML page,
-no answer, past the deadline, too large) is not.
+is then skipped for the remaining files), at least 1 KiB every ``timeout`` seconds,
+``deadline`` seconds for the whole file, and ``MAX_FILE_BYTES``. A line on stderr says
+which mirror is being tried. A transfer that broke off or stalled midway, arrived
+corrupt or met an HTTP 5xx is retried ``retries`` times (pauses 1 s, 2 s, ...); one
+refused for good (HTTP 4xx, an HTML page, no answer, the deadline, too large) is not.
+
+The transfer itself is ``multinet.transfer``: the file as the mirror sent it (never
+decoded on the way), its failure in a few words, a proxy that cannot be reached named;
+the mirrors behind such a proxy are not tried again.
 
 Mirrors, in order of precedence: ``--mirror URL`` (repeatable), ``$MULTINET_MIRRORS``
-(separated by spaces or commas), the dataset's defaults.
-
-pooch, and requests under it, are imported only when a file is downloaded: a run whose
-files are on disk does not pay their 150 ms (a test of the package face checks it).
+(separated by spaces or commas), the dataset's defaults. requests and pooch are imported
+only when a file is downloaded: a run whose files are on disk does not pay their 150 ms.
 """
 
 from __future__ import annotations
@@ -34,27 +32,24 @@ import re
 import secrets
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
-
-from tqdm import tqdm
+from urllib.parse import urlsplit
 
 from multinet.catalog import (ENV_VAR, FILES, DatasetSpec, cache_dir, dataset_spec,
                               file_names)
-from multinet.errors import DatasetError, argument
+from multinet.errors import DatasetError, InvalidArgument, argument
+from multinet.transfer import TransferFailed, proxy_for, transfer
 
 MIRRORS_ENV_VAR = "MULTINET_MIRRORS"
 #: Seconds to connect to a mirror; one that does not answer in time is skipped.
 CONNECT_TIMEOUT = 10.0
-#: A transfer that delivers less than ``STALL_BYTES`` in this many seconds is given up.
+#: A transfer that delivers under 1 KiB (``transfer.STALL_BYTES``) in this long is given up.
 READ_TIMEOUT = 30.0
 #: Seconds one file may take in all, however steadily it trickles in.
 DEADLINE = 600.0
 #: MNIST-format ``.gz`` files are at most ~30 MB; a mirror sending more is broken.
 MAX_FILE_BYTES = 256 << 20
-#: The downloader's write size, and so the progress a transfer must make per timeout.
-STALL_BYTES = 1024
 #: The pause before retrying on the same mirror grows 1x, 2x, ... this (pooch's backoff).
 BACKOFF_SECONDS = 1.0
 #: Where partial downloads live, inside the destination folder.
@@ -66,56 +61,44 @@ _POOCH_TEMPORARY = re.compile(r"^tmp[a-z0-9_]{8}$")
 
 
 def mirrors_for(spec: DatasetSpec, mirrors=None) -> list[str]:
-    chosen = list(mirrors or []) or os.environ.get(MIRRORS_ENV_VAR, "").replace(",", " ").split()
+    """The base URLs to try, in order, each ending with ``/``.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        The dataset, whose own mirrors come last.
+    mirrors : str or sequence of str, optional
+        The caller's; None or empty: ``$MULTINET_MIRRORS``, else the dataset's.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    InvalidArgument
+        A mirror that is not an http(s) URL with a host, named with where it came from.
+    """
+    chosen = [mirrors] if isinstance(mirrors, str) else list(mirrors or [])
+    source = argument("mirrors", meta="[URL, ...]")
+    if not chosen:
+        chosen = os.environ.get(MIRRORS_ENV_VAR, "").replace(",", " ").split()
+        source = MIRRORS_ENV_VAR
+    for url in chosen:
+        if not _is_http_url(url):
+            raise InvalidArgument(f"the mirror {url!r} (from {source}) is not an http:// "
+                                  f"or https:// URL")
     return [m if m.endswith("/") else m + "/" for m in (chosen or spec.mirrors)]
 
 
-class _Failure(Exception):
-    """One transfer failed: why, in a few words (``str``), and what to do next:
-    ``retry`` on the same mirror (a broken or corrupt transfer), or ``skip_mirror`` for
-    the remaining files (it cannot be reached)."""
-
-    def __init__(self, reason: str, *, retry: bool = False, skip_mirror: bool = False):
-        super().__init__(reason)
-        self.retry, self.skip_mirror = retry, skip_mirror
-
-
-class _Sink:
-    """The partial file the downloader writes to, watched by the thread that waits.
-
-    Shared between the downloading thread (``write``) and the waiting one (``close``);
-    once closed, a write raises, which ends a transfer that outlived its deadline.
-    """
-
-    def __init__(self, path: Path, max_bytes: int):
-        # 0o666 less the umask, like any file the user creates (tempfile's are 0600).
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                     0o666)
-        self.file = os.fdopen(fd, "wb")
-        self.max_bytes = max_bytes
-        self.written = 0
-        self.last_progress = time.monotonic()
-        self.lock = threading.Lock()
-
-    def write(self, data: bytes) -> int:
-        with self.lock:
-            if self.file.closed:
-                raise _Failure("given up")
-            if self.written + len(data) > self.max_bytes:
-                raise _Failure(f"sends more than {self.max_bytes} bytes")
-            self.file.write(data)
-            self.written += len(data)
-            self.last_progress = time.monotonic()
-            return len(data)
-
-    def flush(self) -> None:
-        with self.lock:
-            if not self.file.closed:
-                self.file.flush()
-
-    def close(self) -> None:
-        with self.lock:
-            self.file.close()
+def _is_http_url(url) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port that is not a number raises ValueError
+        return (parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+                and url.isprintable() and not any(c.isspace() for c in url))
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def partial_name(filename: str, pid: int | None = None, host: str | None = None) -> str:
@@ -206,81 +189,9 @@ def _looks_like(path: Path) -> str:
     return "not a gzip file"
 
 
-def _failure(exc: BaseException, connect_timeout: float) -> _Failure:
-    """A transfer's error as a ``_Failure``; anything but requests' errors is raised."""
-    import requests
-
-    errors = requests.exceptions
-    if isinstance(exc, _Failure):
-        return exc
-    if isinstance(exc, errors.HTTPError) and exc.response is not None:
-        status = exc.response.status_code
-        return _Failure(f"HTTP {status}", retry=status >= 500)
-    if isinstance(exc, errors.ConnectTimeout):
-        return _Failure(f"no connection within {connect_timeout:g} s", skip_mirror=True)
-    if isinstance(exc, errors.ChunkedEncodingError):
-        return _Failure("connection broke off", retry=True)
-    if isinstance(exc, errors.Timeout):
-        return _Failure("timed out", retry=True)
-    if isinstance(exc, errors.ConnectionError):
-        return _Failure("cannot connect", skip_mirror=True)
-    if isinstance(exc, errors.RequestException):
-        return _Failure((str(exc).splitlines() or [type(exc).__name__])[0][:80])
-    raise exc  # a local error (disk full: see _download), or a bug
-
-
-def _transfer(url: str, part: Path, *, progress: bool, timeout: float,
-              connect_timeout: float, deadline: float, max_bytes: int) -> None:
-    """Stream ``url`` into ``part`` within the bounds, or raise ``_Failure``.
-
-    pooch's downloader runs in a thread and this one waits, so that a transfer which
-    trickles (each read within the socket timeout) still ends at the deadline. A thread
-    given up on ends at its next write, or with the process.
-    """
-    import pooch
-
-    # Our own bar, not pooch's, so that it is closed (and cleared) when a transfer fails;
-    # pooch sets its total from the response. total=1: pooch only feeds a truthy bar.
-    bar = tqdm(total=1, ncols=79, unit="B", unit_scale=True, file=sys.stderr,
-               ascii=sys.platform == "win32") if progress else False
-    downloader = pooch.HTTPDownloader(progressbar=bar, chunk_size=STALL_BYTES,
-                                      timeout=(connect_timeout, timeout + 1.0))
-    sink = _Sink(part, max_bytes)
-    outcome: list[BaseException] = []
-
-    def run():
-        try:
-            downloader(url, sink, None)
-        except BaseException as exc:  # reported by the waiting thread
-            outcome.append(exc)
-
-    start = time.monotonic()
-    worker = threading.Thread(target=run, name=f"multinet download {part.name}", daemon=True)
-    try:
-        worker.start()
-        while True:
-            worker.join(max(0.0, min(start + deadline, sink.last_progress + timeout)
-                            - time.monotonic()))
-            if not worker.is_alive():
-                break
-            now = time.monotonic()
-            if now >= start + deadline:
-                raise _Failure(f"not done within {deadline:g} s", skip_mirror=True)
-            if now >= sink.last_progress + timeout:
-                raise _Failure(f"stalled (under {STALL_BYTES} bytes in {timeout:g} s)",
-                               retry=sink.written > 0, skip_mirror=sink.written == 0)
-    finally:
-        sink.close()
-        if bar is not False:
-            bar.leave = not (outcome or worker.is_alive())
-            bar.close()
-    if outcome:
-        raise _failure(outcome[0], connect_timeout)
-
-
 def _download(url: str, filename: str, known_hash: str, target: Path, *, retries: int,
               **bounds) -> Path:
-    """One file from one mirror, retried; returns its final path or raises ``_Failure``."""
+    """One file from one mirror, retried; returns its final path or raises ``TransferFailed``."""
     from pooch.hashes import hash_matches
 
     part = target / PARTIAL_DIR / partial_name(filename)
@@ -288,15 +199,15 @@ def _download(url: str, filename: str, known_hash: str, target: Path, *, retries
         try:
             try:
                 part.parent.mkdir(exist_ok=True)  # another fetch may have just removed it
-                _transfer(url, part, **bounds)
+                transfer(url, part, **bounds)
                 if not hash_matches(str(part), known_hash):
                     kind = _looks_like(part)
-                    raise _Failure(kind, retry=kind == "checksum mismatch")
+                    raise TransferFailed(kind, retry=kind == "checksum mismatch")
                 os.replace(part, target / filename)
                 return target / filename
             finally:
                 part.unlink(missing_ok=True)
-        except _Failure as failure:
+        except TransferFailed as failure:
             if not failure.retry or attempt == retries:
                 raise
             time.sleep(BACKOFF_SECONDS * min(attempt + 1, 10))
@@ -314,13 +225,40 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
           timeout: float = READ_TIMEOUT, connect_timeout: float = CONNECT_TIMEOUT,
           deadline: float = DEADLINE, max_bytes: int = MAX_FILE_BYTES, retries: int = 2,
           progress: bool = True, say=_say) -> dict[str, Path]:
-    """Download the dataset's four ``.gz`` files into ``directory`` (default: the cache,
-    ``<cache>/<name>/``), skipping files already there with the right hash.
+    """Download the dataset's four ``.gz`` files, skipping those already there with the
+    right hash. Each file is tried on each mirror in turn (see the module docstring).
 
-    Each file is tried on each mirror in turn (see the module docstring for the bounds
-    and retries); ``say`` gets one line per attempt (default: stderr). Times are in
-    seconds. Raises ``DatasetError`` if the destination cannot be written (before any
-    mirror is tried) or if a file cannot be had from any mirror.
+    Parameters
+    ----------
+    name : str
+        The dataset (``multinet.catalog``).
+    directory : str or os.PathLike, optional
+        Where the files go; None: the cache, ``<cache>/<name>/``.
+    mirrors : str or sequence of str, optional
+        Base URLs to try, in order (see ``mirrors_for``).
+    timeout, connect_timeout, deadline : float
+        Seconds: at most this long without 1 KiB arriving, to connect, for the
+        whole file.
+    max_bytes, retries : int
+        The most a file may be; further tries on a mirror whose transfer broke off,
+        arrived corrupt or met HTTP 5xx.
+    progress : bool
+        Draw a progress bar on stderr.
+    say : callable
+        Gets one line per attempt (default: printed on stderr).
+
+    Returns
+    -------
+    dict
+        The path of each file, by role (``train_images``...).
+
+    Raises
+    ------
+    InvalidArgument
+        A mirror that is not an http(s) URL.
+    DatasetError
+        The destination cannot be written (said before any mirror is tried), or a file
+        cannot be had from any mirror: one line naming each mirror with its reason.
     """
     from pooch.hashes import hash_matches
 
@@ -343,11 +281,16 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
     if not missing:
         return fetched
     created = _prepare(target)
-    unreachable = set()
+    proxies = {url: proxy_for(url) for url in urls}
+    unreachable, dead_proxies = set(), set()
     try:
         for role, filename in missing.items():
             failures = []
             for url in urls:
+                if proxies[url] in dead_proxies:
+                    failures.append(f"{url} (skipped: cannot connect to the proxy "
+                                    f"{proxies[url]})")
+                    continue
                 if url in unreachable:
                     failures.append(f"{url} (skipped: unreachable)")
                     continue
@@ -357,8 +300,13 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
                                               spec.download_hashes[role], target,
                                               retries=retries, **bounds)
                     break
-                except _Failure as failure:
-                    failures.append(f"{url} ({failure})")
+                except TransferFailed as failure:
+                    # Through a proxy, an HTTP error or a cut may be the proxy's doing.
+                    via = (f", through the proxy {proxies[url]}"
+                           if proxies[url] and not failure.proxy else "")
+                    failures.append(f"{url} ({failure}{via})")
+                    if failure.proxy:
+                        dead_proxies.add(proxies[url])
                     if failure.skip_mirror:
                         unreachable.add(url)
             else:

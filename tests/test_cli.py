@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -188,6 +189,101 @@ def test_a_closed_pipe_ends_quietly(args):
     assert err == ""
 
 
+def test_a_closed_standard_output_is_one_line_and_no_work():
+    """``multinet evaluate ... >&-``: a traceback before (``sys.stdout`` is None). As
+    ``cat`` and ``ls`` do: one line on stderr, a non-zero status."""
+    result = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m",
+                             "multinet", "data", "where", *DATA[:2]],
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+    assert_one_line_error(result, "cannot write the output: standard output is closed")
+
+
+def test_a_closed_standard_error_takes_no_file_multinet_opens(tmp_path):
+    """``2>&-``: the first file opened would take descriptor 2 and receive what is printed
+    there. A checkpoint written by such a run is a checkpoint, and the status is kept."""
+    result = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m",
+                             "multinet", "train", *DATA, "--iterations", "2", "--save",
+                             str(tmp_path / "a.st"), "--progress"],
+                            stdout=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 0 and "checkpoint:" in result.stdout
+    assert run_cli("evaluate", str(tmp_path / "a.st"), *DATA).returncode == 0
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1:strict"])
+def test_a_name_the_terminal_cannot_show_is_escaped_not_a_traceback(tmp_path, encoding):
+    """``PYTHONIOENCODING=ascii multinet ... "ünï"``: a UnicodeEncodeError before."""
+    folder = tmp_path / "ünï€"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-m", "multinet", "data", "where", "--data-dir",
+                             str(folder)], capture_output=True, timeout=120,
+                            env={**os.environ, "PYTHONIOENCODING": encoding})
+    out, err = (stream.decode("latin-1") for stream in (result.stdout, result.stderr))
+    assert_one_line_error(SimpleNamespace(returncode=result.returncode, stderr=err),
+                          "files not found", "\\u20ac")  # the euro sign, escaped
+    assert f"{tmp_path}" in out and "\\u20ac" in out
+
+
+def _plain_string_options():
+    """``(command, option, argv)`` for every option (and positional) that takes one string:
+    ``argv`` runs the command with that one empty and its other positionals filled."""
+    import argparse
+
+    from multinet.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for name, sub in commands.choices.items():
+        positionals = [a for a in sub._actions if not a.option_strings]
+        filled = [a.choices[0] if a.choices else "x.st" for a in positionals]
+        for action in sub._actions:
+            if action.nargs is not None or action.type is not None or action.choices:
+                continue
+            required = [arg for other in sub._actions if other.required and
+                        other.option_strings and other is not action
+                        for arg in (other.option_strings[0], "x")]
+            if action.option_strings:
+                cases.append((name, action.option_strings[0],
+                              [name, *filled, *required, action.option_strings[0], ""]))
+            else:
+                index = positionals.index(action)
+                cases.append((name, action.metavar, [name, *filled[:index], "",
+                                                     *filled[index + 1:], *required]))
+    return cases
+
+
+@pytest.mark.parametrize("command, option, argv", _plain_string_options())
+def test_an_empty_value_is_refused_by_every_option_alike(command, option, argv, capsys):
+    """``--data-dir ''`` and ``--backend ''`` meant "not given" while ``--save ''`` was
+    refused: every option refuses an explicit empty value, naming itself."""
+    from helpers import one_line_error
+    from multinet.cli import main
+
+    line = one_line_error(main(argv), capsys.readouterr(), f"argument {option}: an empty")
+    assert ("name a file" if option.isupper() else f"leave {option} out") in line
+
+
+def test_every_command_has_options_that_take_a_string():
+    """The list the test above runs on is not empty by mistake, and no option defaults to
+    an empty value (which would then be refused as if given)."""
+    from multinet.cli import build_parser
+
+    options = {(command, option) for command, option, _ in _plain_string_options()}
+    assert {("train", "--save"), ("train", "--backend"), ("evaluate", "CKPT"),
+            ("data", "--data-dir"), ("train", "--mirror")} <= options
+    parser = build_parser()
+    assert all(action.default != "" for sub in parser.command_parsers.values()
+               for action in sub._actions)
+
+
+@pytest.mark.parametrize("value", ["-1e-3", "-1E+2", "-.5e-1", "-1.", "-inf", "-Infinity",
+                                   "-nan"])
+def test_a_negative_number_in_any_notation_reaches_the_range_check(value):
+    """``--lr -1e-3`` was read as an option, so "expected one argument"."""
+    result = run_cli("train", "--lr", value)
+    assert_one_line_error(result, f"argument --lr: must be a finite number > 0, got {value}")
+
+
 def console_script(folder: Path) -> Path:
     """The ``multinet`` script as an installer writes it from pyproject.toml's entry point
     (the one installed here may predate a change to it)."""
@@ -199,23 +295,20 @@ def console_script(folder: Path) -> Path:
     return script
 
 
-@pytest.mark.parametrize("entry", ["-m", "script"])
-@pytest.mark.parametrize("imported", ["numpy", "multinet.registry", "multinet.cli"])
-def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path, entry, imported):
-    """The command's imports take tenths of a second: a Ctrl-C then is one line and 130,
-    as later in the run, for ``python -m multinet`` and the installed script alike. Python
-    reports each import as it ends (``PYTHONPROFILEIMPORTTIME``): the signal is sent when
-    ``imported`` is, to land in the imports after it (or, on a slow reader, in the run)."""
-    program = ["-m", "multinet"] if entry == "-m" else [str(console_script(tmp_path))]
-    process = subprocess.Popen([sys.executable, *program, *LONG], cwd=tmp_path,
+def ctrl_c(program: list[str], cwd: Path, imported: str, delay: float = 0.0):
+    """Run ``python PROGRAM`` on a long training run and send SIGINT ``delay`` seconds after
+    Python reports ``imported`` (``PYTHONPROFILEIMPORTTIME``: each import as it ends).
+    Returns the exit status and stderr without the import lines."""
+    process = subprocess.Popen([sys.executable, *program, *LONG], cwd=cwd,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     watchdog = threading.Timer(120, process.kill)  # the import never reported: fail, not hang
     watchdog.start()
+    signal_timer = threading.Timer(delay, process.send_signal, (signal.SIGINT,))
     try:
         for line in process.stderr:
             if line.startswith("import time:") and line.split("|")[-1].strip() == imported:
-                process.send_signal(signal.SIGINT)
+                signal_timer.start()  # and read on, so that the imports never wait for us
                 break
         else:
             raise AssertionError(f"{imported} was never imported")
@@ -223,7 +316,34 @@ def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path, entr
         process.wait()
     finally:
         watchdog.cancel()
-    lines = [line for line in err.splitlines() if not line.startswith("import time:")]
+        signal_timer.cancel()
+    return process.returncode, "".join(line for line in err.splitlines(keepends=True)
+                                       if not line.startswith("import time:"))
+
+
+@pytest.mark.parametrize("entry", ["-m", "script"])
+@pytest.mark.parametrize("imported", ["numpy", "multinet.registry", "multinet.cli"])
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130(tmp_path, entry, imported):
+    """The command's imports take tenths of a second: a Ctrl-C then is one line and 130,
+    as later in the run, for ``python -m multinet`` and the installed script alike. The
+    signal is sent when ``imported`` is, to land in the imports after it (or, on a slow
+    reader, in the run)."""
+    program = ["-m", "multinet"] if entry == "-m" else [str(console_script(tmp_path))]
+    status, err = ctrl_c(program, tmp_path, imported)
     assert "Traceback" not in err, err
-    assert process.returncode == 130, err
+    assert status == 130, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("multinet: interrupted"), lines
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5])
+def test_ctrl_c_at_any_moment_of_the_start_is_exit_130_not_death_by_sigint(tmp_path, delay):
+    """From the moment multinet's code runs (``multinet.cli`` imported) through NumPy's
+    import and the command's, to the training run: Python ended some of these by SIGINT
+    (status -2) after the one line, since a ``KeyboardInterrupt`` that left code run from
+    C is "unhandled" for CPython however it was caught afterwards."""
+    status, err = ctrl_c(["-m", "multinet"], tmp_path, "multinet.cli", delay)
+    assert "Traceback" not in err, err
+    assert status == 130, (status, err)
+    lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("multinet: interrupted"), lines

@@ -29,12 +29,12 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import GZ_NAMES, assert_error, assert_one_line_error, cli, is_sample
-from mirror import running_mirror, unanswering_address
+from mirror import ELSEWHERE, refusing_address, running_mirror, unanswering_address
 from multinet.catalog import DATASETS, FILES
 from multinet.cli import main
 from multinet.data import load_dataset, locate
 from multinet.download import PARTIAL_DIR, fetch, mirrors_for, partial_name
-from multinet.errors import DatasetError, DatasetNotFound
+from multinet.errors import DatasetError, DatasetNotFound, InvalidArgument
 
 pytestmark = pytest.mark.usefixtures("isolated")
 
@@ -247,6 +247,97 @@ def test_corrupt_cached_file_is_an_error_then_replaced_by_a_good_download(server
     assert "MISMATCH" in verified.stdout and verified.stdout.count("ok ") == 3
     fetch(mirrors=[f"{base}/good/"], progress=False)  # pooch sees the wrong hash, re-fetches
     assert damaged.read_bytes() == mnist_files[damaged.name]
+
+
+# --- Servers and proxies that answer oddly ----------------------------------------------
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                   "ALL_PROXY", "no_proxy", "NO_PROXY")
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """No proxy from outside: each test sets the one it means."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_gz_labelled_content_encoding_gzip_is_kept_as_sent(mirror, tmp_path, no_proxy):
+    """A mirror that sends the .gz with ``Content-Encoding: gzip`` (S3, Apache's
+    AddEncoding): the body is the file itself, and decoding it before the hash check made
+    it "not a gzip file". The file is asked for as stored, and kept as sent."""
+    before = len(mirror.accept_encodings)
+    fetch("tiny", tmp_path / "data", mirrors=[mirror.url("encoded")], say=quiet, **FAST)
+    for name in GZ_NAMES:
+        assert (tmp_path / "data" / name).read_bytes() == mirror.files[name], name
+    assert set(mirror.accept_encodings[before:]) == {"identity"}
+    load_dataset("tiny", tmp_path / "data", download=False)  # the contents check too
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+@pytest.mark.parametrize("proxy, why", [(refusing_address, "Connection refused"),
+                                        (unanswering_address, "no answer within 0.2 s")])
+def test_a_proxy_that_cannot_be_reached_is_named_with_its_variable(
+        mirror, tmp_path, monkeypatch, no_proxy, variable, proxy, why):
+    """Not "cannot connect" blamed on the mirror: the proxy, where it was set, why; its
+    password hidden, and no other mirror tried through it."""
+    said, before = [], sum(mirror.hits.values())
+    with proxy() as address:
+        address = address.rstrip("/")
+        shown = address.replace("http://", "http://user:***@")
+        monkeypatch.setenv(variable, address.replace("http://", "http://user:secret@"))
+        with pytest.raises(DatasetError) as info:
+            fetch("tiny", tmp_path / "data", mirrors=[mirror.url("good"), mirror.url("html")],
+                  say=said.append, **FAST)
+    message = str(info.value)
+    assert (f"{mirror.url('good')} (cannot connect to the proxy {shown} (from {variable}): "
+            f"{why})") in message
+    assert f"{mirror.url('html')} (skipped: cannot connect to the proxy {shown}" in message
+    assert "secret" not in message and "\n" not in message
+    assert said == [f"multinet: downloading train-images-idx3-ubyte.gz from {mirror.url('good')}"]
+    assert sum(mirror.hits.values()) == before
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_mirror_failing_behind_a_working_proxy_names_the_proxy(mirror, tmp_path, monkeypatch,
+                                                                  no_proxy):
+    """An HTTP error through a proxy may be the proxy's own: the reason says which proxy
+    the transfer went through. The mirror serves as the proxy here."""
+    monkeypatch.setenv("HTTP_PROXY", mirror.base)
+    before = mirror.hits["proxied"]
+    with pytest.raises(DatasetError) as info:
+        fetch("tiny", tmp_path / "data", mirrors=[mirror.url("missing")], say=quiet, **FAST)
+    assert (f"{mirror.url('missing')} (HTTP 404, through the proxy {mirror.base} "
+            f"(from HTTP_PROXY))") in str(info.value)
+    fetch("tiny", tmp_path / "data", mirrors=[mirror.url("good")], say=quiet, **FAST)
+    assert names(tmp_path / "data") == GZ_NAMES
+    assert mirror.hits["proxied"] - before == 5  # 1 missing + 4 good: all through it
+
+
+def test_a_reason_is_whole_and_one_line(mirror, tmp_path, capsys, no_proxy):
+    """A mirror that redirects where no HTTP client goes: the reason (requests' own words)
+    is given whole, the URL at its end included, not cut at 80 characters mid-word."""
+    status, _, lines = cli(capsys, "data", "fetch", "--dataset", "tiny",
+                           "--mirror", mirror.url("elsewhere"))
+    line = assert_error(status, lines, f"{mirror.url('elsewhere')} (No connection adapters "
+                                       f"were found for '{ELSEWHERE}train-images-idx3-ubyte.gz')")
+    assert len(lines) == 2 and len(line) > 200
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://mirror.invalid/mnist/", "http://",
+                                 "http://exa mple/", "http://host:port/", "file:///tmp/"])
+def test_a_mirror_that_is_no_http_url_is_refused_before_anything(url, tmp_path, capsys,
+                                                                   monkeypatch):
+    with pytest.raises(InvalidArgument, match=r"the mirror .* \(from mirrors=\[URL, \.\.\.\]\) "
+                                              r"is not an http:// or https:// URL"):
+        fetch("tiny", tmp_path / "data", mirrors=[url], say=quiet, **FAST)
+    status, _, lines = cli(capsys, "data", "fetch", "--dataset", "tiny", "--mirror", url)
+    assert_error(status, lines, f"the mirror {url!r} (from --mirror URL) is not an http")
+    assert len(lines) == 1  # nothing was tried
+    monkeypatch.setenv("MULTINET_MIRRORS", url)  # separated by spaces: "mple/" is one
+    status, _, lines = cli(capsys, "train", "--dataset", "tiny", "--iterations", "1")
+    assert_error(status, lines, f"the mirror {url.split()[-1]!r} (from MULTINET_MIRRORS)")
+    assert len(lines) == 1 and names(tmp_path) == []
 
 
 # --- Temporary files --------------------------------------------------------------------

@@ -104,4 +104,4 @@ def test_a_module_that_exits_on_import_is_reported_not_obeyed(tmp_path):
 
 
 def test_an_empty_module_name_is_one_line():
-    assert_one_line_error(run_cli("backends", "--probe", ""), "--probe", "no module named")
+    assert_one_line_error(run_cli("backends", "--probe", ""), "--probe", "an empty value")

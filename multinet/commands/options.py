@@ -49,7 +49,7 @@ def add_backend_options(parser) -> None:
     """``--backend``, ``--dtype``, ``--device`` and ``--compile``: what to train on."""
     parser.add_argument("--backend", metavar="NAME",
                         help=f"array library: numpy, jax, cupy, torch, mlx, strict, a "
-                             f"plugin, or the import name of any array-API library "
+                             f"plugin, or module://IMPORT_NAME for any array-API library "
                              f"(default: ${BACKEND_ENV_VAR}, else numpy)")
     parser.add_argument("--dtype", choices=DTYPES,
                         help="floating-point type of parameters and data (default: float32)")
@@ -103,3 +103,12 @@ def add_json_option(parser) -> None:
     """``--json``: the result as one JSON object."""
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object on stdout")
+
+
+def add_force_option(parser, replaced: str) -> None:
+    """``--force``: replace an existing output of another kind (``replaced`` says what
+    is written), never one of the command's own inputs."""
+    parser.add_argument("--force", action="store_true",
+                        help=f"replace {replaced} even where an existing file there is of "
+                             "another kind (without it, such a file is refused); never "
+                             "one of the command's own inputs")
