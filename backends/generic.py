@@ -1,17 +1,24 @@
 """Any array-API library by its import name, with no plugin code.
 
-``--backend NAME``, where nobody registered ``NAME``, lands here. The module ``NAME`` is
-an array-API namespace when it declares ``__array_api_version__`` (array-api-strict,
-ndonnx, NumPy >= 2.0 ...) or when array-api-compat wraps it (``array_api_compat.NAME``:
-as it does ``dask.array``). Everything else the ``Backend`` record needs comes from the
+``--backend module://NAME`` lands here (``multinet.registry.MODULE_PREFIX``). The
+module ``NAME`` is an array-API namespace when it declares ``__array_api_version__``
+(array-api-strict, ndonnx, NumPy >= 2.0 ...) or when array-api-compat wraps it
+(``array_api_compat.NAME``: as it does ``dask.array``). Everything else the ``Backend`` record needs comes from the
 standard itself: devices and dtypes from ``__array_namespace_info__`` (2023.12), host
 copies through DLPack, the kind of device from ``__dlpack_device__``. What the standard
 does not say (how to wait for queued work, how to compile) stays at the defaults: no
 waiting, no compiler; a library that needs more deserves a registered backend.
+
+One thing is taken from the library beyond the standard, because without it a lazy
+library's training cost grows with the square of the steps: where the library's package
+offers ``persist`` (Dask's collection protocol: compute these arrays together and keep
+the results as arrays of the same kind), it becomes ``Backend.materialize``, and
+``compile`` materialises what the compiled function returns.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import warnings
@@ -21,7 +28,7 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 from multinet.errors import BackendUnavailable
-from multinet.registry import Backend
+from multinet.registry import MODULE_PREFIX, Backend
 
 #: DLPack device types whose memory the host reads directly (kDLCPU, kDLCUDAHost,
 #: kDLROCMHost), from dlpack.h.
@@ -76,8 +83,50 @@ def _platform(array) -> str:
     return "cpu" if int(kind) in _HOST_DLPACK_DEVICES else "gpu"
 
 
+def _materializer(package):
+    """``materialize(tree) -> tree`` from the package's ``persist``, or None without one."""
+    persist = getattr(package, "persist", None)
+    if not callable(persist):
+        return None
+
+    def materialize(tree):
+        # One call for the whole tree: what its arrays share (a step's forward and
+        # backward pass) is computed once, not once per array.
+        return persist(tree)[0]
+
+    return materialize
+
+
+def _materializing(materialize):
+    """``compile(fn)``: ``fn``, whose results are materialised before they are returned."""
+    def compile(fn):
+        @functools.wraps(fn)
+        def materialized(*args, **kwargs):
+            return materialize(fn(*args, **kwargs))
+
+        return materialized
+
+    return compile
+
+
 def load(name: str) -> Backend:
-    """The generic backend for module ``name``."""
+    """The generic backend for module ``name`` (an import name, without ``module://``).
+
+    Parameters
+    ----------
+    name : str
+        The module's import name (``array_api_strict``, ``dask.array``).
+
+    Returns
+    -------
+    Backend
+        Named ``module://NAME``, as ``--backend`` takes it.
+
+    Raises
+    ------
+    BackendUnavailable
+        Where the module cannot be imported or is no array-API namespace.
+    """
     module, xp = namespace(name)
     info = xp.__array_namespace_info__() if hasattr(xp, "__array_namespace_info__") else None
     sample = xp.asarray(np.zeros(1, np.float32))
@@ -115,8 +164,11 @@ def load(name: str) -> Backend:
             devices = tuple(map(str, info.devices()))
     else:
         devices = (str(device),)
+    materialize = _materializer(top)
+    lazy = {} if materialize is None else {"materialize": materialize,
+                                           "compile": _materializing(materialize)}
     return Backend(
-        name=name,
+        name=MODULE_PREFIX + name,
         xp=xp,
         device=device,
         asarray=asarray,
@@ -125,4 +177,5 @@ def load(name: str) -> Backend:
         enable_dtype=enable_dtype,
         platform=_platform(sample),
         devices=devices,
+        **lazy,
     )

@@ -42,8 +42,10 @@ def load() -> Backend:
     _join_processes(jax)
     try:
         devices = jax.local_devices()
-    except RuntimeError as exc:  # a broken plugin or an unusable JAX_PLATFORMS setting
-        raise BackendUnavailable(f"JAX {jax.__version__} found no usable device: {exc}") from None
+    # A plugin that fails raises RuntimeError; JAX_PLATFORMS naming only platforms JAX
+    # skips (cuda without an NVIDIA GPU) fails an assertion inside JAX with no message.
+    except (RuntimeError, AssertionError) as exc:
+        raise BackendUnavailable(_no_device(jax, exc)) from None
     device = devices[0]
     if device.platform != "cpu" and jax.config.jax_default_matmul_precision is None:
         jax.config.update("jax_default_matmul_precision", "highest")
@@ -108,6 +110,19 @@ def load() -> Backend:
         data_parallel=data_parallel,
     )
     return base
+
+
+def _no_device(jax, exc: Exception) -> str:
+    """Why JAX found no device, in one line, with what to change."""
+    # JAX's own advice ends its message; ours replaces it.
+    detail = str(exc).split("\n")[0].split(" (set JAX_PLATFORMS")[0]
+    platforms = jax.config.jax_platforms  # JAX_PLATFORMS, or what the program set
+    if not platforms:
+        return f"JAX {jax.__version__} found no usable device: {detail}"
+    detail = detail or ("none of those platforms can start here (NVIDIA GPUs need a GPU "
+                        "and the CUDA plugin: pip install 'multinet[cuda12]')")
+    return (f"JAX {jax.__version__} found no usable device for JAX_PLATFORMS={platforms!r}: "
+            f"{detail}; unset JAX_PLATFORMS or set JAX_PLATFORMS=cpu")
 
 
 #: A multi-process (multi-host) run: where process 0 listens, how many processes, and

@@ -28,6 +28,14 @@ from __future__ import annotations
 
 from array_api_compat import array_namespace, device
 
+#: The oldest version of the array API standard this module (and the optimizers and the
+#: training loop over it) runs on, checked against each library's before a run
+#: (``multinet.registry.check_standard``). 2023.12 made ``sum`` keep a float32 input's
+#: dtype; under 2022.12 it returns the default float dtype (float64), and float32
+#: training mixes dtypes. Python scalars in functions (``where(c, x, 0.0)``, 2024.12) are
+#: not used: a 0-d array (``_zero``) does the same in every version.
+ARRAY_API_VERSION = "2023.12"
+
 
 def layer_count(params) -> int:
     """Number of weight layers (hidden layers + 1)."""
@@ -41,7 +49,7 @@ def layer_sizes(params) -> tuple[int, ...]:
 
 
 def _relu(xp, z):
-    return xp.where(z > 0, z, 0.0)
+    return xp.where(z > 0, z, _zero(xp, z))
 
 
 def _forward_keeping_activations(params, x):
@@ -81,6 +89,12 @@ def _placement(x) -> dict:
         return {"device": device(x)}
     except AttributeError:
         return {}
+
+
+def _zero(xp, like):
+    """A 0-d zero of ``like``'s dtype, on its device, for ``where``: a 0-d array
+    broadcasts like the Python scalar that only the 2024.12 standard allows there."""
+    return xp.asarray(0.0, dtype=like.dtype, **_placement(like))
 
 
 def _batch_size(xp, x, like):
@@ -153,7 +167,7 @@ def backprop(params, x, y, x_t=None):
         grads[f"W{i}"] = (x_t if i == 1 and x_t is not None else a.T) @ delta
         grads[f"b{i}"] = xp.sum(delta, axis=0)
         if i > 1:
-            delta = xp.where(a > 0, delta @ params[f"W{i}"].T, 0.0)
+            delta = xp.where(a > 0, delta @ params[f"W{i}"].T, _zero(xp, delta))
     return mean_loss, {key: grads[key] for key in params}, logits
 
 

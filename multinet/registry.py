@@ -4,9 +4,10 @@ A *backend* bundles what the network cannot get from the array API standard itse
 which namespace and device to use, how to move NumPy data on and off the device, how to
 wait for asynchronous work and how to compile a function. Backends are registered under
 the entry-point group ``multinet.backends`` (multinet's own included) and loaded
-lazily, so choosing one never imports the others. A name nobody registered may be the
-import name of any array-API library (``array_api_strict``): it runs through the
-generic backend (``multinet.backends.generic``), with no plugin code.
+lazily, so choosing one never imports the others. Any other array-API library is named
+``module://IMPORT_NAME`` (``module://dask.array``, as matplotlib names its third-party
+backends) and runs through the generic backend (``multinet.backends.generic``). Only
+that explicit form imports a module by the name given: a mistyped name runs no code.
 
 Precedence for the name: the explicit argument (``--backend``), then the environment
 variable ``MULTINET_BACKEND``, then ``numpy``.
@@ -28,11 +29,14 @@ from typing import Any, Callable
 
 from multinet.errors import (BackendUnavailable, InvalidArgument, MultinetError,
                              UnknownBackend, argument)
+from multinet.network import ARRAY_API_VERSION
 
 ENTRY_POINT_GROUP = "multinet.backends"
 ENV_VAR = "MULTINET_BACKEND"
 #: The backend used when neither ``--backend`` nor ``MULTINET_BACKEND`` names one.
 DEFAULT_BACKEND = "numpy"
+#: The explicit form for a library no backend registers: ``module://`` and its import name.
+MODULE_PREFIX = "module://"
 #: The floating-point types multinet trains and computes in, on every backend.
 DTYPES = ("float32", "float64")
 #: A multi-process (multi-host) run, through JAX: where process 0 listens, how many
@@ -71,8 +75,8 @@ class Backend:
     Attributes
     ----------
     name : str
-        The registered name (``"numpy"``, ``"jax"``), or the import name of a library
-        reached through the generic backend.
+        The registered name (``"numpy"``, ``"jax"``), or ``module://`` and the import
+        name of a library reached through the generic backend.
     xp : namespace
         The array-API namespace, as ``array_api_compat.array_namespace`` returns it.
     device : object
@@ -84,6 +88,10 @@ class Backend:
         ``to_numpy(array)``: a NumPy copy on the host.
     version : str
         The library's version, for reports.
+    array_api_version : str or None
+        The array API standard the namespace implements (``"2024.12"``), checked against
+        ``multinet.network.ARRAY_API_VERSION`` when loaded. Default: the namespace's
+        ``__array_api_version__``; None where it declares none (MLX): not checked.
     synchronize : callable
         ``synchronize(*arrays)``: block until queued work (on ``arrays``, or all) is done.
         Call it before reading a clock. Default: nothing to wait for (eager CPU
@@ -145,6 +153,11 @@ class Backend:
         optimizers then update parameters and state in place (``multinet.optim``)
         instead of allocating new arrays every step; False for JAX and MLX, whose arrays
         are immutable (XLA reuses their buffers inside a compiled program instead).
+    materialize : callable or None
+        ``materialize(tree) -> tree``, for a lazy library (Dask): the arrays of a nest of
+        tuples and dicts computed together, as arrays holding values, not graphs. Its
+        ``compile`` materialises what it returns, so each training step starts from
+        values, not from every step before it. None: arrays hold values once made.
     """
 
     name: str
@@ -170,6 +183,14 @@ class Backend:
     on_device: Callable[[str], Backend] | None = None
     optional_compile: Callable[[Callable], Callable] | None = None
     mutable_arrays: bool = False
+    array_api_version: str | None = None
+    materialize: Callable[[Any], Any] | None = None
+
+    def __post_init__(self):
+        if self.array_api_version is None:
+            # Read once, when loaded: array-api-strict can change it process-wide later.
+            object.__setattr__(self, "array_api_version",
+                               getattr(self.xp, "__array_api_version__", None))
 
     def batch_asarray(self, array, dtype=None):
         """Place an array whose last axis indexes the samples of a batch.
@@ -280,35 +301,76 @@ def resolve_name(name: str | None = None) -> str:
     return name or os.environ.get(ENV_VAR) or DEFAULT_BACKEND
 
 
+def check_standard(backend: Backend) -> Backend:
+    """``backend`` itself, if its namespace implements the standard the network needs.
+
+    Parameters
+    ----------
+    backend : Backend
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    BackendUnavailable
+        Where ``backend.array_api_version`` is older than
+        ``multinet.network.ARRAY_API_VERSION`` (or no version), naming both.
+    """
+    declared = backend.array_api_version
+    try:
+        too_old = declared is not None and (tuple(map(int, declared.split(".")))
+                                            < tuple(map(int, ARRAY_API_VERSION.split("."))))
+    except (AttributeError, ValueError):
+        too_old = True
+    if too_old:
+        raise BackendUnavailable(
+            f"backend {backend.name!r} ({backend.version}) implements the array API "
+            f"standard {declared}; multinet's network needs {ARRAY_API_VERSION} or later")
+    return backend
+
+
 @functools.cache
 def _load(name: str) -> Backend:
     registered = _registered()
-    if name not in registered:
-        # Not registered: any importable array-API module, through the generic backend.
+    if name.startswith(MODULE_PREFIX):
         generic = importlib.import_module("multinet.backends.generic")
-        if generic.importable(name):
-            return generic.load(name)
+        return check_standard(generic.load(name[len(MODULE_PREFIX):]))
+    if name not in registered:
         known = ", ".join(sorted(registered)) or "none (is multinet installed?)"
-        raise UnknownBackend(f"unknown backend {name!r}; known backends: {known}, or the "
-                             "import name of an array-API library")
+        raise UnknownBackend(f"unknown backend {name!r}; known backends: {known}, or "
+                             f"{MODULE_PREFIX}IMPORT_NAME for any array-API library")
     try:
         loader = registered[name].load()
     except ImportError as exc:
         raise BackendUnavailable(f"backend {name!r} could not be imported: {exc}") from exc
-    backend = loader()
+    try:
+        backend = loader()
+    except MultinetError:
+        raise
+    # A library that half works here (a platform it cannot start, a plugin that breaks)
+    # is a reason this backend cannot run, said in one line, not a traceback.
+    except Exception as exc:  # noqa: BLE001
+        raise BackendUnavailable(f"backend {name!r} failed to start: "
+                                 f"{type(exc).__name__}: {exc}") from exc
     if backend.name != name:
         raise BackendUnavailable(
             f"entry point {name!r} returned a backend named {backend.name!r}"
         )
-    return backend
+    return check_standard(backend)
 
 
 def get_backend(name: str | None = None) -> Backend:
     """The backend for ``name`` (after the precedence rule), loaded once per process.
 
-    Raises ``UnknownBackend`` for a name nobody registered and ``BackendUnavailable``
-    (with the reason and the fix) for one that cannot run here.
+    Raises ``UnknownBackend`` for a name nobody registered, ``BackendUnavailable``
+    (with the reason and the fix) for one that cannot run here, and ``InvalidArgument``
+    for a ``name`` that is no str.
     """
+    if name is not None and not isinstance(name, str):
+        raise InvalidArgument(f"name must be a backend's name (a str) or None, got "
+                              f"{type(name).__name__}")
     return _load(resolve_name(name))
 
 
@@ -319,8 +381,8 @@ def resolve_backend(backend: Backend | str | None = None, devices: int | str | N
     Parameters
     ----------
     backend : Backend, str or None
-        A ``Backend``, a backend's name (``"numpy"``, ``"jax"``, an array-API library's
-        import name), or None for ``$MULTINET_BACKEND``, else numpy.
+        A ``Backend``, a backend's name (``"numpy"``, ``"jax"``, ``"module://"`` and an
+        array-API library's import name), or None for ``$MULTINET_BACKEND``, else numpy.
     devices : int, "all" or None
         Split every batch over this many devices (data parallelism; JAX). None: one.
     device : str, optional
@@ -336,9 +398,10 @@ def resolve_backend(backend: Backend | str | None = None, devices: int | str | N
     Raises
     ------
     UnknownBackend
-        For a name nobody registered that is no importable array-API library.
+        For a name nobody registered, not in the ``module://`` form.
     BackendUnavailable
-        For a backend, device or compiler that cannot run here (with the reason).
+        For a backend, device or compiler that cannot run here (with the reason), or a
+        namespace older than the standard the network needs.
     InvalidArgument
         For a ``backend`` that is neither a name nor a ``Backend``.
     MultinetError
@@ -352,7 +415,7 @@ def resolve_backend(backend: Backend | str | None = None, devices: int | str | N
     if backend is None or isinstance(backend, str):
         chosen = get_backend(backend)
     elif isinstance(backend, Backend):
-        chosen = backend
+        chosen = check_standard(backend)
     else:
         raise InvalidArgument(f"backend must be a name or a Backend, got "
                               f"{type(backend).__name__}")

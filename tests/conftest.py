@@ -38,7 +38,7 @@ from multinet.training.config import TrainConfig
 from multinet.training.loop import train
 
 #: Libraries tested by import name, with no registered backend: the generic path.
-GENERIC = ("array_api_strict",)
+GENERIC = ("module://array_api_strict",)
 
 
 def pytest_addoption(parser):
@@ -60,8 +60,8 @@ def pytest_collection_modifyitems(config, items):
 def _backend_or_reason(name):
     try:
         return get_backend(name), None
-    except (BackendUnavailable, UnknownBackend) as exc:  # UnknownBackend: a GENERIC module
-        return None, str(exc)                           # that is not installed
+    except (BackendUnavailable, UnknownBackend) as exc:
+        return None, str(exc)
 
 
 def backend_params(dtypes=DTYPES):

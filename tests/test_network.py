@@ -12,7 +12,7 @@ from array_api_compat import array_namespace
 from helpers import run_python
 from multinet import forward, init_params, loss_and_grads, predict, sgd_step, train_step
 from multinet.initializers import draw_params, to_host
-from multinet.network import layer_sizes
+from multinet.network import ARRAY_API_VERSION, layer_sizes
 
 SIZES = [(784, 10, 10), (784, 32, 16, 10), (5, 3)]
 
@@ -108,6 +108,44 @@ def test_compiled_train_step_matches_the_pieces(backend_dtype, rng):
         np.testing.assert_allclose(backend.to_numpy(new_params[key]),
                                    backend.to_numpy(expected[key]), rtol=rtol, atol=rtol)
     assert 0.0 <= float(backend.to_numpy(acc)) <= 1.0
+
+
+# --- The standard it needs ----------------------------------------------------------------
+
+def _adam_steps_on_strict(api_version, steps=3):
+    """Train ``steps`` Adam steps (updated in place, as on a mutable backend) with
+    array-api-strict set to ``api_version`` of the standard; the last loss."""
+    array_api_strict = pytest.importorskip("array_api_strict")
+    from multinet import optim
+    from multinet.training.steps import make_step
+
+    def put(array, dtype):
+        return array_api_strict.asarray(np.asarray(array, dtype=dtype))
+
+    rng = np.random.default_rng(0)
+    with array_api_strict.ArrayAPIStrictFlags(api_version=api_version):
+        params = {k: put(v, "float32") for k, v in init_params((20, 8, 6, 5), seed=0).items()}
+        x, y = put(rng.random((16, 20)), "float32"), put(rng.integers(0, 5, 16), "int32")
+        optimizer = optim.Optimizer(name="adam", weight_decay=0.01)
+        state = optim.init_state(optimizer, params)
+        step = make_step(optimizer, in_place=True)
+        for _ in range(steps):
+            params, state, loss, _ = step(params, state, x, y, 0.01)
+        assert all(v.dtype == array_api_strict.float32 for v in params.values())
+        return float(loss)
+
+
+def test_the_network_runs_on_the_oldest_standard_it_declares():
+    """``ARRAY_API_VERSION`` is what a training step needs: it runs there (no Python
+    scalar in ``where``, which came with 2024.12) ..."""
+    assert np.isfinite(_adam_steps_on_strict(ARRAY_API_VERSION))
+
+
+def test_the_standard_before_the_declared_one_does_not_suffice():
+    """... and not on the version before it (2022.12's ``sum`` turns float32 into float64),
+    so the declared version is no older and no newer than the code needs."""
+    with pytest.raises(TypeError, match="float64"):
+        _adam_steps_on_strict("2022.12")
 
 
 # --- No backend in the network's code ---------------------------------------------------

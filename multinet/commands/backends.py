@@ -38,8 +38,8 @@ def run(args) -> int:
                   f"{', '.join(row['devices'])}")
         else:
             print(f"{row['name']:<8} unavailable  {row['reason']}")
-    print("any other array-API library: --backend IMPORT_NAME (multinet backends --probe "
-          "IMPORT_NAME checks it)")
+    print("any other array-API library: --backend module://IMPORT_NAME (multinet backends "
+          "--probe IMPORT_NAME checks it)")
     return 0
 
 
