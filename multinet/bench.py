@@ -50,7 +50,7 @@ from multinet.data import scale_images
 from multinet.errors import MultinetError
 from multinet.heap import retain_freed_memory
 from multinet.initializers import init_params
-from multinet.machine import thread_pools
+from multinet.machine import describe_device, thread_pools
 from multinet.registry import get_backend
 from multinet.training.memory import physical_memory
 from multinet.training.prediction import make_predictor
@@ -158,7 +158,7 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
 
     def row(workload, samples, timing, dtype="float32"):
         rows.append({"backend": name, "version": backend.version,
-                     "device": str(backend.device),
+                     "device": describe_device(backend.device, backend.platform),
                      "devices": backend.device_count,
                      "platform": backend.platform, "workload": workload,
                      "dtype": dtype, "samples": samples, **timing,
@@ -225,14 +225,16 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     return rows
 
 
-def _worker_command(target: str, config: BenchConfig) -> list[str]:
-    return [sys.executable, "-m", "multinet.bench", target, json.dumps(asdict(config))]
+def _worker_command(target: str, config: BenchConfig, entry: str = __name__) -> list[str]:
+    return [sys.executable, "-m", entry, target, json.dumps(asdict(config))]
 
 
 def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600,
-                      env: dict | None = None) -> dict:
+                      env: dict | None = None, entry: str = __name__) -> dict:
     """Run one backend (or a peer, ``peer:torch``) in a fresh process; its rows and
-    peak RSS.
+    peak RSS. ``entry``: the module the worker runs as ``python -m`` (one that calls
+    ``worker_main``; ``multinet bench``'s words its messages for the command line).
+    A worker that fails gives ``{"error": its last line of stderr}``.
 
     Waited for in half seconds, killed on any exception: a signal the kernel hands to
     another of this process's threads (BLAS's, as it did to one of SIGTERM and SIGHUP
@@ -240,7 +242,7 @@ def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600,
     (``multinet bench``'s, which stops the worker) ran only once the worker had finished
     all its timing."""
     deadline = time.monotonic() + timeout
-    with subprocess.Popen(_worker_command(target, config), stdout=subprocess.PIPE,
+    with subprocess.Popen(_worker_command(target, config, entry), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True,
                           env={**os.environ, **(env or {})}) as worker:
         try:
@@ -260,16 +262,18 @@ def run_in_subprocess(target: str, config: BenchConfig, timeout: float = 3600,
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def scaling(devices: int, config: BenchConfig, backend: str = "jax") -> list[dict]:
+def scaling(devices: int, config: BenchConfig, backend: str = "jax",
+            entry: str = __name__) -> list[dict]:
     """The ``mlp`` epoch on 1, 2, 4, ... ``devices`` devices (each in its own process),
     with speedup and efficiency against one device. On a machine without accelerators
-    the devices are virtual CPU devices sharing its cores (XLA_FLAGS)."""
+    the devices are virtual CPU devices sharing its cores (XLA_FLAGS). ``entry``: as for
+    ``run_in_subprocess``."""
     counts = sorted({n for n in (2 ** k for k in range(8)) if n < devices} | {devices})
     env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     rows = []
     for n in counts:
         run = dataclasses.replace(config, workloads=("mlp-epoch",), extra={"devices": n})
-        result = run_in_subprocess(backend, run, env=env)
+        result = run_in_subprocess(backend, run, env=env, entry=entry)
         if result.get("error"):
             raise RuntimeError(f"{backend} on {n} devices: {result['error']}")
         rows += result["rows"]
@@ -324,18 +328,38 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def _worker_main(target: str, config_json: str) -> None:
+def worker_main(target: str, config_json: str) -> int:
+    """The worker: time ``target`` and print its rows and thread pools as one JSON line.
+
+    Parameters
+    ----------
+    target : str
+        A backend's name, or ``peer:NAME`` for a native peer (``multinet.peers``).
+    config_json : str
+        A ``BenchConfig`` as JSON.
+
+    Returns
+    -------
+    int
+        The exit status: 0, or 2 after a ``MultinetError``, whose message alone is
+        printed on stderr (the line the bench reports).
+    """
     config = BenchConfig(**json.loads(config_json))
-    if target.startswith("peer:"):
-        rows = importlib.import_module(f"multinet.peers.{target[5:]}").bench(config)
-    else:
-        rows = bench_backend(target, config)
+    try:
+        if target.startswith("peer:"):
+            rows = importlib.import_module(f"multinet.peers.{target[5:]}").bench(config)
+        else:
+            rows = bench_backend(target, config)
+    except MultinetError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for r in rows:
         r["peak_host_bytes"] = peak_kb * 1024
         r.setdefault("heap", "allocator default")
     print(json.dumps({"target": target, "rows": rows, "threads": thread_pools()}))
+    return 0
 
 
 if __name__ == "__main__":
-    _worker_main(sys.argv[1], sys.argv[2])
+    sys.exit(worker_main(sys.argv[1], sys.argv[2]))

@@ -4,12 +4,19 @@ versions, and the BLAS and OpenMP pools each process loaded with their threads."
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
 import subprocess
+import textwrap
 import time
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
+
+
+#: The width reports are kept within, in characters.
+WIDTH = 100
 
 
 def _cpu() -> dict:
@@ -93,6 +100,30 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
+def describe_device(device, platform: str = "cpu") -> str:
+    """A backend's device as a reader names it: ``cpu``, ``cuda:0``, or for a mesh of
+    devices (JAX's data parallelism) ``4 CPU devices (mesh batch=4)``.
+
+    Parameters
+    ----------
+    device : object
+        ``Backend.device``: a device object, a name, or a mesh with ``shape``, a mapping
+        from axis name to size.
+    platform : {"cpu", "gpu"}
+        ``Backend.platform``, which names a mesh's devices.
+
+    Returns
+    -------
+    str
+    """
+    shape = getattr(device, "shape", None)
+    if isinstance(shape, Mapping) and hasattr(device, "devices"):
+        count = math.prod(shape.values())
+        axes = ", ".join(f"{axis}={size}" for axis, size in shape.items())
+        return f"{count} {platform.upper()} device{'s' if count != 1 else ''} (mesh {axes})"
+    return str(device)
+
+
 def describe_machine(m: dict) -> list[str]:
     """The machine in a few lines of text, for the table's header."""
     cpu = m["cpu"]
@@ -104,7 +135,8 @@ def describe_machine(m: dict) -> list[str]:
              + (f"; load average {m['load_average'][0]:.2f}" if m.get("load_average") else "")]
     if m["gpus"]:
         lines.append("GPU: " + "; ".join(m["gpus"]))
-    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    lines += textwrap.wrap("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+                           WIDTH, subsequent_indent="  ", break_on_hyphens=False)
     return lines
 
 

@@ -53,6 +53,7 @@ from multinet import network
 from multinet.data import flatten, scale_images
 from multinet.errors import BackendUnavailable
 from multinet.initializers import init_params, to_host
+from multinet.machine import describe_device
 from multinet.registry import DTYPES, Backend, get_backend
 
 #: Levels, in the order they are reported.
@@ -316,7 +317,7 @@ def report(problem: Problem, backends, dtypes=DTYPES) -> list[dict]:
             try:
                 if backend is None:
                     raise BackendUnavailable(reason)
-                row["device"] = str(backend.device)
+                row["device"] = describe_device(backend.device, backend.platform)
                 row["platform"] = backend.platform
                 levels = compare(run(backend, dtype, problem), ref, dtype, problem)
             except BackendUnavailable as exc:

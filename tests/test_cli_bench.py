@@ -196,10 +196,10 @@ def test_a_signal_another_thread_takes_still_stops_the_worker(monkeypatch):
     import threading
 
     from multinet import bench
-    from multinet.commands.bench import _signals_interrupt
+    from multinet.commands.bench import signals_interrupt
     from multinet.errors import TrainingInterrupted
 
-    monkeypatch.setattr(bench, "_worker_command", lambda target, config: [
+    monkeypatch.setattr(bench, "_worker_command", lambda target, config, entry: [
         sys.executable, "-c", "import time; time.sleep(600)"])
     stuck, done = [], threading.Event()
 
@@ -223,7 +223,7 @@ def test_a_signal_another_thread_takes_still_stops_the_worker(monkeypatch):
     thread.start()
     try:
         with pytest.raises(TrainingInterrupted, match=r"interrupted \(SIGTERM\)"):
-            with _signals_interrupt():
+            with signals_interrupt("the bench stopped"):
                 bench.run_in_subprocess("numpy", BenchConfig())
     finally:
         done.set()
@@ -240,3 +240,49 @@ def test_the_bench_leaves_the_signal_handlers_as_it_found_them():
     for _ in range(2):
         assert cli.main(["bench", "--samples", "10000000000"]) == 2
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_signal_while_a_backend_loads_ends_the_bench_with_its_status(monkeypatch, capsys):
+    """Loading a backend raised the signal's ``TrainingInterrupted``, a ``MultinetError``,
+    which the bench took for a backend that cannot run: a skipped row, and exit 0."""
+    from multinet.commands import bench as command
+
+    def loading(name):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in here
+        raise AssertionError("the signal was not acted on")
+
+    monkeypatch.setattr(command, "get_backend", loading)
+    status = main(["bench", "--workload", "floor", "--samples", "1280"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 128 + signal.SIGTERM, err
+    assert len(err) == 1 and err[0].startswith("multinet: interrupted (SIGTERM)"), err
+
+
+def test_a_failing_worker_is_reported_by_its_message_alone():
+    from multinet import bench
+    from multinet.commands.bench import WORKER
+
+    result = bench.run_in_subprocess("bogus", BenchConfig(samples=1280), entry=WORKER)
+    assert result["rows"] == [] and result["error"].startswith("unknown backend 'bogus'")
+
+
+def test_the_workers_word_their_messages_for_the_command_line():
+    pytest.importorskip("mlx", reason="MLX is not installed (its float64 is refused)")
+    result = run_cli("bench", "--backend", "mlx", "--workload", "notebook-float64",
+                     "--workload", "floor", "--samples", "1280", "--repeats", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    skipped = next(r for r in json.loads(result.stdout)["rows"] if "skipped" in r)
+    assert "--dtype float32" in skipped["skipped"] and "dtype=" not in skipped["skipped"]
+
+
+def test_the_table_fits_100_columns_and_explains_its_columns():
+    out = bench("--backend", "numpy", "--backend", "cupy", "--workload", "floor",
+                "--workload", "notebook-float32").stdout
+    assert max(map(len, out.splitlines())) <= 100, out
+    header = next(line for line in out.splitlines() if line.startswith("backend "))
+    legend = out[out.index(header) + len(header):]
+    for column in ("median ms", "spread", "samples/s", "x floor", "x peer", "x best",
+                   "first ms", "host MB"):
+        assert column in header and f"{column}:" in legend, column
+    assert "heap (above): retained:" in legend

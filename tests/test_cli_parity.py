@@ -2,6 +2,7 @@
 cannot run is one line, and exit status 1 when a backend is out of tolerance. (The
 comparison itself is in test_parity.py.)"""
 
+import dataclasses
 import json
 
 import pytest
@@ -17,7 +18,30 @@ def test_parity_table_passes_here(mnist, capsys):
                  "--steps", "10", "--backend", "numpy", "--backend", "strict"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "10 steps" in out and out.count(" pass") == 4
+    assert "10 steps" in out and [line.endswith("  pass") for line in out.splitlines()
+                                  if line.startswith(("numpy ", "strict "))] == [True] * 4
+    assert max(map(len, out.splitlines())) <= 100, out
+
+
+def test_parity_where_every_row_is_skipped_is_one_line_and_exit_2(mnist, monkeypatch, capsys):
+    """Nothing compared is no pass: the table of skipped rows, then one error line."""
+    from multinet import parity
+
+    def refuse(dtype):  # float32 only: the float64 reference runs on NumPy too
+        if dtype == "float32":
+            raise BackendUnavailable(f"{dtype} refused here")
+
+    numpy = get_backend("numpy")
+    monkeypatch.setattr(parity, "get_backend",
+                        lambda name: dataclasses.replace(numpy, enable_dtype=refuse))
+    for json_flag in ([], ["--json"]):
+        code = main(["parity", *data_args(mnist), "--samples", "64", "--steps", "1",
+                     "--backend", "numpy", "--dtype", "float32", *json_flag])
+        out, err = capsys.readouterr()
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith("multinet: error: nothing was compared: every backend and dtype "
+                              "was skipped (numpy float32: float32 refused here)"), err
+        assert "float32 refused here" in out  # the skipped row, in the table or the JSON
 
 
 def test_parity_json_and_skipped_backends(mnist, capsys):
@@ -32,8 +56,9 @@ def test_parity_json_and_skipped_backends(mnist, capsys):
         assert row["verdict"] != "skipped" or row["reason"]
 
 
-# math: importable, but not an array library; cupy: registered, but not installed (or no GPU).
-@pytest.mark.parametrize("name", ["math", "cupy"])
+# module://math: importable, but not an array library; cupy: registered, but not installed
+# (or no GPU).
+@pytest.mark.parametrize("name", ["module://math", "cupy"])
 def test_parity_of_a_named_backend_that_cannot_run_is_one_line_and_exit_2(mnist, name):
     """As for train, with train's reason; unasked, such a backend is a skipped row (the
     test above)."""
@@ -66,3 +91,23 @@ def test_parity_exits_1_when_a_backend_is_out_of_tolerance(mnist, tmp_path):
                      "--samples", "128", "--steps", "2", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 1, result.stderr
     assert "fail" in result.stdout
+
+
+def test_a_signal_to_parity_is_one_line_and_128_plus_its_number(mnist, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    from multinet import parity
+
+    def report(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in here
+        raise AssertionError("the signal was not acted on")
+
+    monkeypatch.setattr(parity, "report", report)
+    code = main(["parity", *data_args(mnist), "--samples", "64", "--steps", "1",
+                 "--backend", "numpy"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 128 + signal.SIGTERM, err
+    assert err == ["multinet: interrupted (SIGTERM); the parity check stopped"]

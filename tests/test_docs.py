@@ -107,3 +107,18 @@ def test_python_blocks_run(page, readers_folder):
 @pytest.mark.parametrize("page, line, reason", MARKED)
 def test_python_blocks_marked_skip(page, line, reason):
     pytest.skip(f"{name(page)}:{line}: {reason}")
+
+
+def test_every_extra_the_readme_names_exists_and_every_extra_is_named():
+    """``pip install "multinet[X]"`` with an X that pyproject.toml lacks only warns; an
+    extra the README never names (``notebook`` was one) is one nobody finds."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11 reads TOML")
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                 ["optional-dependencies"])
+    readme = (ROOT / "README.md").read_text()
+    named = {extra for group in re.findall(r"(?:multinet|\.)\[([\w,-]+)\]", readme)
+             for extra in group.split(",")}
+    assert named <= extras, named - extras
+    listed = set(re.findall(r"`([\w-]+)`", readme.split("Extras:", 1)[1].split("\n\n")[0]))
+    assert extras <= listed | named, extras - listed - named
+

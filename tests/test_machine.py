@@ -16,3 +16,34 @@ def test_the_report_names_the_processor_and_the_blas():
     pytest.importorskip("threadpoolctl")
     assert any(pool.get("user_api") == "blas" for pool in m["numpy_threads"])
     assert m["cpu"]["model"] in describe_machine(m)[0]
+
+
+def test_a_mesh_of_devices_is_described_in_words_not_as_its_object():
+    from multinet.machine import describe_device
+
+    class Mesh:  # the shape of jax.sharding.Mesh: axis name -> size, and its devices
+        shape = {"batch": 4}
+        devices = [0, 1, 2, 3]
+
+        def __str__(self):
+            return "Mesh('batch': 4, axis_types=(Auto,))"
+
+    assert describe_device(Mesh(), "cpu") == "4 CPU devices (mesh batch=4)"
+    assert describe_device("cuda:0", "gpu") == "cuda:0"
+
+
+def test_a_jax_mesh_is_described_in_words():
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    from multinet.machine import describe_device
+    from multinet.registry import get_backend
+
+    backend = get_backend("jax").data_parallel(1)
+    assert backend.device_count == 1
+    assert describe_device(backend.device, backend.platform) == (
+        f"1 {jax.devices()[0].platform.upper()} device (mesh batch=1)")
+
+
+def test_the_machine_is_described_within_100_columns():
+    from multinet.machine import WIDTH, describe_machine, machine
+
+    assert WIDTH == 100 and all(len(line) <= WIDTH for line in describe_machine(machine()))

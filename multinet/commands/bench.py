@@ -2,7 +2,7 @@
 own), with ratios to the memory floor and to PyTorch; or, with ``--devices``, JAX's
 scaling over devices.
 
-SIGTERM and SIGHUP stop a bench as Ctrl-C does (``_signals_interrupt``): the worker it
+SIGTERM and SIGHUP stop a bench as Ctrl-C does (``signals_interrupt``): the worker it
 waits for is killed with it.
 """
 
@@ -14,13 +14,15 @@ import importlib.util
 import json
 import signal
 import sys
+import textwrap
 import threading
 
 from multinet import bench
 from multinet.checks import POSITIVE_INTEGER, Range
 from multinet.commands import options
-from multinet.errors import MultinetError, TrainingInterrupted, UnknownBackend
-from multinet.machine import describe_machine, describe_threads, machine
+from multinet.commands.wording import WORDING
+from multinet.errors import MultinetError, TrainingInterrupted, UnknownBackend, spelled
+from multinet.machine import WIDTH, describe_machine, describe_threads, machine
 from multinet.peers import PEERS
 from multinet.registry import backend_names, get_backend
 
@@ -28,6 +30,10 @@ DESCRIPTION = ("Times a notebook iteration (float32, float64), an epoch of the m
                "and inference over 10,000 images on synthetic data of MNIST's shape, each "
                "backend in its own process, after a warm-up run.")
 
+
+#: The module each worker runs: ``multinet.bench``'s worker, its messages worded for the
+#: command line (``--dtype``, not ``dtype=``), as the command's own are.
+WORKER = "multinet.commands.bench"
 
 #: Training images the bench may take: at least one batch of the mlp epoch.
 SAMPLES = Range(128, integer=True)
@@ -60,25 +66,38 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """The table (or JSON) of the timings; SIGTERM and SIGHUP stop it as Ctrl-C does."""
-    with _signals_interrupt():
+    with signals_interrupt("the bench stopped, with any worker it was running"):
         return _bench_table(args)
 
 
 @contextlib.contextmanager
-def _signals_interrupt():
-    """SIGTERM and SIGHUP end a bench as Ctrl-C does: an exception in the parent, so
-    ``bench.run_in_subprocess`` kills the worker it waits for (it does on any exception)
-    instead of leaving it to run on alone; one line and 128 + the signal's number. Only
-    the first signal raises: a second (SIGTERM then SIGHUP, as systemd sends them) could
-    raise again in the handler that kills the worker, before the kill."""
+def signals_interrupt(stopped: str):
+    """SIGTERM and SIGHUP end a command as Ctrl-C does (``multinet bench``'s, and
+    ``parity``'s): an exception, ``TrainingInterrupted``, whose one line is
+    "interrupted (SIGTERM); " and ``stopped``, and exit status 128 + the signal's number.
+    In the bench, the exception makes ``bench.run_in_subprocess`` kill the worker it
+    waits for (it does on any exception) instead of leaving it to run on alone. Only the
+    first signal raises: a second (SIGTERM then SIGHUP, as systemd sends them) could
+    raise again in the handler that kills the worker, before the kill.
+
+    Parameters
+    ----------
+    stopped : str
+        What stopped, for the line: ``"the parity check stopped"``.
+
+    Raises
+    ------
+    TrainingInterrupted
+        Within the block, at the first SIGTERM or SIGHUP.
+    """
     raised = []
 
     def interrupt(signum, frame):
         if raised:
             return
         raised.append(signum)
-        raise TrainingInterrupted(f"interrupted ({signal.Signals(signum).name}); the bench "
-                                  "stopped, with any worker it was running", None, signum)
+        raise TrainingInterrupted(f"interrupted ({signal.Signals(signum).name}); {stopped}",
+                                  None, signum)
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -119,6 +138,8 @@ def _bench_table(args) -> int:
         if not target.startswith("peer:"):
             try:
                 get_backend(target)
+            except TrainingInterrupted:  # a signal while the backend loads: not a skip
+                raise
             except UnknownBackend:
                 if args.backend:  # named on the command line: a typo, not a missing library
                     raise
@@ -128,7 +149,7 @@ def _bench_table(args) -> int:
                 continue
         if not args.json:
             print(f"running {target}...", file=sys.stderr)
-        result = bench.run_in_subprocess(target, config)
+        result = bench.run_in_subprocess(target, config, entry=WORKER)
         if result.get("error"):
             notes.append(f"{target}: failed: {result['error']}")
         rows += result["rows"]
@@ -148,33 +169,77 @@ def _bench_table(args) -> int:
     return 0
 
 
+#: The table's columns: (heading, width); the legend under the table says what each is.
+COLUMNS = (("backend", 16), ("workload", 16), ("median ms", 9), ("spread", 6),
+           ("samples/s", 10), ("x floor", 7), ("x peer", 6), ("x best", 6),
+           ("first ms", 8), ("host MB", 7))
+
+
 def _print_table(m, threads, heaps, config, rows, notes) -> None:
+    """The machine, the table (under 100 columns: minima, maxima, devices and the rest
+    are in ``--json``), a legend of its columns, then the notes."""
     for line in describe_machine(m):
         print(line)
     for target, pools in threads.items():
-        print("  " + describe_threads(target, pools)
-              + (f"; heap: {heaps[target]}" if heaps.get(target) else ""))
-    epochs = f" ({config.epoch_repeats} for an epoch)" if "mlp-epoch" in config.workloads else ""
-    print(f"median of {config.repeats}{epochs} after one warm-up run; x peer: against "
-          "PyTorch eager; x best: against the fastest peer (named) of the workload; both "
-          "on the same platform (CPU or GPU)")
-    print(f"{'backend':<16} {'workload':<17} {'dtype':<8} {'median':>10} {'min-max':>17} "
-          f"{'samples/s':>11} {'x floor':>8} {'x peer':>7} {'x best':>7} {'best peer':<15} "
-          f"{'first run':>10} {'host MB':>8}")
+        _print_wrapped("  " + describe_threads(target, pools)
+                       + (f"; heap: {heaps[target]}" if heaps.get(target) else ""), "    ")
+    print(" ".join(f"{name:<{width}}" if i < 2 else f"{name:>{width}}"
+                   for i, (name, width) in enumerate(COLUMNS)))
     for r in rows:
+        start = f"{r['backend'][:16]:<16} {r['workload']:<16}"
         if "median_seconds" not in r:
-            print(f"{r['backend'][:16]:<16} {r['workload']:<17} {r['dtype']:<8} skipped: "
-                  f"{r.get('skipped')}")
+            _print_wrapped(f"{start} skipped: {r.get('skipped')}", " " * 34)
             continue
-        spread = f"{_milliseconds(r['min_seconds'])}-{_milliseconds(r['max_seconds'])} ms"
+        spread = (r["max_seconds"] - r["min_seconds"]) / r["median_seconds"]
         ratio = lambda key: f"{r[key]:.2f}" if key in r else "-"
-        print(f"{r['backend'][:16]:<16} {r['workload']:<17} {r['dtype']:<8} "
-              f"{_milliseconds(r['median_seconds']):>7} ms {spread:>17} "
-              f"{r['samples_per_second']:>11,.0f} {ratio('x_floor'):>8} {ratio('x_peer'):>7} "
-              f"{ratio('x_best_peer'):>7} {r.get('best_peer', '-')[:15]:<15} "
-              f"{r['first_seconds'] * 1e3:>7.0f} ms {r['peak_host_bytes'] / 2**20:>8.0f}")
+        print(f"{start} {_milliseconds(r['median_seconds']):>9} {spread:>6.0%} "
+              f"{r['samples_per_second']:>10,.0f} {ratio('x_floor'):>7} {ratio('x_peer'):>6} "
+              f"{ratio('x_best_peer'):>6} {_milliseconds(r['first_seconds']):>8} "
+              f"{r['peak_host_bytes'] / 2**20:>7,.0f}")
+    for line in _legend(config, rows, heaps):
+        _print_wrapped(line)
     for note in notes:
-        print(note)
+        _print_wrapped(note)
+
+
+def _print_wrapped(text: str, indent: str = "  ") -> None:
+    """``text`` in lines of at most ``WIDTH`` characters, the later ones indented."""
+    for line in textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False,
+                              break_long_words=False):
+        print(line)
+
+
+def _legend(config, rows, heaps) -> list[str]:
+    """What each column of the table is, in lines under 100 characters."""
+    epochs = f" ({config.epoch_repeats} of an epoch)" if "mlp-epoch" in config.workloads else ""
+    best = {}
+    for r in rows:
+        if r.get("best_peer"):
+            best.setdefault(r["best_peer"], []).append(r["workload"])
+    lines = [
+        f"median ms: of {config.repeats} timed runs{epochs}, after one warm-up run; "
+        "spread: (max - min) / median",
+        "every workload in float32 but notebook-float64; samples/s: images through the "
+        "workload per second",
+        "x floor: time / the floor workload's (one read of the training images, the least "
+        "a full-batch",
+        "  iteration can cost), the fastest measured on the same platform (CPU or GPU)",
+        "x peer: time / PyTorch eager's (peer torch (native)); x best: time / the fastest "
+        "peer's, both",
+        "  for the same workload on the same platform; '-': no such row was timed "
+        "(see --peer)",
+        "first ms: the warm-up run, compilation included; host MB: the process's peak "
+        "resident memory",
+    ]
+    if best:
+        lines.append("fastest peer: " + "; ".join(
+            f"{peer} ({', '.join(dict.fromkeys(workloads))})" for peer, workloads in best.items()))
+    if any(heaps.values()):
+        lines += ["heap (above): retained: the worker keeps freed memory for the next step, "
+                  "as 'multinet train'",
+                  "  does (multinet.heap); allocator default: the C library's own policy "
+                  "(the peers')"]
+    return lines
 
 
 def _milliseconds(seconds: float) -> str:
@@ -190,7 +255,7 @@ def _bench_scaling(args, config) -> int:
     if len(names) > 1 or backend.data_parallel is None:
         raise MultinetError("bench --devices measures JAX's data parallelism: --backend jax")
     try:
-        rows = bench.scaling(args.devices, config, backend.name)
+        rows = bench.scaling(args.devices, config, backend.name, entry=WORKER)
     except RuntimeError as exc:
         raise MultinetError(str(exc)) from None
     if args.json:
@@ -202,3 +267,8 @@ def _bench_scaling(args, config) -> int:
         print(f"{r['devices']:>7} {r['median_seconds'] * 1e3:>8.1f} ms "
               f"{r['samples_per_second']:>11,.0f} {r['speedup']:>8.2f} {r['efficiency']:>10.2f}")
     return 0
+
+
+if __name__ == "__main__":  # a worker of this command (WORKER)
+    with spelled(WORDING):
+        sys.exit(bench.worker_main(sys.argv[1], sys.argv[2]))

@@ -37,16 +37,50 @@ def run(args) -> int:
         print(f"{spec.name}: {len(files)} files in {next(iter(files.values())).parent}")
         return 0
     if args.action == "where":
-        print(f"{spec.name}: searched, in order:")
-        for directory in data.search_dirs(spec, args.data_dir):
-            files = data.find_files(directory)
-            print(f"  {directory}{'  <- used' if files else ''}")
-            if files:
-                for path in files.values():
-                    print(f"    {path}")
-                return 0
-        raise data.not_found_error(spec, data.search_roots(spec, args.data_dir))
+        return _where(args, spec)
     return _verify(args, spec)
+
+
+def _where(args, spec) -> int:
+    """Every folder of the search, in order, with what it holds; the first with the four
+    files is used, unless they are another dataset's (``train`` would refuse them)."""
+    print(f"{spec.name}: the folders searched, in order (the first with all four files "
+          "is used):")
+    used = None
+    for directory in data.search_dirs(spec, args.data_dir):
+        if used is not None:
+            print(f"  {directory}  (not searched: a folder above is used)")
+            continue
+        files = data.find_files(directory)
+        if files is None:
+            print(f"  {directory}  ({_holding(directory)})")
+            continue
+        used = directory
+        owners = sorted({c.belongs_to[0] for c in data.verify_files(files, spec.name).values()
+                         if c.belongs_to and c.belongs_to[0] != spec.name})
+        if owners:  # the right names, another dataset's contents
+            print(f"  {directory}  ({' and '.join(owners)}'s files, not {spec.name}'s)")
+            raise MultinetError(_not_theirs(directory, spec.name, owners))
+        print(f"  {directory}  <- used")
+        for path in files.values():
+            print(f"    {path}")
+    if used is None:
+        raise data.not_found_error(spec, data.search_roots(spec, args.data_dir))
+    return 0
+
+
+def _holding(directory) -> str:
+    """What a folder without the four files holds: nothing, or some of them."""
+    if not directory.is_dir():
+        return "no such folder"
+    present = sum(any((directory / name).is_file() for name in (f"{stem}.gz", stem))
+                  for stem in catalog.FILES.values())
+    return f"{present} of the 4 files" if present else "none of the files"
+
+
+def _not_theirs(directory, name: str, owners: list[str]) -> str:
+    return (f"files in {directory} belong to {' and '.join(owners)}, not {name}: pass "
+            f"--dataset {owners[0]}, or --data-dir a folder of {name}'s files")
 
 
 def _verify(args, spec) -> int:
@@ -64,9 +98,7 @@ def _verify(args, spec) -> int:
                   for c in checks.values())
     problems = []
     if others:  # good files of another dataset: not a reason to delete anything
-        problems.append(f"files in {files['train_images'].parent} belong to "
-                        f"{' and '.join(others)}, not {spec.name}: pass --dataset {others[0]}, "
-                        f"or --data-dir a folder of {spec.name}'s files")
+        problems.append(_not_theirs(files["train_images"].parent, spec.name, others))
     if damaged:
         problems.append(f"{damaged} file(s) damaged or unknown: delete the files marked "
                         f"MISMATCH and run 'multinet data fetch --dataset {spec.name}'")

@@ -5,11 +5,14 @@ tolerance."""
 from __future__ import annotations
 
 import json
+import textwrap
 
 from multinet import parity
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE_INTEGER
 from multinet.commands import inputs, options
+from multinet.commands.bench import signals_interrupt
 from multinet.errors import MultinetError
+from multinet.machine import WIDTH
 from multinet.registry import DTYPES, backend_names, get_backend
 
 DESCRIPTION = ("Run the network on every available backend and dtype and compare forward "
@@ -33,7 +36,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """The comparison table (or JSON); 1 if any row fails."""
+    """The comparison table (or JSON); 1 if any row fails; a ``MultinetError`` (exit 2)
+    when every row was skipped: nothing was compared. SIGTERM and SIGHUP stop it as
+    Ctrl-C does, with one line and 128 + the signal's number."""
+    with signals_interrupt("the parity check stopped"):
+        return _compare(args)
+
+
+def _compare(args) -> int:
     for name in args.backend or ():
         # Named on the command line: one that cannot run here is an error, as for train,
         # not a skipped row (those are for the registered ones nobody asked for).
@@ -48,27 +58,46 @@ def run(args) -> int:
         print(json.dumps({"samples": args.samples, "steps": args.steps, "rows": rows}))
     else:
         print_table(rows, args.steps)
+    if all(row["verdict"] == "skipped" for row in rows):
+        reasons = dict.fromkeys(f"{row['backend']} {row['dtype']}: {row['reason']}"
+                                for row in rows)
+        raise MultinetError("nothing was compared: every backend and dtype was skipped ("
+                            + "; ".join(reasons) + ")")
     return 1 if any(row["verdict"] == "fail" for row in rows) else 0
 
 
 def print_table(rows: list[dict], steps: int) -> None:
     """The rows of ``multinet.parity.report`` as the table ``multinet parity`` prints
-    (``scripts/gpu-check.sh`` prints a saved ``--json`` report with it too)."""
+    (``scripts/gpu-check.sh`` prints a saved ``--json`` report with it too): each level's
+    error over its tolerance, in under 100 columns (the errors and tolerances themselves
+    are in the JSON)."""
     columns = ("forward", "loss", "grads", "step", "train", "curve")
-    print(f"max relative error against NumPy float64 ({steps} steps on MNIST); "
-          "tolerance in brackets")
-    width = max([8, *(len(row["backend"]) for row in rows)])
-    header = f"{'backend':<{width}} {'device':<6} {'dtype':<8}" + "".join(
-        f" {name if name != 'train' else f'{steps} steps':>20}" for name in columns)
-    print(header + "  verdict")
+    headings = [name if name != "train" else f"{steps} steps" for name in columns]
+    widths = [max(7, len(h)) for h in headings]
+    print("each level's largest relative error against NumPy float64 over its tolerance "
+          "(within it: <= 1)")
+    print(f"{headings[4]}: the parameters along {steps} full-batch steps on MNIST; curve: "
+          "their losses")
+    print("the errors and tolerances themselves: --json; the tolerance policy: docs/parity.md")
+    width = max([7, *(len(row["backend"]) for row in rows)])
+    print(f"{'backend':<{width}} {'device':<6} {'dtype':<7}"
+          + "".join(f" {h:>{w}}" for h, w in zip(headings, widths)) + "  verdict")
     for row in rows:
-        start = f"{row['backend']:<{width}} {row.get('platform', '-'):<6} {row['dtype']:<8}"
+        start = f"{row['backend']:<{width}} {row.get('platform', '-'):<6} {row['dtype']:<7}"
         if "errors" not in row:
-            print(f"{start} {row['verdict']}: {row['reason']}")
+            for i, line in enumerate(textwrap.wrap(f"{row['verdict']}: {row['reason']}",
+                                                   WIDTH - len(start) - 1,
+                                                   break_on_hyphens=False)):
+                print(f"{start if i == 0 else ' ' * len(start)} {line}")
             continue
         cells = "".join(
-            f" {row['errors'][c]:>9.2e} [{row['tolerances'][c]:7.1e}]" if c in row["errors"]
-            else f" {'-':>20}" for c in columns)
+            f" {_over(row['errors'][c], row['tolerances'][c]):>{w}}" if c in row["errors"]
+            else f" {'-':>{w}}" for c, w in zip(columns, widths))
         mismatches = int(row["errors"]["predictions"])
         verdict = row["verdict"] + (f" ({mismatches} predictions differ)" if mismatches else "")
         print(f"{start}{cells}  {verdict}")
+
+
+def _over(error: float, tolerance: float) -> str:
+    """``error / tolerance`` in two significant digits: ``0.0017``, ``0``, ``2.4``."""
+    return f"{error / tolerance:.2g}" if tolerance else ("0" if error == 0 else "inf")
