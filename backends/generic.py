@@ -27,8 +27,10 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
+from multinet.backends.jax import no_device_reason
+from multinet.checks import describe_device
 from multinet.errors import BackendUnavailable
-from multinet.registry import MODULE_PREFIX, Backend
+from multinet.registry import MODULE_PREFIX, Backend, check_standard
 
 #: DLPack device types whose memory the host reads directly (kDLCPU, kDLCUDAHost,
 #: kDLROCMHost), from dlpack.h.
@@ -63,8 +65,21 @@ def namespace(name: str):
         xp = array_namespace(candidate.asarray(np.zeros(1, np.float32)))
     except Exception as exc:  # noqa: BLE001
         raise BackendUnavailable(f"module {name!r}: asarray() of a NumPy array failed: "
-                                 f"{type(exc).__name__}: {exc}") from None
+                                 f"{_reason(name, exc)}") from None
     return module, xp
+
+
+def _reason(name: str, exc: BaseException) -> str:
+    """Why ``exc`` was raised, never empty: its type, its message, or what it means."""
+    if name.split(".")[0] == "jax" and isinstance(exc, (RuntimeError, AssertionError)):
+        # JAX fails so (an assertion with no message) when JAX_PLATFORMS names only
+        # platforms it cannot start: the registered backend words that case.
+        jax = importlib.import_module("jax")
+        if jax.config.jax_platforms:
+            return no_device_reason(jax, exc)
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else (
+        f"{type(exc).__name__} with no message, raised inside the library")
 
 
 def _compat_wrapper(name: str):
@@ -125,9 +140,28 @@ def load(name: str) -> Backend:
     Raises
     ------
     BackendUnavailable
-        Where the module cannot be imported or is no array-API namespace.
+        Where the module cannot be imported, is no array-API namespace, implements an
+        older standard than the network needs, or fails while the backend is built.
     """
     module, xp = namespace(name)
+    top = importlib.import_module(name.split(".")[0])
+    version = str(getattr(module, "__version__", getattr(top, "__version__", "?")))
+    # Before anything newer than the declared standard is called (array-api-strict
+    # refuses ``__array_namespace_info__`` below 2023.12 with a RuntimeError).
+    check_standard(Backend(name=MODULE_PREFIX + name, xp=xp, device=None,
+                           asarray=xp.asarray, to_numpy=np.asarray, version=version))
+    try:
+        return _build(name, xp, top, version)
+    except BackendUnavailable:
+        raise
+    # Whatever the library raises while it is asked for its devices and dtypes.
+    except Exception as exc:  # noqa: BLE001
+        raise BackendUnavailable(f"module {name!r} failed while its backend was built: "
+                                 f"{_reason(name, exc)}") from None
+
+
+def _build(name: str, xp, top, version: str) -> Backend:
+    """``load``'s record, from a namespace that implements the standard the network needs."""
     info = xp.__array_namespace_info__() if hasattr(xp, "__array_namespace_info__") else None
     sample = xp.asarray(np.zeros(1, np.float32))
     if info is not None:
@@ -156,14 +190,13 @@ def load(name: str) -> Backend:
         if dtype.startswith("float") and info is not None and dtype not in floating:
             raise BackendUnavailable(f"{name} has no {dtype} on {device}")
 
-    top = importlib.import_module(name.split(".")[0])
     if info is not None:
         with warnings.catch_warnings():
             # array-api-compat's torch info tries every device type, deprecated ones too.
             warnings.simplefilter("ignore")
-            devices = tuple(map(str, info.devices()))
+            devices = tuple(map(describe_device, info.devices()))
     else:
-        devices = (str(device),)
+        devices = (describe_device(device),)
     materialize = _materializer(top)
     lazy = {} if materialize is None else {"materialize": materialize,
                                            "compile": _materializing(materialize)}
@@ -173,7 +206,7 @@ def load(name: str) -> Backend:
         device=device,
         asarray=asarray,
         to_numpy=to_numpy,
-        version=str(getattr(module, "__version__", getattr(top, "__version__", "?"))),
+        version=version,
         enable_dtype=enable_dtype,
         platform=_platform(sample),
         devices=devices,

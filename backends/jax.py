@@ -45,7 +45,7 @@ def load() -> Backend:
     # A plugin that fails raises RuntimeError; JAX_PLATFORMS naming only platforms JAX
     # skips (cuda without an NVIDIA GPU) fails an assertion inside JAX with no message.
     except (RuntimeError, AssertionError) as exc:
-        raise BackendUnavailable(_no_device(jax, exc)) from None
+        raise BackendUnavailable(no_device_reason(jax, exc)) from None
     device = devices[0]
     if device.platform != "cpu" and jax.config.jax_default_matmul_precision is None:
         jax.config.update("jax_default_matmul_precision", "highest")
@@ -112,8 +112,22 @@ def load() -> Backend:
     return base
 
 
-def _no_device(jax, exc: Exception) -> str:
-    """Why JAX found no device, in one line, with what to change."""
+def no_device_reason(jax, exc: BaseException) -> str:
+    """Why JAX found no device, in one line, with what to change.
+
+    Parameters
+    ----------
+    jax : module
+        The imported ``jax``.
+    exc : BaseException
+        What asking JAX for its devices raised (a ``RuntimeError`` from a plugin, or an
+        ``AssertionError`` with no message for ``JAX_PLATFORMS`` it cannot start).
+
+    Returns
+    -------
+    str
+        Never empty; with ``JAX_PLATFORMS`` set, it says how to change it.
+    """
     # JAX's own advice ends its message; ours replaces it.
     detail = str(exc).split("\n")[0].split(" (set JAX_PLATFORMS")[0]
     platforms = jax.config.jax_platforms  # JAX_PLATFORMS, or what the program set

@@ -21,6 +21,7 @@ import numpy as np
 
 from multinet._version import __version__
 from multinet.errors import BackendUnavailable, MultinetError
+from multinet.files import not_of_kind
 
 INSTALL = "pip install 'multinet[onnx]'"
 #: The domain of the standard ONNX operators (the only one the models use).
@@ -250,8 +251,9 @@ def open_model(path_or_bytes) -> Model:
             raise ModelError(f"{name}: is a folder, not an ONNX model file")
         if not os.path.exists(source):
             raise ModelError(f"{name}: no such ONNX model file")
-        if not os.path.isfile(source):  # a FIFO or a device would block or never end
-            raise ModelError(f"{name}: not a regular file, so not an ONNX model file")
+        wrong = not_of_kind(source, "onnx")  # a FIFO would block; a checkpoint is named
+        if wrong is not None:
+            raise ModelError(f"{name}: {wrong}")
         try:
             with open(source, "rb") as file:
                 source = file.read()

@@ -46,11 +46,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from multinet import optim
+from multinet.checks import describe_device
 from multinet.data import scale_images
 from multinet.errors import MultinetError
 from multinet.heap import retain_freed_memory
 from multinet.initializers import init_params
-from multinet.machine import describe_device, thread_pools
+from multinet.machine import thread_pools
 from multinet.registry import get_backend
 from multinet.training.memory import physical_memory
 from multinet.training.prediction import make_predictor

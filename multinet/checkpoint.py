@@ -65,7 +65,7 @@ from multinet.catalog import CLASSES, DATASETS, FILES, identify
 from multinet.checks import is_integer
 from multinet.data import IMAGE_SHAPE, Dataset
 from multinet.errors import DatasetError, MultinetError, argument
-from multinet.files import OutputError, reason, rescue_path, write_atomic
+from multinet.files import OutputError, not_of_kind, reason, rescue_path, write_atomic
 from multinet.initializers import to_backend
 from multinet.registry import Backend
 from multinet.training.config import TrainConfig
@@ -227,12 +227,11 @@ def _unflatten(tensors: dict, prefix: str) -> dict:
 
 def load(path) -> Checkpoint:
     """Read and validate a checkpoint into host memory (NumPy arrays); any problem is one
-    ``CheckpointError`` naming the file and what is wrong."""
+    ``CheckpointError`` naming the file and what is wrong (a special file, never opened,
+    or another kind of file, by name: ``multinet.files.not_of_kind``)."""
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    if (wrong := not_of_kind(path, "checkpoint")) or not path.is_file():
+        raise CheckpointError(f"{path}: {wrong or 'no such checkpoint file'}")
     try:
         with safe_open(str(path), framework="numpy") as f:
             header = f.metadata() or {}

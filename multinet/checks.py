@@ -1,5 +1,6 @@
 """Checks of values that the Python API, the command line and the file formats share:
-what counts as an integer, and ranges, worded the same way wherever a value is refused.
+what counts as an integer, and ranges, worded the same way wherever a value is refused;
+and how a device is named wherever one is shown (``describe_device``).
 
 A range reads the same from every side: ``TrainConfig(lr=-1)`` raises ``lr must be a
 finite number > 0, got -1.0``, and ``multinet train --lr -1`` says ``argument --lr: must
@@ -10,7 +11,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+#: A library's repr of a device object: ``array_api_strict.Device('CPU_DEVICE')``, MLX's
+#: ``Device(cpu, 0)``. Its arguments are what a reader calls the device.
+_DEVICE_REPR = re.compile(r"(?:\w+\.)*Device\((.+)\)")
 
 
 def is_integer(value) -> bool:
@@ -86,3 +93,34 @@ POSITIVE = Range(0, low_included=False)
 NON_NEGATIVE = Range(0)
 POSITIVE_INTEGER = Range(1, integer=True)
 NON_NEGATIVE_INTEGER = Range(0, integer=True)
+
+
+def describe_device(device, platform: str = "cpu") -> str:
+    """A backend's device as a reader names it: ``cpu``, ``cuda:0``, ``CPU_DEVICE``, or
+    for a mesh of devices (JAX's data parallelism) ``4 CPU devices (mesh batch=4)``.
+
+    Parameters
+    ----------
+    device : object
+        ``Backend.device`` or an entry of ``Backend.devices``: a device object, a name,
+        or a mesh with ``shape``, a mapping from axis name to size.
+    platform : {"cpu", "gpu"}
+        ``Backend.platform``, which names a mesh's devices.
+
+    Returns
+    -------
+    str
+        Never a library's repr of its device object.
+    """
+    shape = getattr(device, "shape", None)
+    if isinstance(shape, Mapping) and hasattr(device, "devices"):
+        count = math.prod(shape.values())
+        axes = ", ".join(f"{axis}={size}" for axis, size in shape.items())
+        return f"{count} {platform.upper()} device{'s' if count != 1 else ''} (mesh {axes})"
+    if isinstance(getattr(device, "platform", None), str) and hasattr(device, "id"):
+        return f"{device.platform}:{device.id}"  # a JAX device
+    text = str(device)
+    named = _DEVICE_REPR.fullmatch(text)
+    if named is None:
+        return text
+    return ":".join(part.strip().strip("'\"") for part in named[1].split(","))

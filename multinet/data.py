@@ -119,8 +119,8 @@ def _check_images(images, name: str) -> int:
     shape = f"(n, {', '.join(map(str, IMAGE_SHAPE))})"
     images = _check_array(images, name, f"uint8 pixel values 0-255, shape {shape}")
     if images.dtype != np.uint8:
-        if (images.dtype.kind == "f" and images.size
-                and 0 <= np.nanmin(images) and np.nanmax(images) <= 1):
+        if (images.dtype.kind == "f" and images.size  # fmin skips NaN, silently if all
+                and 0 <= np.fmin.reduce(images, None) and np.fmax.reduce(images, None) <= 1):
             raise DatasetError(
                 f"{name} holds {images.dtype} values in [0, 1], images already scaled: pass "
                 f"the uint8 pixel values 0-255 as read from the files (multinet scales them "

@@ -221,6 +221,14 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal, as tqdm's ``disable=None`` decides."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no stream (pythonw), or a closed one
+        return False
+
+
 def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mirrors=None,
           timeout: float = READ_TIMEOUT, connect_timeout: float = CONNECT_TIMEOUT,
           deadline: float = DEADLINE, max_bytes: int = MAX_FILE_BYTES, retries: int = 2,
@@ -243,7 +251,8 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
         The most a file may be; further tries on a mirror whose transfer broke off,
         arrived corrupt or met HTTP 5xx.
     progress : bool
-        Draw a progress bar on stderr.
+        Draw a progress bar on stderr where it is a terminal: in a log or a pipe each
+        frame would stay, so there the lines ``say`` gets are the only progress.
     say : callable
         Gets one line per attempt (default: printed on stderr).
 
@@ -265,7 +274,7 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
     spec = dataset_spec(name)
     target = Path(directory).expanduser() if directory else cache_dir() / spec.name
     urls = mirrors_for(spec, mirrors)
-    bounds = dict(progress=progress, timeout=timeout, connect_timeout=connect_timeout,
+    bounds = dict(progress=progress and _terminal(sys.stderr), timeout=timeout, connect_timeout=connect_timeout,
                   deadline=deadline, max_bytes=max_bytes)
     _remove_stale(target)
     fetched, missing = {}, {}

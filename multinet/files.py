@@ -16,6 +16,10 @@ start instead. A named pipe, a socket or a device is refused from its ``stat`` a
 never opened (a FIFO would wait for a reader); an output is never one of the command's
 own inputs; and an existing file is replaced only by one of its kind (``file_kind``
 reads the first bytes: safetensors, ONNX, JSON lines, PNG), unless the user forces it.
+Nothing is written at the name of one of multinet's own lock or temporary files, forced
+or not (it would defeat another run's lock), and a write through a symbolic link
+replaces the link's target, as appending and locking follow the link. An input of
+another kind is named by its kind (``not_of_kind``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from pathlib import Path
 from multinet.errors import MultinetError, argument
 
 TEMPORARY_TAG = "multinet"
+#: How the name of a lock file ends (``multinet.locks.lock_path``): ``.<name>.multinet.lock``.
+LOCK_SUFFIX = f".{TEMPORARY_TAG}.lock"
 
 
 class OutputError(MultinetError, OSError):
@@ -41,6 +47,13 @@ class OutputError(MultinetError, OSError):
     def __init__(self, message: str, *, cause: str = ""):
         super().__init__(message)
         self.cause = cause
+
+
+def named(flag: str, path) -> str:
+    """An output as a message names it: ``--save a.st`` from the command line,
+    ``save='a.st'`` from Python (whose ``flag``, ``multinet.errors.argument``, ends
+    with ``=``)."""
+    return f"{flag}{str(path)!r}" if flag.endswith("=") else f"{flag} {path}"
 
 
 def reason(exc: OSError) -> str:
@@ -94,9 +107,12 @@ def _escape(name: str) -> str:
 
 def write_atomic(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that ``path`` is always either its old contents or
-    ``data``. Missing parent folders are created. Raises ``OSError`` (the previous file,
-    if any, is untouched and no temporary file is left behind)."""
-    path = Path(path)
+    ``data``. Missing parent folders are created. A symbolic link is written through:
+    its target is replaced (the temporary file beside it), as appending and the run's
+    lock follow the link, where replacing the link itself would leave the target stale.
+    Raises ``OSError`` (the previous file, if any, is untouched and no temporary file is
+    left behind). Returns ``path`` as given."""
+    given, path = Path(path), Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in stale_temporaries(path):
         stale.unlink(missing_ok=True)
@@ -112,7 +128,7 @@ def write_atomic(path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
-    return path
+    return given
 
 
 def _sync_folder(folder: Path) -> None:
@@ -167,19 +183,21 @@ def _probe_folder(folder: Path, flag: str, shown) -> None:
     """Create and remove a file in ``folder`` (the only test that also catches read-only
     mounts and permissions that root ignores)."""
     if not folder.is_dir():
-        raise OutputError(f"{flag} {shown}: {folder} is not a folder")
+        raise OutputError(f"{named(flag, shown)}: {folder} is not a folder")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise OutputError(f"{flag} {shown}: cannot write in {folder} ({reason(exc)})") from None
+        raise OutputError(f"{named(flag, shown)}: cannot write in {folder} ({reason(exc)})") from None
 
 
-def _special(path: Path) -> str | None:
+def special(path) -> str | None:
     """What an existing path is when it is not a regular file (through links), told from
-    ``stat`` alone: a FIFO opened to be tested would wait for a reader forever."""
+    ``stat`` alone: a FIFO opened to be tested would wait for a reader forever.
+    ``"a folder"``, ``"a named pipe (FIFO)"``, ``"a socket"``, ``"a device"``; None for a
+    regular file or a missing path."""
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError:  # missing, or a dangling link: the write creates a file
         return None
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -190,6 +208,30 @@ def _special(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
+def internal(path) -> str | None:
+    """What ``path`` is when its name (or its real path's, through links) is one of
+    multinet's own files: ``"a multinet lock file"`` (``.<name>.multinet.lock``) or
+    ``"a multinet temporary file"`` (``temporary_path``); None otherwise."""
+    for name in {Path(path).name, Path(os.path.realpath(path)).name}:
+        if not name.startswith("."):
+            continue
+        if name.endswith(LOCK_SUFFIX):
+            return "a multinet lock file"
+        if f".{TEMPORARY_TAG}." in name and name.endswith(".tmp"):
+            return "a multinet temporary file"
+    return None
+
+
+def check_not_internal(path, flag: str) -> None:
+    """Refuse an output named as one of multinet's own lock or temporary files, whatever
+    ``force`` says: writing there would defeat another run's lock on its outputs (or be
+    removed as a stale write)."""
+    kind = internal(path)
+    if kind is not None:
+        raise OutputError(f"{named(flag, path)}: is the name of {kind}, which multinet keeps for "
+                          "itself; give another file name")
+
+
 def check_output_file(path, flag: str, *, append: bool = False) -> Path:
     """Refuse, before any work, an output file that could not be written: a folder, a
     named pipe, a socket or a device (told without opening them), a path through
@@ -197,17 +239,18 @@ def check_output_file(path, flag: str, *, append: bool = False) -> Path:
     file is appended to (an existing file must take appending); otherwise it is
     replaced."""
     path = Path(path)
-    special = _special(path)
-    if special == "a folder":
-        raise OutputError(f"{flag} {path}: is a folder; give a file name")
-    if special is not None:
-        raise OutputError(f"{flag} {path}: is {special}, not a regular file; give a file name")
+    check_not_internal(path, flag)
+    kind = special(path)
+    if kind == "a folder":
+        raise OutputError(f"{named(flag, path)}: is a folder; give a file name")
+    if kind is not None:
+        raise OutputError(f"{named(flag, path)}: is {kind}, not a regular file; give a file name")
     if append and path.is_file():
         try:
             with open(path, "ab"):
                 pass
         except OSError as exc:
-            raise OutputError(f"{flag} {path}: cannot write ({reason(exc)})") from None
+            raise OutputError(f"{named(flag, path)}: cannot write ({reason(exc)})") from None
     _probe_folder(_nearest_existing(path.parent), flag, path)
     return path
 
@@ -221,7 +264,7 @@ def same_file(a, b) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def _head(path, size: int = 64) -> bytes | None:
+def first_bytes(path, size: int = 64) -> bytes | None:
     """The first bytes of an existing, readable regular file; None otherwise."""
     try:
         if not Path(path).is_file():  # (opening a FIFO would wait for a writer)
@@ -272,10 +315,10 @@ def check_replaceable(path, flag: str, kind: str, *, force: bool = False) -> Non
     """Refuse to replace an existing file of another kind than ``kind`` (a key of
     ``KINDS``), unless ``force``: a metrics log, a script, a picture given by mistake
     would be lost. An empty file holds nothing to lose."""
-    head = _head(path)
+    head = first_bytes(path)
     found = file_kind(head) if head else kind
     if found != kind and not force:
-        raise OutputError(f"{flag} {path}: exists and is not {_described(kind)} but "
+        raise OutputError(f"{named(flag, path)}: exists and is not {_described(kind)} but "
                           f"{_described(found)}; it would be replaced: give another file "
                           f"name, or {argument('force', True)} to replace it")
 
@@ -283,11 +326,36 @@ def check_replaceable(path, flag: str, kind: str, *, force: bool = False) -> Non
 def check_appendable(path, flag: str) -> None:
     """Refuse to append JSON lines to an existing file that does not hold them (a
     checkpoint given as the metrics file would be damaged, whatever the user forces)."""
-    head = _head(path)
+    head = first_bytes(path)
     if head and file_kind(head) != "metrics":
-        raise OutputError(f"{flag} {path}: exists and is not {_described('metrics')} but "
+        raise OutputError(f"{named(flag, path)}: exists and is not {_described('metrics')} but "
                           f"{_described(file_kind(head))}; appending would damage it: "
                           "give another file name")
+
+
+#: The command that writes each of ``KINDS``, as messages name it.
+WRITERS = {"checkpoint": "multinet train --save", "onnx": "multinet export --onnx",
+           "metrics": "multinet train --metrics", "png": "multinet plot"}
+
+
+def not_of_kind(path, wanted: str) -> str | None:
+    """Why an input ``path`` read as ``wanted`` (a key of ``KINDS``) is not one, told
+    from its ``stat`` (a special file is never opened: a FIFO would wait for a writer)
+    and its first bytes (``file_kind``): ``"is a named pipe (FIFO), not a checkpoint
+    (safetensors)"``, or what it is, which command writes it and what to give instead.
+    None where it may be one: missing, or of no kind multinet writes (its reader then
+    says what is wrong)."""
+    kind = special(path)
+    if kind is not None:
+        return f"is {kind}, not {_described(wanted)}"
+    found = file_kind(first_bytes(path) or b"")
+    if found is None or found == wanted:
+        return None
+    hint = ("give the checkpoint it was exported from"
+            if (found, wanted) == ("onnx", "checkpoint")
+            else f"give {_described(wanted)}, which {WRITERS[wanted]} writes")
+    return (f"is {_described(found)}, which {WRITERS[found]} writes, not "
+            f"{_described(wanted)}: {hint}")
 
 
 def check_not_input(path, flag: str, inputs: dict) -> None:
@@ -296,7 +364,7 @@ def check_not_input(path, flag: str, inputs: dict) -> None:
     would destroy what it reads."""
     for what, source in inputs.items():
         if source is not None and same_file(path, source):
-            raise OutputError(f"{flag} {path}: is {what}; writing there would destroy "
+            raise OutputError(f"{named(flag, path)}: is {what}; writing there would destroy "
                               "it: give another file name")
 
 
@@ -322,9 +390,10 @@ def check_output_dir(path, flag: str, *, figures: tuple = (), inputs: dict | Non
     if isinstance(path, str) and not path:  # it would be ".", which was not asked for
         raise OutputError(f"{flag}: an empty path; name a folder")
     path = Path(path)
-    special = _special(path)
-    if path.exists() and special != "a folder":
-        raise OutputError(f"{flag} {path}: is {special or 'a file'}, not a folder")
+    check_not_internal(path, flag)
+    kind = special(path)
+    if path.exists() and kind != "a folder":
+        raise OutputError(f"{named(flag, path)}: is {kind or 'a file'}, not a folder")
     _probe_folder(_nearest_existing(path), flag, path)
     for name in figures:
         check_output(path / name, flag, "png", inputs=inputs, force=force)

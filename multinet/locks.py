@@ -36,7 +36,7 @@ import time
 import weakref
 from pathlib import Path
 
-from multinet.files import TEMPORARY_TAG, OutputError, reason
+from multinet.files import LOCK_SUFFIX, OutputError, named, reason
 
 try:
     import fcntl
@@ -67,12 +67,14 @@ def lock_path(path) -> Path | None:
     """The lock file of an output (file or folder): beside its real path. None for the
     root folder, which has no folder beside it."""
     real = Path(os.path.realpath(path))
-    return real.with_name(f".{real.name}.{TEMPORARY_TAG}.lock") if real.name else None
+    return real.with_name(f".{real.name}{LOCK_SUFFIX}") if real.name else None
 
 
 def _owner_record() -> bytes:
-    command = " ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python",
-                        *sys.argv[1:]])
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program == "__main__.py":  # python -m multinet
+        program = "multinet"
+    command = " ".join([program, *sys.argv[1:]])
     if len(command) > _COMMAND_CHARS:
         command = command[:_COMMAND_CHARS - 3] + "..."
     return (json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
@@ -157,7 +159,7 @@ def _lock_one(flag: str, path, lock: Path) -> tuple | None:
                 owner = _read_owner(fd)
                 os.close(fd)
                 _remove_folders(made)
-                raise OutputBusy(f"{flag} {path} is being written by another multinet "
+                raise OutputBusy(f"{named(flag, path)} is being written by another multinet "
                                  f"run ({describe(owner)}); wait for it to end or choose "
                                  "another path", owner) from None
             except OSError as exc:
@@ -193,16 +195,19 @@ def _remove_folders(folders: list[Path]) -> None:
 
 def _release(held: list) -> None:
     """Remove each lock file, then let go of its lock (in this order: a run that opens
-    the file meanwhile finds it is no longer the one at that path, and starts again)."""
+    the file meanwhile finds it is no longer the one at that path, and starts again).
+    A file is removed only while it is still the one locked: whatever was put at its
+    path since (by hand, or by another program) is not this run's to remove."""
     while held:
         fd, lock, made, pid = held.pop()
         if pid != os.getpid():  # a forked child ending: the lock is its parent's
             continue
         _HELD.pop(lock, None)
-        try:
-            os.unlink(lock)
-        except OSError:
-            pass
+        if _same_file(fd, lock):
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
         os.close(fd)
         _remove_folders(made)
 

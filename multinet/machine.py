@@ -4,16 +4,16 @@ versions, and the BLAS and OpenMP pools each process loaded with their threads."
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import shutil
 import subprocess
 import textwrap
 import time
-from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
+# The bench and parity reports name their device with it from here; it is defined in a
+# layer that the training loop, which names a run's device, can import too.
 
 #: The width reports are kept within, in characters.
 WIDTH = 100
@@ -98,30 +98,6 @@ def machine() -> dict:
             "versions": _versions(), "numpy_threads": thread_pools(),
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "date": time.strftime("%Y-%m-%d")}
-
-
-def describe_device(device, platform: str = "cpu") -> str:
-    """A backend's device as a reader names it: ``cpu``, ``cuda:0``, or for a mesh of
-    devices (JAX's data parallelism) ``4 CPU devices (mesh batch=4)``.
-
-    Parameters
-    ----------
-    device : object
-        ``Backend.device``: a device object, a name, or a mesh with ``shape``, a mapping
-        from axis name to size.
-    platform : {"cpu", "gpu"}
-        ``Backend.platform``, which names a mesh's devices.
-
-    Returns
-    -------
-    str
-    """
-    shape = getattr(device, "shape", None)
-    if isinstance(shape, Mapping) and hasattr(device, "devices"):
-        count = math.prod(shape.values())
-        axes = ", ".join(f"{axis}={size}" for axis, size in shape.items())
-        return f"{count} {platform.upper()} device{'s' if count != 1 else ''} (mesh {axes})"
-    return str(device)
 
 
 def describe_machine(m: dict) -> list[str]:

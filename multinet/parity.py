@@ -50,10 +50,10 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from multinet import network
+from multinet.checks import describe_device
 from multinet.data import flatten, scale_images
 from multinet.errors import BackendUnavailable
 from multinet.initializers import init_params, to_host
-from multinet.machine import describe_device
 from multinet.registry import DTYPES, Backend, get_backend
 
 #: Levels, in the order they are reported.

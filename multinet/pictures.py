@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from multinet.errors import MultinetError
-from multinet.files import write_atomic
+from multinet.files import special, write_atomic
 
 #: MNIST's field and the box its digits were scaled into (LeCun et al.).
 FIELD = 28
@@ -139,11 +139,15 @@ def read_picture(source, *, max_pixels: int = MAX_PIXELS):
     """Open ``source`` (a path or a binary file) as an upright, decoded Pillow image.
 
     Only the first frame of a multi-frame file is used. Raises ``PictureError`` for
-    anything Pillow cannot decode and for pictures over ``max_pixels`` pixels (checked
-    from the header, before decoding).
+    anything Pillow cannot decode, for pictures over ``max_pixels`` pixels (checked
+    from the header, before decoding), and for a path that is a folder, a named pipe, a
+    socket or a device (told from ``stat``, never opened: a FIFO would wait forever).
     """
     Image, ImageOps = require_pillow()
     name = _name(source)
+    kind = special(source) if isinstance(source, (str, os.PathLike)) else None
+    if kind is not None:
+        raise PictureError(f"{name}: is {kind}, not a picture file")
     try:
         with warnings.catch_warnings():
             # Pillow warns (and past twice its limit refuses) on huge pictures; both are
@@ -164,8 +168,6 @@ def read_picture(source, *, max_pixels: int = MAX_PIXELS):
         raise PictureError(f"{name}: too large to be a sensible picture ({exc})") from None
     except FileNotFoundError:
         raise PictureError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise PictureError(f"{name}: is a folder, not a picture") from None
     except Exception as exc:  # noqa: BLE001 - decoders of untrusted files raise anything
         if not heif_supported() and _is_heif(source):
             raise PictureError(f"{name}: {HEIF_NEEDS}") from None
@@ -409,15 +411,16 @@ def mnist_digit(source, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def image_files(folder: str | os.PathLike) -> list[Path]:
     """The files directly in ``folder`` whose extension Pillow can open, sorted by name;
-    hidden files are left out. HEIC/HEIF files are listed even where Pillow cannot read
-    them (no pillow-heif): ``read_picture`` then says what to install, where leaving them
-    out would drop a phone's photos without a word."""
+    hidden files and folders are left out. HEIC/HEIF files are listed even where Pillow
+    cannot read them (no pillow-heif), and so are named pipes, devices and broken links
+    with a picture's name: ``read_picture`` then says what each is (or what to install),
+    where leaving them out would drop them without a word."""
     Image, _ = require_pillow()
     Image.init()
     readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     readable.update(HEIF_EXTENSIONS)
     return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and not p.name.startswith(".")
+                  if not p.is_dir() and not p.name.startswith(".")
                   and p.suffix.lower() in readable)
 
 

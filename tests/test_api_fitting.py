@@ -212,9 +212,9 @@ def test_devices_and_flags_that_mean_nothing_are_refused_before_any_work(
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("progress", ["no", "bar", 2, None])
+@pytest.mark.parametrize("progress", ["no", "widget", 2, None])
 def test_a_progress_that_is_no_display_is_refused_before_any_work(mnist, no_work, progress):
-    with pytest.raises(InvalidArgument, match=r"progress must be True, False or 'lines', got"):
+    with pytest.raises(InvalidArgument, match=r"progress must be True, False, 'lines' or 'bar', got"):
         multinet.fit(small(mnist), iterations=1, progress=progress)
 
 
@@ -257,11 +257,11 @@ def test_fit_and_run_save_check_what_they_overwrite_and_take_force(sample, tmp_p
     notes.write_text("my notes\n")
     os.mkfifo(tmp_path / "fifo")
     for kwargs, message in (
-            ({"save": notes}, "save= .*notes.txt: exists and is not a checkpoint "
+            ({"save": notes}, "save='.*notes.txt': exists and is not a checkpoint "
                               r"\(safetensors\) but a file multinet does not write; it "
                               "would be replaced: give another file name, or force=True"),
-            ({"metrics": tmp_path / "fifo"}, r"metrics= .*fifo: is a named pipe \(FIFO\)"),
-            ({"save": "/dev/null", "force": True}, "save= /dev/null: is a device")):
+            ({"metrics": tmp_path / "fifo"}, r"metrics='.*fifo': is a named pipe \(FIFO\)"),
+            ({"save": "/dev/null", "force": True}, "save='/dev/null': is a device")):
         with pytest.raises(OutputError, match=message):
             multinet.fit(data, progress=False, iterations=1, dev_size=200, **kwargs)
     assert notes.read_text() == "my notes\n"

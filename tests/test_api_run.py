@@ -111,10 +111,10 @@ def test_run_save_and_save_plots_refuse_to_destroy_another_file(sample, tmp_path
                        iterations=1, dev_size=200)
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    with pytest.raises(OutputError, match=r"path= .*notes.txt: exists and is not a checkpoint"):
+    with pytest.raises(OutputError, match=r"path='.*notes.txt': exists and is not a checkpoint"):
         run.save(notes)
     assert notes.read_text() == "my notes\n"
-    with pytest.raises(OutputError, match=r"folder= .*notes.txt: is a file, not a folder"):
+    with pytest.raises(OutputError, match=r"folder='.*notes.txt': is a file, not a folder"):
         run.save_plots(notes)
     assert run.save(tmp_path / "a.st") == run.save(tmp_path / "a.st")  # a checkpoint: replaced
 
@@ -153,3 +153,16 @@ def test_run_save_and_save_plots_name_a_path_of_the_wrong_type(short_run):
         short_run.save(3)
     with pytest.raises(InvalidArgument, match="folder must be a file name .* got NoneType"):
         short_run.save_plots(None)
+
+
+@pytest.mark.parametrize("force", ["no", 0, None])
+def test_run_save_and_save_plots_check_force_as_fit_does(short_run, tmp_path, force):
+    """``force="no"`` is true to Python: it replaced an ONNX model with a checkpoint."""
+    model = tmp_path / "w.onnx"
+    model.write_bytes(b"\x08\x0a\x3a\x33\x0a\x0c\x0a\x01x" + bytes(20))
+    before = model.read_bytes()
+    with pytest.raises(InvalidArgument, match=f"force must be True or False, got {force!r}"):
+        short_run.save(model, force=force)
+    with pytest.raises(InvalidArgument, match=f"force must be True or False, got {force!r}"):
+        short_run.save_plots(tmp_path / "figures", force=force)
+    assert model.read_bytes() == before and sorted(tmp_path.iterdir()) == [model]

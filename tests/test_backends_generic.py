@@ -11,6 +11,7 @@ import pytest
 from helpers import assert_one_line_error, data_args, run_cli
 from multinet import network
 from multinet.backends import generic
+from multinet.errors import BackendUnavailable
 from multinet.initializers import init_params
 
 
@@ -48,6 +49,52 @@ def test_a_module_that_exits_on_import_is_one_line(mnist, tmp_path):
     result = run_cli("train", "--backend", "module://exits_on_import", *data_args(mnist),
                      env={"PYTHONPATH": str(tmp_path)})
     assert_one_line_error(result, "'exits_on_import' could not be imported: SystemExit: 3")
+
+
+OLD_STRICT = {"ARRAY_API_STRICT_API_VERSION": "2022.12"}
+
+
+def test_an_older_standard_is_refused_before_anything_newer_is_called(mnist):
+    refusal = "implements the array API standard 2022.12; multinet's network needs 2023.12"
+    assert_one_line_error(run_cli("train", "--backend", "module://array_api_strict",
+                                  "--iterations", "2", *data_args(mnist), env=OLD_STRICT),
+                          refusal)
+    assert_one_line_error(run_cli("parity", "--backend", "module://array_api_strict",
+                                  *data_args(mnist), env=OLD_STRICT), refusal)
+    probed = run_cli("backends", "--probe", "array_api_strict", env=OLD_STRICT)
+    assert probed.returncode == 1 and "Traceback" not in probed.stderr, probed.stderr
+    assert refusal in probed.stdout.splitlines()[1]
+
+
+LIBRARY = """
+import sys
+import numpy
+__array_api_version__ = "2024.12"
+float32 = numpy.float32
+class Array:
+    def __array_namespace__(self, api_version=None):
+        return sys.modules[__name__]
+{body}
+"""
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("def asarray(x, **kw): raise AssertionError()",
+     "asarray() of a NumPy array failed: AssertionError with no message"),
+    ("def asarray(x, **kw): return Array()\n"
+     "def __array_namespace_info__(): raise RuntimeError('no GPU')",
+     "failed while its backend was built: RuntimeError: no GPU"),
+    ("def asarray(x, **kw): return Array()\ndef __array_namespace_info__(): raise KeyError()",
+     "failed while its backend was built: KeyError with no message"),
+])
+def test_a_library_failing_while_the_backend_is_built_gives_a_reason(tmp_path, monkeypatch,
+                                                                      body, reason):
+    name = f"failing_library_{abs(hash(body))}"  # one module per case: imports are cached
+    (tmp_path / f"{name}.py").write_text(LIBRARY.format(body=body))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BackendUnavailable, match=f"module '{name}'") as raised:
+        generic.load(name)
+    assert reason in str(raised.value)
 
 
 def test_an_eager_library_has_nothing_to_materialise():

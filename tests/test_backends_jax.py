@@ -38,6 +38,15 @@ def test_train_on_jax_stops_with_one_line():
                           "set JAX_PLATFORMS=cpu")
 
 
+@needs_no_cuda_plugin
+def test_jax_numpy_by_its_module_name_gives_the_same_reason():
+    # JAX fails here with an AssertionError that has no message: the reason is JAX's.
+    assert_one_line_error(run_cli("train", "--backend", "module://jax.numpy", env=NO_CUDA),
+                          "module 'jax.numpy'",
+                          "found no usable device for JAX_PLATFORMS='cuda'",
+                          "set JAX_PLATFORMS=cpu")
+
+
 def test_a_platform_jax_does_not_know_is_one_line():
     assert_one_line_error(run_cli("train", "--backend", "jax",
                                   env={"JAX_PLATFORMS": "no_such_platform"}),

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import errno
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -206,10 +207,48 @@ def test_a_folder_or_a_path_that_is_no_file_name_is_named_as_such(tmp_path):
     from multinet.errors import InvalidArgument
 
     (tmp_path / "run.safetensors").mkdir()
-    assert_rejected(tmp_path / "run.safetensors", "is a folder, not a checkpoint file")
+    assert_rejected(tmp_path / "run.safetensors", "is a folder, not a checkpoint")
     for wrong in (None, 5, b"a.st"):
         with pytest.raises(InvalidArgument, match="path must be a checkpoint's file name"):
             multinet.load(wrong)
+
+
+def test_a_special_file_given_as_a_checkpoint_says_what_it_is_without_opening_it(tmp_path):
+    """``evaluate FIFO`` and ``evaluate /dev/zero`` said "no such checkpoint file"."""
+    os.mkfifo(tmp_path / "ff")
+    signal.alarm(10)  # a FIFO opened would wait for a writer: fail rather than hang
+    try:
+        assert_rejected(tmp_path / "ff", "ff: is a named pipe (FIFO), not a checkpoint")
+        assert_rejected("/dev/zero", "/dev/zero: is a device, not a checkpoint")
+    finally:
+        signal.alarm(0)
+
+
+def test_another_kind_of_file_given_as_a_checkpoint_is_named_by_its_kind(tmp_path, capsys):
+    """An ONNX model given as a checkpoint said "not a readable safetensors file ('header
+    too large')"; so did a metrics log or a picture."""
+    pytest.importorskip("onnx")
+    import multinet
+
+    onnx = tmp_path / "mlp.onnx"
+    assert main(["export", str(write(tmp_path / "ok.st", T, M)), "--onnx", str(onnx)]) == 0
+    capsys.readouterr()
+    exported = ("mlp.onnx: is an ONNX model, which multinet export --onnx writes, not a "
+                "checkpoint (safetensors): give the checkpoint it was exported from")
+    with pytest.raises(ckpt.CheckpointError, match=re.escape(exported)):
+        multinet.load(onnx)
+    for args in (["plot", str(onnx), "--out", str(tmp_path / "p")],
+                 ["export", str(onnx), "--onnx", str(tmp_path / "x.onnx")],
+                 ["train", "--resume", str(onnx)],
+                 ["evaluate", str(onnx), "--against", str(onnx)]):
+        code = main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and exported in err[0], (args, err)
+    (tmp_path / "m.jsonl").write_text('{"epoch": 1, "step": 1, "loss": 2.3}\n')
+    assert_rejected(tmp_path / "m.jsonl", "is a metrics file (JSON lines), which multinet "
+                    "train --metrics writes, not a checkpoint", "multinet train --save")
+    (tmp_path / "p.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    assert_rejected(tmp_path / "p.png", "is a PNG picture", "not a checkpoint")
 
 
 @pytest.mark.parametrize("command", [["evaluate"], ["train", "--resume"], ["plot", "--out", "p"]])

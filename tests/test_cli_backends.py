@@ -21,3 +21,12 @@ def test_backends_lists_torch_and_mlx_with_devices_or_the_reason():
     rows = {row["name"]: row for row in json.loads(run_cli("backends", "--json").stdout)}
     for name in ("torch", "mlx"):
         assert rows[name]["devices"] if rows[name]["available"] else rows[name]["reason"]
+
+
+def test_backends_name_devices_as_a_run_summary_does_not_as_objects(capsys):
+    assert main(["backends", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["strict"]["devices"] == ["CPU_DEVICE"]  # not array_api_strict.Device(...)
+    assert not any("Device(" in device for row in rows.values() for device in row["devices"])
+    assert main(["backends"]) == 0
+    assert "Device(" not in capsys.readouterr().out

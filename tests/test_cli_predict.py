@@ -162,6 +162,46 @@ def test_save_inputs_never_writes_over_the_pictures_themselves(network, folder, 
     assert (photos / "d.png").exists() and drawing.read_bytes() == before
 
 
+def test_a_named_pipe_given_or_in_a_folder_gets_its_own_line(network, folder, tmp_path):
+    """``--image ff.png`` (a FIFO) hung for ever; in a folder, a FIFO was skipped
+    without a word."""
+    checkpoint = network[0]
+    _, good, _ = folder
+    os.mkfifo(tmp_path / "ff.png")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image",
+                                  str(tmp_path / "ff.png"), timeout=120),
+                          "ff.png: is a named pipe (FIFO), not a picture file")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    (pics / "a.png").write_bytes(good[0].read_bytes())
+    os.mkfifo(pics / "b.png")
+    result = run_cli("predict", str(checkpoint), "--image", str(pics), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"multinet: error: {pics / 'b.png'}: is a named pipe (FIFO), not a picture file"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [str(pics / "a.png")]
+
+
+def test_save_inputs_replaces_another_kind_of_file_only_with_force(network, folder,
+                                                                   tmp_path):
+    """The refusal advised ``--force``, which predict did not have."""
+    checkpoint = network[0]
+    _, good, _ = folder
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    (seen / "a.png").write_bytes(checkpoint.read_bytes())
+    args = ["predict", str(checkpoint), "--image", str(good[0]), "--save-inputs", str(seen)]
+    assert_one_line_error(run_cli(*args), "a.png: exists and is not a PNG picture but a "
+                                          "checkpoint (safetensors)", "--force to replace it")
+    assert (seen / "a.png").read_bytes() == checkpoint.read_bytes()
+    result = run_cli(*args, "--force")
+    assert result.returncode == 0, result.stderr
+    assert (seen / "a.png").read_bytes().startswith(b"\x89PNG")
+    assert_one_line_error(run_cli("predict", str(checkpoint), "--image", str(good[0]),
+                                  "--save-inputs", str(good[0].parent), "--force"),
+                          "would destroy it")  # never the pictures given, forced or not
+
+
 def test_an_empty_path_is_not_the_current_folder(network, folder, tmp_path):
     checkpoint = network[0]
     _, good, _ = folder

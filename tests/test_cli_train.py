@@ -603,7 +603,7 @@ def test_a_second_run_on_the_same_checkpoint_or_metrics_is_refused_naming_the_fi
                            f"multinet run (pid {first.pid}, started ", "train",
                            "wait for it to end or choose another path")
         # From Python the same, before any data is read.
-        with pytest.raises(OutputBusy, match=f"save= {same} is being written by another "
+        with pytest.raises(OutputBusy, match=f"save='{same}' is being written by another "
                                              f"multinet run .pid {first.pid}, started "):
             multinet.fit(multinet.load_dataset(data_dir=helpers.SAMPLE_MNIST, verify=False),
                          save=same, progress=False)
@@ -652,3 +652,51 @@ def test_train_replaces_another_kind_only_forced_and_never_what_it_resumes(tmp_p
     assert main([*run, "--resume", str(r), "--iterations", "2", "--save", str(r)]) == 0
     assert ckpt.load(r).metadata["progress"]["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "plots", "r.st"]
+
+
+# --- Outputs that would defeat a lock, and outputs through links ------------------------
+
+def test_an_output_named_as_another_runs_lock_file_is_refused_forced_or_not(tmp_path,
+                                                                             capsys):
+    """``--metrics .a.st.multinet.lock`` appended to the running run's lock file, and
+    ``--save`` there with ``--force`` replaced it, so a third run could write a.st."""
+    with multinet.locks.hold({"--save": tmp_path / "a.st"}):
+        lock = multinet.locks.lock_path(tmp_path / "a.st")
+        before = lock.read_bytes()
+        for option, force in (("--metrics", []), ("--save", ["--force"]),
+                              ("--plots", ["--force"])):
+            one_line_error(main(["train", *DATA, "--iterations", "1", "--save",
+                                 str(tmp_path / "x.st"), option, str(lock), *force]),
+                           capsys.readouterr(), f"{option} {lock}: is the name of a multinet "
+                           "lock file, which multinet keeps for itself")
+        assert lock.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_save_through_a_link_updates_its_target_as_the_lock_and_metrics_do(tmp_path):
+    """``--save link2.st`` replaced the link by a file and left its target as it was."""
+    target, link = tmp_path / "tgt.st", tmp_path / "link2.st"
+    assert main(["train", *DATA, "--iterations", "1", "--save", str(target)]) == 0
+    link.symlink_to(target)
+    (tmp_path / "m.jsonl").symlink_to(tmp_path / "log.jsonl")
+    assert main(["train", *DATA, "--iterations", "3", "--log-every", "1", "--save", str(link),
+                 "--metrics", str(tmp_path / "m.jsonl")]) == 0
+    assert link.is_symlink() and ckpt.load(target).metadata["progress"]["step"] == 3
+    assert [r["step"] for r in records(tmp_path / "log.jsonl")] == [1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link2.st", "log.jsonl", "m.jsonl",
+                                                          "tgt.st"]
+
+
+# --- The summary's words ------------------------------------------------------------------
+
+def test_the_summary_counts_in_the_singular_and_names_the_device_in_words(capsys):
+    """``1 epoch``, not ``1 epochs``; the device as ``multinet backends`` and the bench
+    name it, not as the library's object (``array_api_strict.Device('CPU_DEVICE')``)."""
+    assert main(["train", *DATA, "--backend", "strict", "--preset", "mlp", "--epochs", "1",
+                 "--hidden", "8", "--no-progress"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "backend strict on CPU_DEVICE," in first and first.endswith(", 1 epoch"), first
+    assert main(["train", *DATA, "--iterations", "1", "--hidden", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"] == "cpu"
+    assert main(["train", *DATA, "--iterations", "1", "--hidden", "8", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(", 1 full-batch iteration")

@@ -175,6 +175,14 @@ def test_a_dataset_built_in_python_is_checked_as_files_are(case):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.filterwarnings("error")  # NumPy's "All-NaN slice" before the error, once
+def test_all_nan_images_are_refused_without_a_warning_first():
+    nan = np.full(GOOD.train_images.shape, np.nan, np.float32)
+    with pytest.raises(DatasetError, match="dataset.train_images must be uint8 pixel values "
+                       "0-255 as read from the files, got float32"):
+        validate(made_up(train_images=nan))
+
+
 def test_what_validate_takes_and_an_unknown_name():
     assert validate(GOOD) is GOOD
     wide = made_up(train_labels=GOOD.train_labels.astype(np.int64))  # any integer type

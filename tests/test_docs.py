@@ -122,3 +122,20 @@ def test_every_extra_the_readme_names_exists_and_every_extra_is_named():
     listed = set(re.findall(r"`([\w-]+)`", readme.split("Extras:", 1)[1].split("\n\n")[0]))
     assert extras <= listed | named, extras - listed - named
 
+
+
+def test_every_test_the_docs_name_exists():
+    """docs/*.md name the tests that keep each promise (``test_cli_train.py::name``, then
+    ``::other`` for more of the same file): each must be a test that exists."""
+    missing = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        current = None
+        for match in re.finditer(r"`(?:tests/)?(test_\w+\.py)?(?:::(\w+))?",
+                                 page.read_text(encoding="utf-8")):
+            file, name = match.groups()
+            current = file or current
+            source = ROOT / "tests" / (current or "")
+            if name and current and (not source.is_file()
+                                     or f"def {name}(" not in source.read_text()):
+                missing.append(f"{page.name}: {current}::{name}")
+    assert not missing, missing

@@ -15,6 +15,7 @@ short. Every test runs ``isolated``: an empty cache, no data or mirrors from out
 import dataclasses
 import gzip
 import hashlib
+import io
 import os
 import signal
 import socket
@@ -448,3 +449,22 @@ def test_a_cache_that_cannot_be_created_is_reported_before_any_mirror(
     assert names(tmp_path) == ["cache"]
     if obstacle == "a read-only folder":
         assert names(tmp_path / "cache") == []  # nothing left inside
+
+
+# --- Progress ---------------------------------------------------------------------------
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize(("stream", "frames"), [(io.StringIO, False), (Terminal, True)])
+def test_the_download_bar_is_drawn_only_on_a_terminal(mirror, tmp_path, monkeypatch,
+                                                      stream, frames):
+    """``fit`` asks for a bar (``progress=True``); in a log its frames would each stay."""
+    stderr = stream()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    fetch("tiny", tmp_path, mirrors=[mirror.url("good")], say=quiet,
+          **{**FAST, "progress": True})
+    assert names(tmp_path) == GZ_NAMES
+    assert ("B/s" in stderr.getvalue()) is frames, stderr.getvalue()

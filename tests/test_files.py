@@ -143,11 +143,77 @@ def test_special_files_are_refused_without_being_opened(tmp_path):
                 for check in (lambda: files.check_outputs(metrics=path),
                               lambda: files.check_outputs(save=path, force=True),
                               lambda: files.check_output(path, "--onnx", "onnx", force=True)):
-                    with pytest.raises(OutputError, match=re.escape(
-                            f"{path}: is {what}, not a regular file; give a file name")):
+                    with pytest.raises(OutputError, match=re.escape(str(path)) + "'?" + re.escape(
+                            f": is {what}, not a regular file; give a file name")):
                         check()
-                with pytest.raises(OutputError, match=re.escape(f"{path}: is {what}, not a "
-                                                                "folder")):
+                with pytest.raises(OutputError, match=re.escape(str(path)) + "'?"
+                                   + re.escape(f": is {what}, not a folder")):
                     files.check_outputs(plots=path)
     finally:
         sock.close()
+
+
+def test_an_output_named_as_a_lock_or_temporary_file_is_refused_whatever_force_says(
+        tmp_path):
+    """``--save .a.st.multinet.lock --force`` replaced another run's lock file (a third
+    run could then write a.st while the first ran); ``--metrics`` appended to it."""
+    lock = tmp_path / ".a.st.multinet.lock"
+    lock.write_text('{"pid": 1}\n')
+    temporary = files.temporary_path(tmp_path / "a.st", pid=12345)
+    (tmp_path / "innocent.st").symlink_to(lock)
+    for path, what in ((lock, "a multinet lock file"), (temporary, "a multinet temporary file"),
+                       (tmp_path / "innocent.st", "a multinet lock file")):
+        message = re.escape(str(path)) + "'?" + re.escape(
+            f": is the name of {what}, which multinet keeps for itself")
+        for check in (lambda: files.check_outputs(save=path, force=True),
+                      lambda: files.check_outputs(metrics=path),
+                      lambda: files.check_outputs(plots=path, force=True),
+                      lambda: files.check_output(path, "--onnx", "onnx", force=True)):
+            with pytest.raises(OutputError, match=message):
+                check()
+    assert lock.read_text() == '{"pid": 1}\n'
+    files.check_outputs(save=tmp_path / ".hidden.st", metrics=tmp_path / ".multinet.jsonl")
+
+
+def test_writing_through_a_link_replaces_its_target_and_keeps_the_link(tmp_path):
+    """``--save link.st`` replaced the link by a file and left its target stale, while
+    the run's lock and ``--metrics`` followed the link."""
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "tgt.st"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.st"
+    link.symlink_to(target)
+    assert files.write_atomic(link, b"new") == link
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["link.st", "runs", "tgt.st"]
+    dangling = tmp_path / "dangling.st"
+    dangling.symlink_to(tmp_path / "runs" / "new.st")
+    files.write_atomic(dangling, b"made")
+    assert dangling.is_symlink() and (tmp_path / "runs" / "new.st").read_bytes() == b"made"
+
+
+def test_an_input_of_another_kind_says_what_it_is_and_what_to_give(tmp_path):
+    sock, specials = special_files(tmp_path)
+    try:
+        with no_waiting():
+            for path, what in specials.items():
+                assert files.not_of_kind(path, "checkpoint") == (
+                    f"is {what}, not a checkpoint (safetensors)")
+    finally:
+        sock.close()
+    said = {}
+    for kind, data in SAMPLES.items():
+        (tmp_path / kind).write_bytes(data)
+        said[kind] = files.not_of_kind(tmp_path / kind, "checkpoint")
+    assert said == {
+        "checkpoint": None, "text": None, "json-ish binary": None,
+        "onnx": "is an ONNX model, which multinet export --onnx writes, not a checkpoint "
+                "(safetensors): give the checkpoint it was exported from",
+        "metrics": "is a metrics file (JSON lines), which multinet train --metrics writes, "
+                   "not a checkpoint (safetensors): give a checkpoint (safetensors), which "
+                   "multinet train --save writes",
+        "png": "is a PNG picture, which multinet plot writes, not a checkpoint "
+               "(safetensors): give a checkpoint (safetensors), which multinet train "
+               "--save writes"}
+    assert files.not_of_kind(tmp_path / "missing", "checkpoint") is None

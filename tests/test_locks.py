@@ -78,6 +78,22 @@ def test_a_released_lock_leaves_no_file_and_no_folder_it_made(tmp_path):
     assert [p.name for p in deep.parent.iterdir()] == ["a.st"]
 
 
+def test_release_removes_only_the_lock_file_it_locked(tmp_path):
+    """A file put at the lock's path while the run held it (replaced by hand, or by
+    another program) is not the run's to remove when it ends."""
+    output = tmp_path / "a.st"
+    lock = locks.lock_path(output)
+    held = locks.hold({"--save": output})
+    replacement = tmp_path / "other"
+    replacement.write_text("someone else's\n")
+    os.replace(replacement, lock)
+    held.release()
+    assert lock.read_text() == "someone else's\n"
+    with locks.hold({"--save": output}):  # the next run takes the file over...
+        pass
+    assert not lock.exists()  # ...and, as it is then the one locked, removes it
+
+
 def test_two_spellings_of_one_output_share_its_lock(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")

@@ -19,7 +19,7 @@ def test_the_report_names_the_processor_and_the_blas():
 
 
 def test_a_mesh_of_devices_is_described_in_words_not_as_its_object():
-    from multinet.machine import describe_device
+    from multinet.checks import describe_device
 
     class Mesh:  # the shape of jax.sharding.Mesh: axis name -> size, and its devices
         shape = {"batch": 4}
@@ -32,9 +32,36 @@ def test_a_mesh_of_devices_is_described_in_words_not_as_its_object():
     assert describe_device("cuda:0", "gpu") == "cuda:0"
 
 
+class StrictDevice:  # array_api_strict.Device: its repr is its str
+    def __str__(self):
+        return "array_api_strict.Device('CPU_DEVICE')"
+
+
+class MlxDevice:
+    def __str__(self):
+        return "Device(gpu, 1)"
+
+
+class JaxDevice:
+    platform, id = "gpu", 3
+
+    def __str__(self):
+        return "CudaDevice(id=3)"
+
+
+@pytest.mark.parametrize(("device", "named"), [
+    (StrictDevice(), "CPU_DEVICE"), (MlxDevice(), "gpu:1"), (JaxDevice(), "gpu:3"),
+    ("array_api_strict.Device('CPU_DEVICE')", "CPU_DEVICE"), ("cpu", "cpu"),
+    ("cpu:0 (cpu)", "cpu:0 (cpu)"), ("<CUDA Device 0>", "<CUDA Device 0>")])
+def test_a_device_is_named_as_a_reader_names_it_not_by_its_repr(device, named):
+    from multinet.checks import describe_device
+
+    assert describe_device(device) == named
+
+
 def test_a_jax_mesh_is_described_in_words():
     jax = pytest.importorskip("jax", reason="JAX is not installed")
-    from multinet.machine import describe_device
+    from multinet.checks import describe_device
     from multinet.registry import get_backend
 
     backend = get_backend("jax").data_parallel(1)

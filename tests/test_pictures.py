@@ -8,6 +8,9 @@ paper, chalk on a board, coloured, JPEG noise...) and a network trained here (th
 ``predict --image`` is in test_cli_predict.py.
 """
 
+import os
+import re
+import signal
 import struct
 import sys
 import tracemalloc
@@ -218,6 +221,27 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
     truncated.write_bytes(encoded(Image.new("L", (64, 64), 9), "PNG").getvalue()[:60])
     with pytest.raises(PictureError, match="truncated.png: cannot read the picture"):
         pictures.mnist_digit(truncated)
+
+
+def test_a_named_pipe_or_a_device_is_refused_without_being_opened(tmp_path):
+    """``predict --image ff.png`` (a FIFO) waited for a writer for ever, and a FIFO in a
+    folder was left out without a word."""
+    os.mkfifo(tmp_path / "ff.png")
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    signal.alarm(10)  # a FIFO opened would wait for a writer: fail rather than hang
+    try:
+        for path, said in ((tmp_path / "ff.png", "is a named pipe (FIFO), not a picture file"),
+                           ("/dev/zero", "is a device, not a picture file"),
+                           (tmp_path / "folder.png", "is a folder, not a picture file")):
+            with pytest.raises(PictureError, match=re.escape(f"{path}: {said}")):
+                pictures.mnist_digit(path)
+    finally:
+        signal.alarm(0)
+    # Listed, so that each gets its own line; a folder is no picture file to list.
+    assert [p.name for p in pictures.image_files(tmp_path)] == ["ff.png", "gone.png"]
+    with pytest.raises(PictureError, match="gone.png: no such file"):
+        pictures.mnist_digit(tmp_path / "gone.png")
 
 
 # --- ink: polarity from the border, contrast stretch ------------------------------------

@@ -100,6 +100,15 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     assert all(np.all(np.isfinite(v)) for v in good.params.values())
 
 
+def test_divergence_advises_a_new_run_because_resume_keeps_the_settings(sample):
+    config = small_config(optimizer="sgd", lr=1e15, schedule="constant", epochs=1)
+    with pytest.raises(TrainingDiverged) as info, np.errstate(all="ignore"):
+        train(config, get_backend("numpy"), mnist_slice(sample), progress=False)
+    message = str(info.value)
+    assert "start a new run with a smaller lr= (resume= keeps the saved settings)" in message
+    assert "try" not in message
+
+
 def test_a_nan_hidden_from_the_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
         sample, tmp_path, monkeypatch):
     """A NaN bias of a ReLU unit turns its activation into 0: the loss stays finite. The

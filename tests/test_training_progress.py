@@ -3,12 +3,13 @@ a plain line every ``LINE_SECONDS`` seconds saying the step, the share done, the
 the last log point's loss; a run shorter than that writes none. ``multinet train`` as a
 user runs it, with its stderr in a pipe, is in test_cli_train.py."""
 
+import io
 import re
 
 import pytest
 
 import multinet
-from helpers import mnist_slice
+from helpers import SAMPLE_MNIST, mnist_slice, run_python
 from multinet.training import progress
 from multinet.training.progress import Lines, duration
 
@@ -76,6 +77,39 @@ def test_fit_with_lines_writes_whole_lines_to_stderr_and_no_bar(mnist, capsys, m
     # The line of step 6 comes before its log point: it shows the log point before.
     assert re.search(r"; at step 4: loss \d\.\d{4}, dev accuracy \d\.\d{4}$", lines[-1])
     assert "at step 2: loss" in lines[2] and "at step" not in lines[0]
+
+
+def test_fit_into_a_log_writes_lines_as_the_command_line_does():
+    """``multinet.fit(...)`` with stderr in a pipe (``python script.py 2> log``): plain
+    lines, no bar frames, without asking for ``progress="lines"``."""
+    result = run_python(f"""
+        from multinet import fit, load_dataset
+        from multinet.training import progress
+        progress.LINE_SECONDS = 0
+        data = load_dataset(data_dir={str(SAMPLE_MNIST)!r}, verify=False)
+        fit(data, iterations=3, log_every=3, dev_size=200)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "it/s" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        f"multinet: train [numpy]: step {step}/3" for step in (1, 2, 3)], result.stderr
+
+
+@pytest.mark.parametrize(("progress_", "terminal", "shown"), [
+    (True, True, "bar"), (True, False, "lines"), (progress.BAR, False, "bar"),
+    (progress.LINES, True, "lines"), (False, True, "nothing")])
+def test_progress_true_is_a_bar_only_where_it_redraws_in_place(monkeypatch, progress_,
+                                                                terminal, shown):
+    stderr = io.StringIO()
+    stderr.isatty = lambda: terminal
+    monkeypatch.setattr(progress.sys, "stderr", stderr)
+    display = progress.progress_display(progress_, total=4, initial=0, desc="train",
+                                        batches=1)
+    kind = ("lines" if isinstance(display, Lines)
+            else "nothing" if display.disable else "bar")
+    display.close()
+    assert kind == shown
 
 
 def test_a_log_that_goes_away_stops_the_lines_not_the_run(clock, monkeypatch):

@@ -25,7 +25,7 @@ from multinet.plots import require_matplotlib
 from multinet.registry import Backend, resolve_backend
 from multinet.training.config import HYPERPARAMETERS, PRESETS, TrainConfig, epochs_given
 from multinet.training.loop import train
-from multinet.training.progress import LINES
+from multinet.training.progress import BAR, LINES
 
 #: Where an interrupted run is saved when no ``save=`` path was given.
 INTERRUPTED_CHECKPOINT = Path("multinet-interrupted.safetensors")
@@ -54,9 +54,10 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
     backend : Backend, str or None
         A backend's name (``"numpy"``, ``"jax"``, ``"cupy"``, ``"torch"``, ...), a
         ``Backend``, or None for ``$MULTINET_BACKEND``, else numpy.
-    progress : bool or "lines"
-        A tqdm progress bar (a widget in Jupyter, text in a terminal); ``"lines"``: a
-        plain line on stderr every 10 s instead, for logs.
+    progress : bool, "lines" or "bar"
+        True: a tqdm progress bar where it can redraw in place (a terminal, a widget in
+        Jupyter with ipywidgets), else a plain line on stderr every 10 s (a log);
+        ``"lines"`` or ``"bar"`` choose one; False: none.
     resume : Run, str, os.PathLike or None
         A ``Run`` or a checkpoint's path to continue. Its configuration is kept (only
         ``epochs`` / ``iterations``, the new total, may be given), and the run ends where
@@ -132,8 +133,9 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
     ``MALLOC_*_``).
     """
     check_dataset(dataset)
-    if not (isinstance(progress, (bool, np.bool_)) or progress == LINES):
-        raise InvalidArgument(f"progress must be True, False or {LINES!r}, got {progress!r}")
+    if not (isinstance(progress, (bool, np.bool_)) or progress in (LINES, BAR)):
+        raise InvalidArgument(f"progress must be True, False, {LINES!r} or {BAR!r}, got "
+                              f"{progress!r}")
     given = isinstance(dataset, Dataset)
     plan = prepare_fit(dataset.name if given else dataset, preset=preset, backend=backend,
                        resume=resume, save=save, metrics=metrics, plots=plots,

@@ -21,7 +21,7 @@ import numpy as np
 from multinet import checkpoint, locks, plots
 from multinet.api.arguments import as_dataset, check_devices, check_paths, flat_images
 from multinet.catalog import dataset_spec
-from multinet.data import Dataset
+from multinet.data import Dataset, check_flags
 from multinet.errors import InvalidArgument, argument
 from multinet.evaluation import evaluate, probabilities
 from multinet.files import FIGURES, check_output, check_output_dir
@@ -208,6 +208,8 @@ class Run:
 
         Raises
         ------
+        InvalidArgument
+            For a ``path`` that is not a file name, or a ``force`` that is not a bool.
         multinet.checkpoint.CheckpointError
             For a state that is not finite.
         multinet.files.OutputError
@@ -218,6 +220,7 @@ class Run:
             Another multinet run is writing ``path``.
         """
         check_paths({"path": path}, optional=False)
+        check_flags(force=force)
         if not self.backend.is_primary:
             return Path(path)
         check_output(path, argument("path"), "checkpoint", force=force)
@@ -355,6 +358,8 @@ class Run:
 
         Raises
         ------
+        InvalidArgument
+            For a ``folder`` that is not a path, or a ``force`` that is not a bool.
         multinet.files.OutputError
             Before any work, when ``folder`` is a file or cannot be written at all, or
             (without ``force``) holds a file of those names that is not a PNG picture.
@@ -366,6 +371,7 @@ class Run:
             Without matplotlib.
         """
         check_paths({"folder": folder}, optional=False)
+        check_flags(force=force)
         check_output_dir(folder, argument("folder"), figures=FIGURES, force=force)
         with locks.hold({argument("folder"): folder}):
             dataset = self._data(dataset)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from multinet.checks import describe_device
 from multinet.commands import options
 from multinet.probe import probe, worst_level
 from multinet.registry import describe_backends
@@ -29,6 +30,8 @@ def run(args) -> int:
     if args.probe is not None:
         return _probe(args)
     rows = describe_backends()
+    for row in rows:  # as a run's summary names them (a backend lists what it likes)
+        row["devices"] = [describe_device(device) for device in row["devices"]]
     if args.json:
         print(json.dumps(rows))
         return 0

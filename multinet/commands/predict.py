@@ -26,7 +26,7 @@ DESCRIPTION = COMMANDS["predict"].summary
 
 def add_arguments(parser) -> None:
     """``CKPT``, the backend and data options, ``--index`` or ``--image``, ``--show``,
-    ``--save-inputs`` and ``--json``."""
+    ``--save-inputs`` (with ``--force``) and ``--json``."""
     options.add_checkpoint_options(
         parser, "a checkpoint from train --save, or an ONNX model from export --onnx "
                 "(OUT.onnx)")
@@ -41,6 +41,7 @@ def add_arguments(parser) -> None:
                         help="also draw each 28x28 the network saw, as text")
     parser.add_argument("--save-inputs", metavar="DIR",
                         help="write each 28x28 the network saw into DIR as a PNG")
+    options.add_force_option(parser, "the pictures --save-inputs writes")
     options.add_json_option(parser)
 
 
@@ -61,7 +62,8 @@ def run(args) -> int:
         raise MultinetError(f"--index must be 0-{len(dataset.test_labels) - 1}")
     image, true = dataset.test_images[args.index], int(dataset.test_labels[args.index])
     if args.save_inputs:
-        _save_inputs(args.save_inputs, [Path(f"test-{args.index}")], [image])
+        _save_inputs(args.save_inputs, [Path(f"test-{args.index}")], [image],
+                     force=args.force)
     probs = trained.probabilities(image[None])[0]
     predicted = int(np.argmax(probs))
     result = {"prediction": predicted, "label": true, "probabilities": probs.tolist()}
@@ -112,12 +114,12 @@ def _class_namer(names):
     return lambda i: str(i) if names[i] == str(i) else f"{i} ({names[i]})"
 
 
-def _save_inputs(folder, paths, images, keep=()) -> list[Path]:
+def _save_inputs(folder, paths, images, keep=(), *, force=False) -> list[Path]:
     """Write each 28x28 image as ``folder/<stem>.png`` (``<stem>-2.png``... when two
     pictures share a name); the paths written. Before writing anything, checks them as
     every output is (``files.check_output_dir``): never over a file in ``keep`` (the
     pictures given: ``--save-inputs`` naming their own folder must not replace a drawing
-    by its 28x28), a file of another kind or a special file."""
+    by its 28x28) or a special file; over a file of another kind only with ``force``."""
     folder = Path(folder)
     targets, taken = [], set()
     for path in paths:
@@ -128,7 +130,8 @@ def _save_inputs(folder, paths, images, keep=()) -> list[Path]:
         taken.add(f"{stem}.png".lower())
         targets.append(folder / f"{stem}.png")
     files.check_output_dir(folder, "--save-inputs", figures=[t.name for t in targets],
-                           inputs={f"the picture {path.name} given": path for path in keep})
+                           inputs={f"the picture {path.name} given": path for path in keep},
+                           force=force)
     written = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -177,7 +180,7 @@ def _predict_pictures(args) -> int:
             read.append(path)
         except pictures.PictureError as exc:
             report(exc)
-    saved = (_save_inputs(args.save_inputs, read, images, keep=paths)
+    saved = (_save_inputs(args.save_inputs, read, images, keep=paths, force=args.force)
              if args.save_inputs else [])
     probs = trained.probabilities(np.stack(images)) if images else np.zeros((0, 0))
     results = []

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from multinet.api.fitting import PlotsNotWritten, prepare_fit
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER
@@ -17,7 +16,7 @@ from multinet.initializers import SCHEMES
 from multinet.optim import OPTIMIZERS, SCHEDULES
 from multinet.registry import DISTRIBUTED_ENV
 from multinet.training.config import HYPERPARAMETERS, PRESETS, RANGES, TrainConfig
-from multinet.training.progress import LINE_SECONDS, LINES
+from multinet.training.progress import BAR, LINE_SECONDS
 
 DESCRIPTION = ("Train from scratch or --resume. --preset notebook (the default) is the "
                "notebook's full-batch run; --preset mlp is a stronger MLP. Every preset "
@@ -130,9 +129,8 @@ def run(args) -> int:
         force=args.force, **overrides)
     args.dataset = plan.dataset_name
     dataset = inputs.load_data(args)
-    # A bar's frames would make a log unreadable: there, a plain line every few seconds.
-    progress = (False if args.no_progress else True if args.progress or sys.stderr.isatty()
-                else LINES)
+    # True: the bar on a terminal, a plain line every few seconds in a log (as from fit).
+    progress = False if args.no_progress else BAR if args.progress else True
     try:
         trained = plan.run(dataset, progress=progress)
     except PlotsNotWritten as exc:  # the summary first: the run itself went well
@@ -151,6 +149,11 @@ def _distributed_environment(args) -> None:
             os.environ[variable] = str(getattr(args, flag))
 
 
+def _count(number: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _print_summary(args, config, summary) -> None:
     if args.json:
         print(json.dumps(summary))
@@ -158,8 +161,9 @@ def _print_summary(args, config, summary) -> None:
     print(f"{summary['dataset']}, preset {config.preset}: backend {summary['backend']} on "
           f"{summary['device']}, {config.dtype}, sizes {'-'.join(map(str, summary['sizes']))}, "
           f"{config.optimizer} lr {config.lr}, "
-          + (f"batch {config.batch_size}, {config.epochs} epochs" if config.batch_size
-             else f"{summary['iterations']} full-batch iterations"))
+          + (f"batch {config.batch_size}, {_count(config.epochs, 'epoch')}"
+             if config.batch_size
+             else _count(summary["iterations"], "full-batch iteration")))
     print(f"accuracy: train {summary['train_accuracy']:.4f}  "
           f"dev {summary['dev_accuracy']:.4f}  test {summary['test_accuracy']:.4f}")
     rate = summary["samples_per_second"]

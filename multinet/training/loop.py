@@ -26,6 +26,7 @@ from pathlib import Path
 
 from multinet import heap, network, optim
 from multinet.catalog import CLASSES
+from multinet.checks import describe_device
 from multinet.data import Dataset
 from multinet.errors import (MultinetError, OutputsNotFinite, TrainingDiverged,
                              TrainingInterrupted, TrainingStopped, argument)
@@ -60,9 +61,9 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *,
     that does not evaluate is ``OutputsNotFinite``, before any step. ``checkpoint_path``:
     where ``checkpoint`` writes, named when nothing was written there.
 
-    ``progress``: True, a tqdm bar (``tqdm.auto``: a widget in Jupyter); ``"lines"``, a
-    plain line on stderr every few seconds, for logs (``multinet.training.progress``);
-    False, nothing.
+    ``progress``: True, a tqdm bar (``tqdm.auto``: a widget in Jupyter) where stderr
+    redraws it in place, else a plain line every few seconds; ``"lines"``, always lines;
+    ``"bar"``, always the bar; False, nothing (``multinet.training.progress``).
 
     SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the loop between two steps (within two
     programs of ``SCAN_STEPS`` steps where the backend compiles runs of steps); the state
@@ -338,7 +339,8 @@ def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
                    "every step)")
     kept = saves.kept() + (", before it diverged, and evaluates" if saves.path else "")
     return TrainingDiverged(f"training diverged: {what} by epoch {state.epoch} (step "
-                            f"{state.step}) with {config.describe_step()}; try {advice}; "
+                            f"{state.step}) with {config.describe_step()}; start a new run "
+                            f"with {advice} ({argument('resume')} keeps the saved settings); "
                             f"{kept}")
 
 
@@ -411,7 +413,7 @@ def summarize(config: TrainConfig, backend: Backend, state: TrainState, splits: 
                             else min(config.batch_size, len(splits["train"])))
     return {
         "backend": backend.name,
-        "device": str(backend.device),
+        "device": describe_device(backend.device, backend.platform),
         **config.to_dict(),
         "iterations": state.step,
         "sizes": list(network.layer_sizes(state.params)),

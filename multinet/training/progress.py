@@ -1,5 +1,6 @@
 """How a run shows its progress while it trains: a tqdm bar (a widget in Jupyter, a bar
-redrawn in place on a terminal), or plain lines for a log.
+redrawn in place on a terminal), or plain lines for a log: ``progress=True`` picks the
+one that suits where stderr goes, for ``multinet train`` and ``multinet.fit`` alike.
 
 A bar's frames make a log (CI, a batch job, ``multinet train 2> run.log``) unreadable,
 and a log without them looks hung for the minutes a run takes; there ``Lines`` writes
@@ -27,24 +28,49 @@ LINE_SECONDS = 10.0
 #: ``train(progress=LINES)``: plain lines instead of a bar.
 LINES = "lines"
 
+#: ``train(progress=BAR)``: the bar even where stderr is not a terminal (``--progress``).
+BAR = "bar"
+
 
 def progress_display(progress, *, total: int, initial: int, desc: str, batches: int):
-    """What shows a run's progress: ``progress`` ``LINES``, a ``Lines``; else a tqdm bar
-    (``tqdm.auto``), disabled where ``progress`` is false, and ``Lines`` in a Jupyter
-    kernel without ipywidgets (where the bar's frames would each be an output). Each takes ``update(steps)``,
-    ``set_postfix(loss=, dev=)`` at a log point, and ``close()``. ``batches``: steps per
-    epoch."""
-    lines = isinstance(progress, str) and progress == LINES
-    if lines or (progress and _kernel_without_widgets()):
+    """What shows a run's progress, the same from the command line and from Python.
+
+    Parameters
+    ----------
+    progress : bool or str
+        True: a tqdm bar (``tqdm.auto``) where it redraws in place (a terminal, a Jupyter
+        widget), else ``Lines`` (a log, a pipe, a Jupyter kernel without ipywidgets,
+        where each frame would be an output of its own); ``LINES``: ``Lines``; ``BAR``:
+        the bar wherever stderr goes (``multinet train --progress``); False: nothing.
+    total, initial : int
+        The run's last step and the step it starts from.
+    desc : str
+        What the bar or each line begins with.
+    batches : int
+        Steps per epoch.
+
+    Returns
+    -------
+    tqdm or Lines
+        Each takes ``update(steps)``, ``set_postfix(loss=, dev=)`` at a log point, and
+        ``close()``.
+    """
+    chosen = progress if isinstance(progress, str) else None
+    if chosen == LINES or (progress and chosen != BAR and not _redraws_in_place()):
         return Lines(total=total, initial=initial, desc=desc, batches=batches)
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not progress,
                 leave=False)
 
 
-def _kernel_without_widgets() -> bool:
-    """In a Jupyter kernel, ``tqdm.auto`` is the widget bar unless ipywidgets is missing."""
-    widget = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
-    return "ipykernel.zmqshell" in sys.modules and not widget
+def _redraws_in_place() -> bool:
+    """Whether a bar's frames replace each other: a Jupyter widget, or a terminal."""
+    if "ipykernel.zmqshell" in sys.modules:
+        # In a kernel, tqdm.auto is the widget bar unless ipywidgets is missing.
+        return any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr (pythonw), or a closed one
+        return False
 
 
 class Lines:
