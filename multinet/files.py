@@ -338,14 +338,20 @@ WRITERS = {"checkpoint": "multinet train --save", "onnx": "multinet export --onn
            "metrics": "multinet train --metrics", "png": "multinet plot"}
 
 
+def is_onnx_model(path) -> bool:
+    """Whether ``evaluate`` and ``predict`` read ``path`` as an ONNX model: by its first
+    bytes where they tell (a checkpoint named .onnx stays one), else by its suffix."""
+    kind = file_kind(first_bytes(path) or b"")
+    return kind == "onnx" if kind in ("onnx", "checkpoint") else str(path).lower().endswith(".onnx")
+
+
 def not_of_kind(path, wanted: str) -> str | None:
     """Why an input ``path`` read as ``wanted`` (a key of ``KINDS``) is not one, told
     from its ``stat`` (a special file is never opened: a FIFO would wait for a writer)
     and its first bytes (``file_kind``): ``"is a named pipe (FIFO), not a checkpoint
-    (safetensors)"``, or what it is, which command writes it and what to give instead.
-    None where it may be one: missing, or of no kind multinet writes (its reader then
-    says what is wrong)."""
-    kind = special(path)
+    (safetensors)"``, or what it is, which command writes it and what to give instead;
+    None where it may be one (missing, or no kind multinet writes: its reader says)."""
+    kind = internal(path) or special(path)
     if kind is not None:
         return f"is {kind}, not {_described(wanted)}"
     found = file_kind(first_bytes(path) or b"")

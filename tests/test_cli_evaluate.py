@@ -57,3 +57,17 @@ def test_backend_for_an_onnx_model_needs_against(small_checkpoint, mnist, tmp_pa
                    str(small_checkpoint), *data_args(mnist))
     assert both.returncode == 0, both.stderr
     assert "agrees with" in both.stdout and "on backend numpy" in both.stdout
+
+
+def test_a_checkpoint_named_onnx_is_read_as_the_checkpoint_it_is(small_checkpoint, mnist,
+                                                                 tmp_path):
+    """``evaluate ckpt.onnx`` refused a real checkpoint as 'not an ONNX model' (the
+    suffix decided), where plot, export and --resume took it: its bytes decide."""
+    named = tmp_path / "ckpt.onnx"
+    named.write_bytes(small_checkpoint.read_bytes())
+    plain = run_cli("evaluate", str(small_checkpoint), *data_args(mnist))
+    result = run_cli("evaluate", str(named), *data_args(mnist))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == plain.stdout.replace(str(small_checkpoint), str(named))
+    predicted = run_cli("predict", str(named), "--index", "3", *data_args(mnist))
+    assert predicted.returncode == 0, predicted.stderr

@@ -218,7 +218,7 @@ def test_training_graph_continues_a_run_as_multinet_does(mnist, tmp_path, optimi
     (dict(onnx_train="s.onnx", batch_size=True), "got True"),
     (dict(onnx_train="s.onnx", batch_size=1.5), "got 1.5"),
     (dict(onnx="m.onnx", onnx_train="./m.onnx"), "onnx= and onnx_train= name the same file"),
-    (dict(onnx="a-file/m.onnx"), "onnx= a-file/m.onnx: "),
+    (dict(onnx="a-file/m.onnx"), "onnx='a-file/m.onnx': "),
 ])
 def test_export_from_python_names_its_arguments(small_checkpoint, tmp_path, monkeypatch,
                                                 arguments, message):

@@ -217,3 +217,11 @@ def test_an_input_of_another_kind_says_what_it_is_and_what_to_give(tmp_path):
                "(safetensors): give a checkpoint (safetensors), which multinet train "
                "--save writes"}
     assert files.not_of_kind(tmp_path / "missing", "checkpoint") is None
+
+
+def test_a_lock_file_given_as_an_input_is_named_as_one(tmp_path):
+    """``--resume .a.st.multinet.lock`` called the lock file 'a metrics file'."""
+    lock = tmp_path / ".a.st.multinet.lock"
+    lock.write_text('{"pid": 1}\n')
+    assert files.not_of_kind(lock, "checkpoint") == (
+        "is a multinet lock file, not a checkpoint (safetensors)")

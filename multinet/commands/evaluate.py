@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from multinet import checkpoint as ckpt
-from multinet import export
+from multinet import export, files
 from multinet.catalog import dataset_spec
 from multinet.commands import COMMANDS, inputs, options
 from multinet.errors import MultinetError
@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """The report of a checkpoint on ``--backend`` (``evaluate MODEL.onnx``: of the
     model, exit 1 if it disagrees with ``--against``)."""
-    if args.checkpoint.lower().endswith(".onnx"):
+    if files.is_onnx_model(args.checkpoint):
         return _evaluate_onnx(args)
     if args.against:
         raise MultinetError("--against compares an exported ONNX model (.onnx) with its "

@@ -98,7 +98,7 @@ def _network(args):
     """``CKPT`` as predict uses it: a checkpoint loaded as a ``Run`` on ``--backend``, or,
     for a ``.onnx`` file (``evaluate``'s rule), the exported model, checked as a
     checkpoint is."""
-    if not args.checkpoint.lower().endswith(".onnx"):
+    if not files.is_onnx_model(args.checkpoint):
         return load(args.checkpoint, args.backend)
     if args.backend is not None:
         raise MultinetError(f"--backend chooses where multinet runs a checkpoint; "
