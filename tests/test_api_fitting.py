@@ -106,6 +106,7 @@ def test_bad_arguments_are_named_as_python_arguments(short_run, arguments, error
 @pytest.mark.parametrize("overrides, fragment", [
     (dict(epochs=1.5), "epochs= must be an integer, got 1.5"),
     (dict(iterations=True), "iterations= must be an integer, got True"),
+    (dict(iterations=-1), "iterations= must be an integer >= 0, got -1"),  # not "epochs="
     (dict(iterations=2, lr="0.1"), "lr must be a number, got '0.1'"),
     (dict(iterations=2, lr=True), "lr must be a number, got True"),
     (dict(iterations=2, hidden="32"), "hidden must be a sequence of integers"),

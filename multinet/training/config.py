@@ -63,6 +63,8 @@ def epochs_given(overrides: dict) -> int | None:
     name, count = ("epochs", epochs) if epochs is not None else ("iterations", iterations)
     if count is not None and not is_integer(count):
         raise InvalidArgument(f"{argument(name)} must be an integer, got {count!r}")
+    if count is not None and count not in RANGES["epochs"]:  # named as given
+        raise InvalidArgument(f"{argument(name)} must be {RANGES['epochs']}, got {count}")
     return count
 
 
