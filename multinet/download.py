@@ -274,8 +274,8 @@ def fetch(name: str = "mnist", directory: str | os.PathLike | None = None, *, mi
     spec = dataset_spec(name)
     target = Path(directory).expanduser() if directory else cache_dir() / spec.name
     urls = mirrors_for(spec, mirrors)
-    bounds = dict(progress=progress and _terminal(sys.stderr), timeout=timeout, connect_timeout=connect_timeout,
-                  deadline=deadline, max_bytes=max_bytes)
+    bounds = dict(progress=progress and _terminal(sys.stderr), timeout=timeout,
+                  connect_timeout=connect_timeout, deadline=deadline, max_bytes=max_bytes)
     _remove_stale(target)
     fetched, missing = {}, {}
     for role, stem in FILES.items():

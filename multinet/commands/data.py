@@ -3,8 +3,6 @@ dataset's (``verify``), and downloading them (``fetch``)."""
 
 from __future__ import annotations
 
-import sys
-
 from multinet import catalog, data
 from multinet.commands import options
 from multinet.download import fetch
@@ -32,8 +30,7 @@ def run(args) -> int:
         if args.offline:
             raise MultinetError("'multinet data fetch' downloads; it cannot run --offline")
         target = data.explicit_dir(args.data_dir)
-        files = fetch(args.dataset, target, mirrors=args.mirror,
-                      progress=sys.stderr.isatty())
+        files = fetch(args.dataset, target, mirrors=args.mirror)
         print(f"{spec.name}: {len(files)} files in {next(iter(files.values())).parent}")
         return 0
     if args.action == "where":

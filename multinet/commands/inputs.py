@@ -3,8 +3,6 @@ and the checkpoint (``CKPT`` on ``--backend``), loaded through the Python API.""
 
 from __future__ import annotations
 
-import sys
-
 from multinet.api.run import load
 from multinet.data import load_dataset
 
@@ -27,8 +25,7 @@ def load_data(args):
     args.dataset = args.dataset or "mnist"
     return load_dataset(args.dataset, args.data_dir, download=not args.offline,
                         verify=args.verify, mirrors=args.mirror,
-                        source=getattr(args, "data_source", "multinet"),
-                        progress=sys.stderr.isatty())
+                        source=getattr(args, "data_source", "multinet"))
 
 
 def run_and_data(args):
