@@ -26,8 +26,9 @@ The API (each has a docstring: ``help(multinet.fit)``):
     backend), ``.predict(images)``, ``.probabilities(images)``, ``.evaluate(dataset)``,
     ``.save(path)``, and matplotlib figures that show inline in Jupyter:
     ``.plot_curves()``, ``.plot_predictions(images, labels)``, ``.plot_confusion()``.
-``load(path, backend=None)``
-    A ``Run`` from a checkpoint, on any backend.
+``load(path=None, backend=None)``
+    A ``Run`` from a checkpoint, on any backend; with no path, the pretrained network
+    shipped with multinet (784-256-10, trained on MNIST: docs/pretrained.md).
 ``backend_names()``, ``get_backend(name)``, ``Backend``
     The array libraries multinet can use, and what each provides.
 ``init_params``, ``forward``, ``predict``, ``loss_and_grads``, ``sgd_step``, ``train_step``

@@ -262,3 +262,35 @@ def test_a_folder_of_heic_photos_says_what_reads_them(network, tmp_path):
     assert result.stderr.splitlines() == [
         f"multinet: error: {tmp_path / name}: HEIC/HEIF pictures need the pillow-heif "
         "plug-in: pip install pillow-heif" for name in ("a.heic", "b.HEIF")]
+
+
+# --- Where CKPT goes, now that it may be left out (the pretrained network) --------------
+
+def test_a_checkpoint_before_image_or_after_another_option_is_the_one_used(network, folder):
+    checkpoint, loaded, _, _ = network
+    _, good, _ = folder
+    expected = probabilities(loaded.params, get_backend("numpy"),
+                             pictures.mnist_digit(good[0])[None], loaded.config.dtype)[0]
+    for args in ([str(checkpoint), "--image", str(good[0]), "--json"],
+                 ["--image", str(good[0]), "--json", str(checkpoint)]):
+        result = run_cli("predict", *args)
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_allclose(json.loads(result.stdout)[0]["probabilities"], expected,
+                                   rtol=1e-12)
+
+
+def test_a_checkpoint_after_image_is_named_rather_than_read_as_a_picture(network, folder):
+    """``--image`` takes every path after it: without this, the pretrained network would
+    answer and the checkpoint would be a picture that cannot be read."""
+    _, good, _ = folder
+    assert_one_line_error(run_cli("predict", "--image", str(good[0]), str(network[0])),
+                          f"--image {network[0]}: is a checkpoint, not a picture",
+                          "give it before --image")
+
+
+def test_the_help_says_ckpt_may_be_left_out_and_goes_before_image():
+    text = " ".join(run_cli("predict", "--help").stdout.split())
+    assert "[CKPT]" in text and "give it before --image" in text
+    assert "(default: the pretrained network shipped with multinet" in text
+    for command in ("evaluate", "plot"):  # they still need one
+        assert_one_line_error(run_cli(command), "required: CKPT")

@@ -112,6 +112,26 @@ def test_the_wheel_holds_the_backends_and_their_entry_points(built):
     assert any(n.endswith("licenses/LICENSE") for n in names)
 
 
+def test_the_wheel_and_the_sdist_hold_the_pretrained_weights_byte_for_byte(built, fresh_python,
+                                                                          tmp_path):
+    import zipfile
+
+    from multinet import pretrained
+
+    shipped = (REPO / "multinet" / "weights" / pretrained.NAME).read_bytes()
+    assert zipfile.ZipFile(built["wheel"]).read(f"multinet/weights/{pretrained.NAME}") == shipped
+    with tarfile.open(built["sdist"]) as archive:
+        member, = [m for m in archive.getmembers()
+                   if m.name.split("/", 1)[-1] == f"multinet/weights/{pretrained.NAME}"]
+        assert archive.extractfile(member).read() == shipped
+    # Installed, the package finds them inside itself, and their SHA-256 holds.
+    located = run(fresh_python, "-c", "from multinet import pretrained; print(pretrained.path())",
+                  cwd=tmp_path)
+    assert located.returncode == 0, located.stderr
+    home = fresh_python.parent.parent.resolve()
+    assert Path(located.stdout.strip()).resolve().is_relative_to(home)
+
+
 @pytest.mark.parametrize("where", ["checkout root", "elsewhere"])
 def test_an_installed_wheel_runs_from_the_checkout_root_and_elsewhere(fresh_python, where,
                                                                       tmp_path):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from multinet import checkpoint, locks, plots
+from multinet import checkpoint, locks, plots, pretrained
 from multinet.api.arguments import as_dataset, check_devices, check_paths, flat_images
 from multinet.catalog import dataset_spec
 from multinet.data import Dataset, check_flags
@@ -380,14 +380,17 @@ class Run:
                                    f"{self.backend.name}" if title is None else title)
 
 
-def load(path: str | os.PathLike, backend: Backend | str | None = None, *,
+def load(path: str | os.PathLike | None = None, backend: Backend | str | None = None, *,
          devices: int | str | None = None) -> Run:
-    """A run from a checkpoint written by ``Run.save`` or ``multinet train --save``.
+    """A run from a checkpoint written by ``Run.save`` or ``multinet train --save``; with
+    no path, the pretrained network shipped with multinet.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The checkpoint file.
+    path : str, os.PathLike or None
+        The checkpoint file. None: the pretrained network in the package, a 784-256-10
+        MLP trained on MNIST (``multinet.pretrained``, docs/pretrained.md), its bytes'
+        SHA-256 checked first.
     backend : Backend, str or None
         Where to place it: any backend (checkpoints move between them); None:
         ``$MULTINET_BACKEND``, else numpy.
@@ -404,15 +407,19 @@ def load(path: str | os.PathLike, backend: Backend | str | None = None, *,
     ------
     multinet.checkpoint.CheckpointError
         For a missing, unreadable or invalid file (naming what is wrong).
+    multinet.pretrained.PretrainedError
+        With no path, for pretrained weights that are missing or altered.
     InvalidArgument
         For a ``path`` that is not a file name, or ``devices`` that are no count.
     UnknownBackend, BackendUnavailable
         For a backend that is not known, or cannot run here.
     """
-    if not isinstance(path, (str, os.PathLike)):
+    if path is not None and not isinstance(path, (str, os.PathLike)):
         raise InvalidArgument(f"path must be a checkpoint's file name (a str or a "
-                              f"pathlib.Path), got {type(path).__name__}")
+                              f"pathlib.Path) or None, got {type(path).__name__}")
     check_devices(devices)
+    if path is None:
+        path = pretrained.path()
     loaded = checkpoint.load(path)
     chosen = resolve_backend(backend, devices)
     state = loaded.state_on(chosen)

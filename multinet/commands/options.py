@@ -87,12 +87,18 @@ def add_data_options(parser, *, sources: bool = True, checkpoint: bool = False) 
                                  "through torchvision.datasets, as the notebook did")
 
 
-def add_checkpoint_options(parser, checkpoint_help: str = "a checkpoint from train --save"
-                           ) -> None:
+def add_checkpoint_options(parser, checkpoint_help: str = "a checkpoint from train --save",
+                           *, optional: bool = False) -> None:
     """The checkpoint to look at (``CKPT``), the ``--backend`` to run it on and the data
     options (the dataset defaults to the checkpoint's): ``evaluate``, ``predict`` and
-    ``plot``."""
-    parser.add_argument("checkpoint", metavar="CKPT", help=checkpoint_help)
+    ``plot``. With ``optional``, ``CKPT`` may be left out (``None``), and the help says
+    that the pretrained network is used then."""
+    if optional:
+        parser.add_argument("checkpoint", metavar="CKPT", nargs="?",
+                            help=f"{checkpoint_help} (default: the pretrained network "
+                                 "shipped with multinet, docs/pretrained.md)")
+    else:
+        parser.add_argument("checkpoint", metavar="CKPT", help=checkpoint_help)
     parser.add_argument("--backend", metavar="NAME",
                         help="backend to run on (any: checkpoints move between them; "
                              "default: $MULTINET_BACKEND, else numpy)")

@@ -1,7 +1,8 @@
 """``multinet predict``: a test image (``--index``), or pictures of digits (``--image``),
 with what the checkpoint predicts, as ``evaluate`` and ``plot`` look at it: loaded as a
 ``multinet.api.run.Run`` on ``--backend``; or what an exported ONNX model predicts
-(``predict MODEL.onnx``, as ``evaluate`` takes one), run in onnxruntime."""
+(``predict MODEL.onnx``, as ``evaluate`` takes one), run in onnxruntime. Without
+``CKPT``, the pretrained network shipped with multinet (``multinet.pretrained``)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,15 @@ def add_arguments(parser) -> None:
     ``--save-inputs`` (with ``--force``) and ``--json``."""
     options.add_checkpoint_options(
         parser, "a checkpoint from train --save, or an ONNX model from export --onnx "
-                "(OUT.onnx)")
+                "(OUT.onnx); give it before --image", optional=True)
     parser.add_argument("--index", type=options.in_range(NON_NEGATIVE_INTEGER),
                         help="test image number (give this or --image)")
     parser.add_argument("--image", nargs="+", metavar="PATH",
                         help="pictures instead: files, or folders (the picture files "
                              "directly in them), prepared as MNIST's digits were "
-                             "(PNG, JPEG, TIFF...; needs Pillow); with --json, an "
-                             "array of one object per picture")
+                             "(PNG, JPEG, TIFF...; needs Pillow); every path after it "
+                             "is a picture; with --json, an array of one object per "
+                             "picture")
     parser.add_argument("--show", action="store_true",
                         help="also draw each 28x28 the network saw, as text")
     parser.add_argument("--save-inputs", metavar="DIR",
@@ -97,8 +99,8 @@ class _ExportedNetwork:
 def _network(args):
     """``CKPT`` as predict uses it: a checkpoint loaded as a ``Run`` on ``--backend``, or,
     for a ``.onnx`` file (``evaluate``'s rule), the exported model, checked as a
-    checkpoint is."""
-    if not files.is_onnx_model(args.checkpoint):
+    checkpoint is; without ``CKPT``, the pretrained network (``load(None)``)."""
+    if args.checkpoint is None or not files.is_onnx_model(args.checkpoint):
         return load(args.checkpoint, args.backend)
     if args.backend is not None:
         raise MultinetError(f"--backend chooses where multinet runs a checkpoint; "
@@ -107,6 +109,18 @@ def _network(args):
     model = export.open_model(args.checkpoint)
     export.check_inference_contract(model)
     return _ExportedNetwork(model)
+
+
+def _refuse_a_network_among_the_pictures(paths) -> None:
+    """``--image`` takes every path after it, so ``predict --image a.png CKPT`` reads CKPT
+    as a picture and leaves ``CKPT`` out: rather than answer with the pretrained network
+    and a picture that cannot be read, say where ``CKPT`` goes (told by its bytes)."""
+    for text in paths:
+        kind = files.file_kind(files.first_bytes(text) or b"") if text else None
+        if kind in ("checkpoint", "onnx"):
+            what = "a checkpoint" if kind == "checkpoint" else "an ONNX model"
+            raise MultinetError(f"--image {text}: is {what}, not a picture: give it "
+                                f"before --image (multinet predict CKPT --image PATH...)")
 
 
 def _class_namer(names):
@@ -146,6 +160,8 @@ def _save_inputs(folder, paths, images, keep=(), *, force=False) -> list[Path]:
 def _predict_pictures(args) -> int:
     """``predict --image``: every picture prepared as MNIST's digits were, predicted in
     one batch; a picture that fails is reported on its own line and the rest go on."""
+    if args.checkpoint is None:
+        _refuse_a_network_among_the_pictures(args.image)
     trained = _network(args)
     name = _class_namer(dataset_spec(args.dataset or trained.dataset_name).classes)
     pictures.require_pillow()
