@@ -12,7 +12,9 @@ Inference graph (``inference_model``), for checkpoints in either dtype:
   scaling to [0, 1] happens inside the graph, as on every backend;
 * outputs ``logits``: ``float32`` ``(N, 10)`` (a float64 checkpoint computes in float64
   and rounds only its logits) and ``labels``: ``int64`` ``(N,)``, the largest logit's
-  index (``network.predict``).
+  index (``network.predict``);
+* with ``weights_as_inputs``, the parameters are inputs ``params/W1``, ... (the training
+  graph's names) instead of stored values: a network trained elsewhere runs on it.
 
 Training-step graph (``training_model``): one step of the checkpoint's optimizer (SGD,
 momentum or Adam, with its weight decay), in the checkpoint's dtype:
@@ -148,11 +150,13 @@ def _host_params(checkpoint: Checkpoint) -> dict:
     return {k: np.asarray(v, dtype=dtype) for k, v in checkpoint.params.items()}
 
 
-def inference_model(checkpoint: Checkpoint, tracer=None) -> bytes:
-    """The serialized inference graph of a checkpoint (contract in the module doc)."""
+def inference_model(checkpoint: Checkpoint, tracer=None, weights_as_inputs=False) -> bytes:
+    """The serialized inference graph of a checkpoint (contract in the module doc); with
+    ``weights_as_inputs``, of its sizes and dtype, the weights being inputs."""
     tracer = tracer or _tracer()
     xp, dtype = tracer.xp, checkpoint.config.dtype
-    params = {k: tracer.constant(v) for k, v in _host_params(checkpoint).items()}
+    params = {k: tracer.input(v.shape, dtype) if weights_as_inputs else tracer.constant(v)
+              for k, v in _host_params(checkpoint).items()}
     images = tracer.input(("N", *IMAGE_SHAPE), "uint8")
     logits = network.forward(params, _scaled_images(xp, images, dtype))
     # network.predict is argmax(forward): taken from the logits already traced, so the
@@ -163,7 +167,8 @@ def inference_model(checkpoint: Checkpoint, tracer=None) -> bytes:
     doc = (f"multinet {sizes} network ({checkpoint.dataset}, {dtype}). Input images: uint8 "
            f"(N, 28, 28) raw pixels. Outputs logits: float32 (N, {CLASSES}); labels: int64 "
            "(N,).")
-    return tracer.finish({"images": images}, outputs,
+    weights = {f"params/{k}": v for k, v in params.items()} if weights_as_inputs else {}
+    return tracer.finish({"images": images, **weights}, outputs,
                          model_metadata(checkpoint, "inference", tracer.versions), doc)
 
 

@@ -139,7 +139,7 @@ def test_only_the_backends_import_an_array_library():
 #: imports no other; the entry points keep ``import multinet`` and the command's start
 #: light (tests/test_cli.py and the package tests measure both).
 LAZY_IMPORTS = {"matplotlib", "PIL", "ndonnx", "onnx", "onnxruntime", "spox", "torchvision",
-                "threadpoolctl", "pillow_heif"}
+                "threadpoolctl", "pillow_heif", "waitress"}
 LAZY_HERE = {"multinet/download.py": {"pooch", "requests"},
              "multinet/transfer.py": {"requests", "urllib3"}}
 LAZY_ANYTHING = ("backends/", "multinet/peers/", *ENTRY_POINTS)

@@ -129,6 +129,28 @@ def test_a_float64_checkpoint_exports_float32_logits_of_float64_arithmetic(mnist
     assert parity.relative_error(logits, own_logits) <= np.finfo(np.float32).eps
 
 
+def test_an_inference_graph_can_take_its_weights_as_inputs(small_checkpoint, mnist):
+    checkpoint = ckpt.load(small_checkpoint)
+    model_bytes = export.inference_model(checkpoint, weights_as_inputs=True)
+    model = export.open_model(model_bytes)
+    names = ["params/W1", "params/b1", "params/W2", "params/b2"]
+    assert list(model.inputs) == ["images", *names]
+    assert [model.inputs[n][0] for n in names] == [(784, 10), (10,), (10, 10), (10,)]
+    assert _largest_stored_tensor(model_bytes) < checkpoint.params["W2"].size
+    images = mnist.test_images[:300]
+    own = export.open_model(export.inference_model(checkpoint)).run({"images": images})
+    weights = {f"params/{k}": v for k, v in checkpoint.params.items()}
+    out = model.run({"images": images, **weights})
+    np.testing.assert_array_equal(out["labels"], own["labels"])
+    assert parity.relative_error(out["logits"], own["logits"]) <= parity.tolerance("float32")
+    # Other weights, another network: what the inputs say is what runs.
+    other = {k: (v[::-1] * 0.5).astype(np.float32) for k, v in checkpoint.params.items()}
+    logits, labels = export.multinet_outputs(other, get_backend("numpy"), images, "float32")
+    out = model.run({"images": images, **{f"params/{k}": v for k, v in other.items()}})
+    np.testing.assert_array_equal(out["labels"], labels)
+    assert parity.relative_error(out["logits"], logits) <= parity.tolerance("float32")
+
+
 def _largest_stored_tensor(model_bytes):
     """Elements of the largest initializer or constant, subgraphs included."""
     import onnx

@@ -45,6 +45,9 @@ COMMANDS = {
     "predict": CommandInfo(
         "multinet.commands.predict",
         "show a test image, or pictures of digits, with the prediction"),
+    "serve": CommandInfo(
+        "multinet.commands.serve",
+        "a local web page: draw a digit, see every backend's answer"),
     "plot": CommandInfo(
         "multinet.commands.plot",
         "training curves, predictions and confusion matrix as PNG files"),
