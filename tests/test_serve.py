@@ -28,7 +28,7 @@ from PIL import Image  # noqa: E402
 from helpers import SAMPLE_MNIST, assert_one_line_error, run_cli, run_python  # noqa: E402
 from multinet import checkpoint, network, pictures, pretrained  # noqa: E402
 from multinet.parity import tolerance  # noqa: E402
-from multinet.web import browser, server  # noqa: E402
+from multinet.web import browser, running, server  # noqa: E402
 
 #: The server's environment: the committed sample as its data, the default backend order.
 ENV = {**{k: v for k, v in os.environ.items() if k != "MULTINET_BACKEND"},
@@ -185,6 +185,9 @@ def test_bad_bodies_and_methods_get_their_statuses(served):
         sock.sendall(f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
                      f"{LIMIT_MB * 1_000_000 + 1}\r\n\r\n".encode() + b"x" * 1000)
         assert sock.recv(100).startswith(b"HTTP/1.1 413 ")
+    # A body of exactly the limit is read (and, not being a picture, answered 400).
+    assert_json_error(*request(address, "POST", "/api/predict", b"x" * LIMIT_MB * 1_000_000),
+                      400, "cannot read the picture")
     message = assert_json_error(*request(address, "POST", "/api/predict", b"not a picture"),
                                 400, "cannot read the picture")
     assert "0x" not in message  # no memory address of the buffer read
@@ -192,6 +195,12 @@ def test_bad_bodies_and_methods_get_their_statuses(served):
     blank = io.BytesIO()
     Image.new("L", (50, 50), 255).save(blank, format="PNG")
     assert_json_error(*request(address, "POST", "/api/predict", blank.getvalue()), 400)
+    # A small file declaring more pixels than a server decodes is refused unread.
+    bomb = io.BytesIO()
+    Image.new("1", (5000, 4000), 1).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 100_000
+    assert_json_error(*request(address, "POST", "/api/predict", bomb.getvalue()), 400,
+                      "too large")
     status, headers, body = request(address, "GET", "/api/predict")
     assert_json_error(status, headers, body, 405, "POST")
     assert headers["Allow"] == "POST"
@@ -218,7 +227,7 @@ def test_slow_and_vanishing_clients_do_not_block_the_others(served, sample):
             f"{len(picture)}\r\n\r\n").encode()
     stalled = []
     try:
-        for i in range(2 * server.THREADS):
+        for i in range(2 * running.THREADS):
             sock = socket.create_connection(address, timeout=10)
             sock.sendall(b"GET /api/info HTTP/1.1\r\nHo" if i % 2 else head + picture[:100])
             stalled.append(sock)
@@ -234,6 +243,71 @@ def test_slow_and_vanishing_clients_do_not_block_the_others(served, sample):
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_more_slow_clients_than_connections_once_allowed_are_cut_off_while_others_are_answered(
+        sample):
+    """150 clients sending a byte every two seconds (slowloris) and 150 that send
+    nothing: an answer still comes at once, and each of them is closed within
+    ``REQUEST_DEADLINE`` (or ``IDLE_TIMEOUT``) and one look."""
+    process, address = start("--backend", "numpy")
+    picture = png(sample.test_images[2])
+    sockets = []
+    try:
+        for _ in range(300):
+            sockets.append(socket.create_connection(address, timeout=10))
+        began = time.monotonic()
+        dripping, closed = sockets[:150], set()
+        answer = predict(address, picture)
+        assert time.monotonic() - began < 2.0
+        assert answer["prediction"] == int(sample.test_labels[2])
+        limit = max(running.REQUEST_DEADLINE, running.IDLE_TIMEOUT) + 2 * running.CLEANUP_INTERVAL
+        while len(closed) < len(sockets) and time.monotonic() - began < limit + 5:
+            for sock in dripping:
+                if sock not in closed:
+                    try:
+                        sock.sendall(b"G")
+                    except OSError:
+                        closed.add(sock)
+            readable, _, _ = select.select([s for s in sockets if s not in closed], [], [], 2)
+            for sock in readable:
+                try:
+                    if sock.recv(100) == b"":
+                        closed.add(sock)
+                except OSError:
+                    closed.add(sock)
+        assert len(closed) == len(sockets), f"{len(sockets) - len(closed)} still open"
+        assert time.monotonic() - began > running.IDLE_TIMEOUT - 1  # not cut at once
+    finally:
+        for sock in sockets:
+            sock.close()
+        code, err = stop(process)
+    assert code == 0, err
+
+
+def test_answers_under_way_at_sigterm_are_finished_and_sent(sample):
+    process, address = start("--backend", "numpy")
+    picture = png(sample.test_images[2])
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(request, address, "POST", "/api/predict", picture)
+                   for _ in range(20)]
+        time.sleep(0.05)
+        code, err = stop(process)
+        statuses = [future.result()[0] for future in futures]
+    assert statuses == [200] * 20 and code == 0, err
+
+
+def test_ctrl_c_while_it_starts_stops_it_there_in_one_line():
+    process = subprocess.Popen([sys.executable, "-m", "multinet", "serve", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=ENV)
+    time.sleep(1.0)  # importing the libraries, or loading the backends
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    if out:  # it had started: a clean stop
+        assert process.returncode == 0 and err.endswith("multinet: stopped\n"), err
+    else:
+        assert process.returncode == 130 and err == "multinet: interrupted\n", err
 
 
 def test_a_checkpoint_given_is_served_on_the_backends_named_once_each(small_checkpoint, sample,
@@ -274,6 +348,7 @@ def test_a_host_reachable_from_the_network_is_warned_of_in_one_line():
     assert status == 200 and code == 0  # any Host: the user chose to be reachable
     lines = err.splitlines()
     assert len(lines) == 2 and "reachable from the network" in lines[0], err
+    assert f"http://localhost:{port}/" in lines[0]
 
 
 def test_a_port_in_use_is_one_line():
@@ -288,6 +363,8 @@ def test_a_port_in_use_is_one_line():
     (["--backend", "numpy", "module://no_such_library"], ["no_such_library"]),
     (["--backend", "numpy", "--onnxruntime", "/no/such/folder"], ["--onnxruntime", "no such folder"]),
     (["--max-upload", "26"], ["--max-upload", "26"]),
+    (["--max-upload", "1e-7"], ["--max-upload", "1e-7"]),
+    (["--offline"], ["unrecognized arguments: --offline"]),
     (["--port", "65536"], ["--port", "65536"]),
     (["/no/such.safetensors", "--backend", "numpy"], ["/no/such.safetensors"]),
     (["--host", "no.such.host.invalid", "--backend", "numpy"], ["--host no.such.host.invalid"]),

@@ -61,21 +61,27 @@ def add_backend_options(parser) -> None:
                              "minute to compile on two CPU cores); JAX and MLX always compile")
 
 
-def add_data_options(parser, *, sources: bool = True, checkpoint: bool = False) -> None:
+def add_data_options(parser, *, sources: bool = True, checkpoint: bool = False,
+                     download: bool = True) -> None:
     """``--dataset``, ``--data-dir``, ``--mirror``, ``--offline``, ``--no-verify`` and,
     with ``sources``, ``--data-source``: where the data comes from. With ``checkpoint``,
-    the dataset defaults to the checkpoint's (the help says so)."""
+    the dataset defaults to the checkpoint's (the help says so). Without ``download``
+    (a command that only reads files on disk), no ``--mirror`` and no ``--offline``:
+    ``args.offline`` is always True."""
     parser.add_argument("--dataset", choices=DATASETS,
                         help="dataset (default: the checkpoint's)" if checkpoint
                         else "dataset (default: mnist)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the four IDX files, .gz or raw, or a torchvision "
                              "root (default: $MULTINET_DATA, else the cache)")
-    parser.add_argument("--mirror", action="append", metavar="URL",
-                        help="download from this base URL (repeatable, tried in order; "
-                             "default: $MULTINET_MIRRORS, else the dataset's mirrors)")
-    parser.add_argument("--offline", action="store_true",
-                        help="never touch the network: use files already on disk")
+    if not download:
+        parser.set_defaults(offline=True, mirror=None)
+    else:
+        parser.add_argument("--mirror", action="append", metavar="URL",
+                            help="download from this base URL (repeatable, tried in order; "
+                                 "default: $MULTINET_MIRRORS, else the dataset's mirrors)")
+        parser.add_argument("--offline", action="store_true",
+                            help="never touch the network: use files already on disk")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="MNIST-format data of your own: skip the check of the files' "
                              "contents against the dataset's known SHA-256 (the format "

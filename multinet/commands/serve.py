@@ -1,19 +1,22 @@
 """``multinet serve``: a local web page to draw a digit on, answered by the checkpoint on
 every backend asked for (``multinet.web``), until Ctrl-C or SIGTERM.
 
-Every option is checked, the checkpoint loaded on each backend and the onnxruntime-web
-folder looked at before the port is taken; then one line on stdout says where the page
-is, and one line on stderr that it stopped."""
+Every option is checked and the onnxruntime-web folder looked at, then the port taken
+(so that a port in use is said at once), then the checkpoint loaded on each backend;
+then one line on stdout says where the page is, and one line on stderr that it stopped.
+Ctrl-C or SIGTERM while it starts stops it there (exit 130); while it serves, the
+answers under way are finished and sent first (exit 0)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from multinet.checks import Range
 from multinet.commands import COMMANDS, inputs, options
 from multinet.commands.wording import WORDING
 from multinet.errors import spelled
-from multinet.web import browser, server
+from multinet.web import browser, running, server
 from multinet.web.answers import Answers
 
 DESCRIPTION = (f"{COMMANDS['serve'].summary}. The page shows the 28x28 the network saw, "
@@ -24,7 +27,7 @@ DESCRIPTION = (f"{COMMANDS['serve'].summary}. The page shows the 28x28 the netwo
 
 #: Ports, and the largest upload one may allow (megabytes of 10^6 bytes).
 PORT = Range(0, 65535, high_included=True, integer=True)
-MAX_UPLOAD = Range(0, 25, low_included=False, high_included=True)
+MAX_UPLOAD = Range(0.1, 25, high_included=True)
 MEGABYTE = 1_000_000
 
 
@@ -52,33 +55,48 @@ def add_arguments(parser) -> None:
                         metavar="MB", help="largest picture accepted, in megabytes "
                                            "(default: 10, at most 25); larger ones are "
                                            "answered 413")
-    options.add_data_options(parser, sources=False)
+    # The training sample is read from files on disk only: a click in the page never
+    # starts a download (multinet data fetch does, when asked).
+    options.add_data_options(parser, sources=False, download=False)
 
 
 def run(args) -> int:
-    """Serve until stopped; 0 once stopped by Ctrl-C or SIGTERM."""
-    server.require_waitress()
-    ort = None
-    if args.onnxruntime is not None:
-        ort = browser.ort_folder(args.onnxruntime)
-        server.check_onnx()
-    answers = Answers.open(args.checkpoint, args.backend)
-    for name, reason in answers.unavailable.items():
-        print(f"multinet: left out {name}: {reason}", file=sys.stderr)
-    sock = server.listen(args.host, args.port)
-    local = server.is_loopback(sock)
+    """Serve until stopped; 0 once stopped by Ctrl-C or SIGTERM (130 if stopped while
+    starting)."""
+    with running.Stop() as stop, contextlib.ExitStack() as cleanup:
+        running.require_waitress()
+        ort = None
+        if args.onnxruntime is not None:
+            ort = browser.ort_folder(args.onnxruntime)
+            server.check_onnx()
+            stop.check()
+        # Taken before the backends load, so that a port in use or a bad --host is said
+        # at once; connections wait in the socket's queue until the server runs.
+        sock = cleanup.enter_context(running.listen(args.host, args.port))
+        answers = Answers.open(args.checkpoint, args.backend, between=stop.check)
+        stop.check()
+        _serve(args, stop, sock, ort, answers)
+    print("multinet: stopped", file=sys.stderr)
+    return 0
+
+
+def _serve(args, stop, sock, ort, answers) -> None:
+    if answers.unavailable:  # the page names each with its reason; here one line
+        print(f"multinet: answering without {', '.join(answers.unavailable)}, which cannot "
+              "run here (the page and multinet backends say why)", file=sys.stderr)
+    local = running.is_loopback(sock)
     site = server.Site(answers, max_upload=int(args.max_upload * MEGABYTE), ort=ort,
                        dataset=lambda: inputs.load_data(args),
-                       hosts=server.loopback_hosts(sock) if local else None,
+                       hosts=running.loopback_hosts(sock) if local else None,
                        within=lambda: spelled(WORDING))
-    running = server.create(site, sock)
+    waitress = running.create(site, sock)
 
     def ready():
         if not local:
+            port = sock.getsockname()[1]
             print(f"multinet: warning: listening on {args.host}: the page is reachable "
-                  "from the network, by anyone who can reach this machine", file=sys.stderr)
-        print(f"serving on {server.url(sock)}", flush=True)
+                  "from the network, by anyone who can reach this machine (here: "
+                  f"http://localhost:{port}/)", file=sys.stderr)
+        print(f"serving on {running.url(sock)}", flush=True)
 
-    server.run(running, ready)
-    print("multinet: stopped", file=sys.stderr)
-    return 0
+    running.serve(waitress, stop, ready)

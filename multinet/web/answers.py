@@ -28,6 +28,10 @@ from multinet.registry import backend_names, resolve_name
 
 #: Pictures decoded at the same time.
 DECODERS = 2
+#: The largest picture a server decodes, in pixels: a phone's 12-megapixel photo fits;
+#: a small file declaring a huge one (8000x8000 RGBA: 1.2 GB while decoded) is refused
+#: before it is decoded. ``predict --image`` takes up to ``pictures.MAX_PIXELS``.
+MAX_PIXELS = 16_000_000
 #: How error messages name the picture a client sent.
 UPLOAD_NAME = "the picture sent"
 
@@ -94,7 +98,7 @@ class Answers:
         default_factory=lambda: threading.BoundedSemaphore(DECODERS), repr=False)
 
     @classmethod
-    def open(cls, checkpoint=None, backends=None) -> Answers:
+    def open(cls, checkpoint=None, backends=None, *, between=None) -> Answers:
         """Load ``checkpoint`` on each backend and make each answer once.
 
         Parameters
@@ -107,6 +111,9 @@ class Answers:
             None: every registered backend that can run here, the default one
             (``$MULTINET_BACKEND``, else numpy) first, those that cannot run left out
             with their reason in ``unavailable``.
+        between : callable, optional
+            Called before each backend is loaded (``multinet serve`` stops there when
+            asked to).
 
         Returns
         -------
@@ -137,6 +144,8 @@ class Answers:
                 raise InvalidArgument("backends must name at least one backend")
         networks, unavailable = [], {}
         for name in names:
+            if between is not None:
+                between()
             try:
                 networks.append(_opened(path, name))
             except BackendUnavailable as exc:
@@ -192,7 +201,7 @@ class Answers:
             raise pictures.PictureError(f"{UPLOAD_NAME}: empty (no bytes); send a picture "
                                         "file's bytes")
         with self._decoding:
-            digit = pictures.mnist_digit(_Upload(picture))
+            digit = pictures.mnist_digit(_Upload(picture), max_pixels=MAX_PIXELS)
         probabilities = [network.probabilities(digit) for network in self.networks]
         first = probabilities[0]
         backends = {network.name: {"prediction": int(np.argmax(p)),

@@ -1,14 +1,5 @@
-"""The web page's server: a plain WSGI application (``Site``), run under waitress.
-
-Why waitress: it is a small, pure-Python HTTP server of the Pylons project, with no
-dependencies, well kept, and built the way a local tool that must not be blocked needs:
-one I/O thread reads every request, body included, into a buffer before a fixed pool of
-worker threads sees it, so a client that sends slowly or vanishes half-way holds no
-worker, and the pool bounds the work; it answers a body over ``max_request_body_size``
-with 413 itself, and closes connections idle for ``channel_timeout``. The standard
-library's ``http.server`` would need all of that written around it (a thread per
-connection reading the body itself, no limits), and a framework would add much and
-solve none of it.
+"""The web page's server: a plain WSGI application (``Site``), run under waitress
+(``multinet.web.running`` says why, and with which limits).
 
 The routes (``Site.__call__``; every error of ours is JSON ``{"error": "one line"}``):
 
@@ -31,13 +22,8 @@ at 127.0.0.1 (DNS rebinding).
 from __future__ import annotations
 
 import contextlib
-import errno
-import ipaddress
 import json
-import logging
 import os
-import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -58,14 +44,6 @@ CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; c
                  ".json": "application/json", ".wasm": "application/wasm",
                  ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon",
                  ".onnx": "application/octet-stream"}
-#: Worker threads: answers wait for their backend's lock, so a few more than the cores
-#: keep the page's files and the information flowing meanwhile.
-THREADS = 8
-#: Connections at once, and how long one may stay idle before it is closed (seconds).
-CONNECTION_LIMIT = 100
-IDLE_TIMEOUT = 30
-#: How often idle connections are looked for (seconds).
-CLEANUP_INTERVAL = 5
 #: The page may load and connect to nothing but this server: the browser itself
 #: enforces that nothing is fetched from the internet. WebAssembly needs
 #: 'wasm-unsafe-eval' (onnxruntime-web compiles its .wasm); the drawn picture travels as
@@ -78,10 +56,6 @@ CONTENT_SECURITY_POLICY = (
 #: policy above.
 COMMON_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
                   ("Content-Security-Policy", CONTENT_SECURITY_POLICY)]
-#: Names a loopback server answers to, besides loopback addresses.
-LOOPBACK_NAMES = ("localhost", "localhost.")
-
-
 def static_files(folder: Path = STATIC) -> dict[str, Path]:
     """The allow-list: every regular, not hidden file directly in ``folder``, by name
     (empty where the folder is missing)."""
@@ -290,120 +264,7 @@ def _chunks(file, size: int = 1 << 16):
             yield chunk
 
 
-def require_waitress():
-    """waitress's ``create_server``; ``MultinetError`` naming the extra where it is
-    missing."""
-    try:
-        from waitress import create_server
-    except ImportError:
-        raise MultinetError('multinet serve needs waitress: pip install "multinet[web]"'
-                            ) from None
-    return create_server
-
-
 def check_onnx() -> None:
     """Raise ``BackendUnavailable`` (naming the extra) where the ONNX graphs the browser
     runs cannot be built here."""
     onnx_backend.tracer()
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host`` (a name or an address; its first address) and ``port``
-    (0: a free one), listening.
-
-    Raises
-    ------
-    MultinetError
-        For a host that cannot be resolved, a port in use, or an address or port this
-        process may not take, in one line naming the option.
-    """
-    try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except (socket.gaierror, UnicodeError) as exc:
-        raise MultinetError(f"{argument('host', host)}: no such address "
-                            f"({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        return socket.create_server(address[:2], family=family)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.errno == errno.EADDRINUSE:
-            raise MultinetError(f"{argument('port', port)}: already in use on {host} (by "
-                                f"another server? choose another port, or 0 for a free one)"
-                                ) from None
-        raise MultinetError(f"cannot listen on {host} port {port}: {reason}") from None
-
-
-def is_loopback(sock: socket.socket) -> bool:
-    """Whether ``sock`` is bound to a loopback address (reachable from this machine only)."""
-    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
-
-
-def url(sock: socket.socket) -> str:
-    """``http://HOST:PORT/`` of a bound socket (an IPv6 address in brackets)."""
-    host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-
-
-def loopback_hosts(sock: socket.socket) -> frozenset:
-    """The ``Host`` names a server bound to loopback answers to: ``localhost`` and the
-    loopback addresses it is reachable at."""
-    return frozenset({*LOOPBACK_NAMES, sock.getsockname()[0], "127.0.0.1", "::1"})
-
-
-def create(site: Site, sock: socket.socket, *, threads: int = THREADS):
-    """A waitress server answering ``site`` on the listening ``sock``.
-
-    Parameters
-    ----------
-    site : Site
-    sock : socket.socket
-        From ``listen``.
-    threads : int
-        Worker threads.
-
-    Returns
-    -------
-    waitress server
-        ``run()`` serves until stopped; ``close()`` closes it.
-    """
-    create_server = require_waitress()
-    # waitress warns of every request that waits for a worker; several pages at once
-    # make them wait by design, so that is no news on the terminal.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    return create_server(site, sockets=[sock], threads=threads,
-                         max_request_body_size=site.max_upload,
-                         channel_timeout=IDLE_TIMEOUT, cleanup_interval=CLEANUP_INTERVAL,
-                         connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
-                         ident="multinet")
-
-
-def _interrupt(signum, frame):
-    # waitress's run() returns on KeyboardInterrupt, after stopping its workers.
-    raise KeyboardInterrupt
-
-
-def run(server, ready: Callable[[], None] | None = None) -> None:
-    """Serve until Ctrl-C or SIGTERM (call it from the main thread), then close the
-    server's socket; the signals' previous handlers are put back.
-
-    Parameters
-    ----------
-    server
-        From ``create``.
-    ready : callable, optional
-        Called once both signals stop the server, just before it serves: where to say
-        that it does (a signal sent on seeing that is then a clean stop).
-    """
-    previous = {signum: signal.signal(signum, _interrupt)
-                for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if ready is not None:
-            ready()
-        server.run()
-    except KeyboardInterrupt:  # a signal before run() began: as clean a stop
-        pass
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        server.close()
