@@ -93,18 +93,24 @@ def add_data_options(parser, *, sources: bool = True, checkpoint: bool = False,
                                  "through torchvision.datasets, as the notebook did")
 
 
-def add_checkpoint_options(parser, checkpoint_help: str = "a checkpoint from train --save",
-                           *, optional: bool = False) -> None:
-    """The checkpoint to look at (``CKPT``), the ``--backend`` to run it on and the data
-    options (the dataset defaults to the checkpoint's): ``evaluate``, ``predict`` and
-    ``plot``. With ``optional``, ``CKPT`` may be left out (``None``), and the help says
-    that the pretrained network is used then."""
+def add_checkpoint_argument(parser, checkpoint_help: str = "a checkpoint from train --save",
+                            *, optional: bool = False) -> None:
+    """``CKPT``, the checkpoint a command reads. With ``optional``, it may be left out
+    (``None``), and the help says that the pretrained network is used then."""
     if optional:
         parser.add_argument("checkpoint", metavar="CKPT", nargs="?",
                             help=f"{checkpoint_help} (default: the pretrained network "
                                  "shipped with multinet, docs/pretrained.md)")
     else:
         parser.add_argument("checkpoint", metavar="CKPT", help=checkpoint_help)
+
+
+def add_checkpoint_options(parser, checkpoint_help: str = "a checkpoint from train --save",
+                           *, optional: bool = False) -> None:
+    """The checkpoint to look at (``CKPT``, ``add_checkpoint_argument``), the
+    ``--backend`` to run it on and the data options (the dataset defaults to the
+    checkpoint's): ``evaluate``, ``predict`` and ``plot``."""
+    add_checkpoint_argument(parser, checkpoint_help, optional=optional)
     parser.add_argument("--backend", metavar="NAME",
                         help="backend to run on (any: checkpoints move between them; "
                              "default: $MULTINET_BACKEND, else numpy)")

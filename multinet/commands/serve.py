@@ -34,9 +34,7 @@ MEGABYTE = 1_000_000
 def add_arguments(parser) -> None:
     """``CKPT`` (optional), ``--host``, ``--port``, ``--backend``, ``--onnxruntime``,
     ``--max-upload`` and the data options of the training sample."""
-    parser.add_argument("checkpoint", metavar="CKPT", nargs="?",
-                        help="a checkpoint from train --save (default: the pretrained "
-                             "network shipped with multinet, docs/pretrained.md)")
+    options.add_checkpoint_argument(parser, optional=True)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; "
                              "any other makes the page reachable from the network)")
