@@ -15,11 +15,22 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from multinet import optim
+from multinet.catalog import CLASSES
 from multinet.checks import (NON_NEGATIVE, NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER,
                              Range, is_integer)
 from multinet.errors import InvalidArgument, argument
+from multinet.data import IMAGE_SHAPE
 from multinet.initializers import SCHEMES
+from multinet.layers import Layer, parse_layers, shapes
+from multinet.network import mlp_layers
 from multinet.registry import DTYPES
+
+#: Inputs of the first layer: 28 x 28 pixels, the image size of every dataset in
+#: ``multinet.catalog.DATASETS``.
+FEATURES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
+
+CNN_LAYERS = ("conv:16:5x5:same", "relu", "maxpool:2", "conv:32:5x5:valid", "relu",
+              "maxpool:2", "flatten", "dense:128", "relu")
 
 PRESETS = {
     # The notebook: 784-10-10, uniform(-0.5, 0.5) init, full-batch gradient descent.
@@ -28,11 +39,15 @@ PRESETS = {
     # A stronger MLP: 784-512-256-10, He init, Adam with a cosine-decayed learning rate.
     "mlp": dict(hidden=(512, 256), lr=1e-3, optimizer="adam", batch_size=128, epochs=10,
                 init="he", schedule="cosine", log_every=1),
+    # A LeNet-like convolutional network (LeCun et al. 1998): two 5x5 convolutions with
+    # ReLU and 2x2 max-pooling, then two dense layers; docs/cnn.md says why these sizes.
+    "cnn": dict(hidden=(), layers=CNN_LAYERS, lr=1e-3, optimizer="adam", batch_size=128,
+                epochs=10, init="he", schedule="cosine", log_every=1),
 }
 
 #: The hyperparameters ``fit`` takes as keywords over the preset's values, by the names of
 #: the ``multinet train`` options (``iterations`` is ``epochs`` for a full-batch run).
-HYPERPARAMETERS = ("hidden", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+HYPERPARAMETERS = ("hidden", "layers", "lr", "optimizer", "momentum", "weight_decay", "schedule",
                    "batch_size", "epochs", "iterations", "seed", "dtype", "init",
                    "log_every", "dev_size")
 
@@ -78,7 +93,11 @@ class TrainConfig:
     """
 
     preset: str = "notebook"
+    #: The widths of a multilayer perceptron's hidden layers (dense, each with ReLU).
     hidden: tuple[int, ...] = (10,)
+    #: Or the hidden layers as text (``multinet.layers.parse_layer``), when ``hidden``
+    #: is empty: any stack of dense, conv, pooling, flatten and ReLU layers.
+    layers: tuple[str, ...] = ()
     lr: float = 0.2
     optimizer: str = "sgd"
     momentum: float = 0.9
@@ -101,9 +120,9 @@ class TrainConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose {', '.join(PRESETS)}")
         for name, allowed in RANGES.items():
             if name == "hidden":
-                if not self.hidden or any(width not in allowed for width in self.hidden):
-                    raise ValueError(f"hidden must be a non-empty list of widths, each "
-                                     f"{allowed}, got {self.hidden}")
+                if any(width not in allowed for width in self.hidden):
+                    raise ValueError(f"hidden must be a list of widths, each {allowed}, "
+                                     f"got {self.hidden}")
             elif name != "iterations":
                 allowed.check(name, getattr(self, name))
         if self.schedule not in optim.SCHEDULES:
@@ -113,6 +132,30 @@ class TrainConfig:
         if self.init not in SCHEMES:
             raise ValueError(f"unknown init {self.init!r}; choose {', '.join(SCHEMES)}")
         self.optimizer_spec()  # validates the optimizer fields
+        if bool(self.hidden) == bool(self.layers):
+            raise ValueError("give the network as hidden (the widths of a multilayer "
+                             "perceptron) or as layers, one of them" if not self.hidden else
+                             "hidden and layers both describe the network; give one")
+        self.network_layers()  # validates the stack
+
+    def network_layers(self) -> tuple[Layer, ...]:
+        """The whole network as ``Layer`` records, the output layer (``dense:10``)
+        included: ``layers``, or the perceptron of ``hidden``. Raises ``ValueError``
+        for layers that do not fit together on 28 x 28 images."""
+        if self.hidden:
+            return mlp_layers(self.hidden, CLASSES)
+        stack = (*parse_layers(self.layers), Layer("dense", CLASSES))
+        try:
+            shapes(stack, FEATURES)
+        except ValueError as error:
+            raise ValueError(f"layers: {error}") from None
+        return stack
+
+    def describe_network(self) -> str:
+        """``"784-512-256-10"`` for a perceptron, the layers as text otherwise."""
+        if self.hidden:
+            return "-".join(map(str, (FEATURES, *self.hidden, CLASSES)))
+        return ", ".join(map(str, self.network_layers()))
 
     def _normalise_types(self) -> None:
         """Every field as the plain Python type of its default (``int`` from a NumPy
@@ -131,6 +174,13 @@ class TrainConfig:
                     raise TypeError(f"hidden must be a sequence of integers (one width per "
                                     f"hidden layer), got {value!r}")
                 value = tuple(int(h) for h in items)
+            elif name == "layers":
+                if isinstance(value, str):  # "conv:6:5x5, relu" from one option
+                    value = [part for part in value.split(",") if part.strip()]
+                try:
+                    value = tuple(str(layer) for layer in parse_layers(value))
+                except ValueError as error:
+                    raise TypeError(str(error)) from None
             elif isinstance(default, str):
                 if not isinstance(value, str):
                     raise TypeError(f"{name} must be a string, got {value!r}")
@@ -155,19 +205,24 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ValueError(f"expected an object, got {type(values).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        # A perceptron's configuration is written without ``layers`` (as before there
+        # were any), so older checkpoints and new ones read the same way.
+        values = {"layers": [], **values}
         missing, unknown = set(fields) - set(values), set(values) - set(fields)
         if missing or unknown:
             raise ValueError(", ".join([*(f"{k} missing" for k in sorted(missing)),
                                         *(f"unknown field {k!r}" for k in sorted(unknown))]))
         for name, value in values.items():
-            kind = type(getattr(cls, name, None)) if name != "hidden" else list
+            kind = (list if name == "hidden" else tuple if name == "layers" else
+                    type(getattr(cls, name, None)))
             ok = (isinstance(value, str) if kind is str else
                   is_integer(value) if kind is int else
                   (is_integer(value) or isinstance(value, float)) if kind is float else
-                  isinstance(value, list) and len(value) > 0 and all(map(is_integer, value)))
+                  isinstance(value, list) and all(map(is_integer, value)) if kind is list else
+                  isinstance(value, list) and all(isinstance(v, str) for v in value))
             if not ok:
                 wanted = {str: "a string", int: "an integer", float: "a number",
-                          list: "a non-empty list of integers"}[kind]
+                          list: "a list of integers", tuple: "a list of strings"}[kind]
                 raise ValueError(f"{name} must be {wanted}, got {json.dumps(value)[:40]}")
         return cls(**values)
 
@@ -177,14 +232,23 @@ class TrainConfig:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose {', '.join(PRESETS)}")
         chosen = {k: v for k, v in overrides.items() if v is not None}
-        return cls(preset=preset, **{**PRESETS[preset], **chosen})
+        values = {**PRESETS[preset], **chosen}
+        # Either one describes the whole network: giving one replaces the preset's other.
+        if "hidden" in chosen and "layers" not in chosen:
+            values["layers"] = ()
+        elif "layers" in chosen and "hidden" not in chosen:
+            values["hidden"] = ()
+        return cls(preset=preset, **values)
 
     def optimizer_spec(self) -> optim.Optimizer:
         return optim.Optimizer(self.optimizer, momentum=self.momentum,
                                weight_decay=self.weight_decay)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden)}
+        values = {**asdict(self), "hidden": list(self.hidden), "layers": list(self.layers)}
+        if not self.layers:
+            del values["layers"]  # a perceptron's, as before there were layers
+        return values
 
     def describe_step(self) -> str:
         """The hyperparameters that decide how far a step goes, as set for this run:
