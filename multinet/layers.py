@@ -215,18 +215,23 @@ def _as_images(xp, a, channels: int):
     return xp.reshape(a, (-1, *image_shape(a.shape[1], channels)))
 
 
-def _pad(xp, a, low: int, high: int):
-    """``a`` ``(batch, h, w, c)`` with zero borders: ``low`` rows and columns before,
-    ``high`` after (the standard has no ``pad``; ``concat`` with zeros does it)."""
-    if low == high == 0:
-        return a
+def _pad(xp, a, top: int, bottom: int, left: int, right: int):
+    """``a`` ``(batch, h, w, c)`` with zero borders of the given widths (the standard
+    has no ``pad``; ``concat`` with zeros does it)."""
     n, h, w, c = a.shape
     where = placement(a)
-    rows = [xp.zeros((n, side, w, c), dtype=a.dtype, **where) for side in (low, high)]
-    a = xp.concat([rows[0], a, rows[1]], axis=1)
-    columns = [xp.zeros((n, h + low + high, side, c), dtype=a.dtype, **where)
-               for side in (low, high)]
-    return xp.concat([columns[0], a, columns[1]], axis=2)
+    if top or bottom:
+        parts = [xp.zeros((a.shape[0], top, w, c), dtype=a.dtype, **where)] if top else []
+        parts += [a] + ([xp.zeros((a.shape[0], bottom, w, c), dtype=a.dtype, **where)]
+                        if bottom else [])
+        a = xp.concat(parts, axis=1)
+        h = h + top + bottom
+    if left or right:
+        parts = [xp.zeros((a.shape[0], h, left, c), dtype=a.dtype, **where)] if left else []
+        parts += [a] + ([xp.zeros((a.shape[0], h, right, c), dtype=a.dtype, **where)]
+                        if right else [])
+        a = xp.concat(parts, axis=2)
+    return a
 
 
 def _same_padding(kernel: int) -> tuple[int, int]:
@@ -235,15 +240,42 @@ def _same_padding(kernel: int) -> tuple[int, int]:
     return (kernel - 1) // 2, kernel // 2
 
 
+def _window_index(xp, shape, kernel: int, like):
+    """Flat indices into one image of ``shape`` ``(h, w, c)``, ordered ``(row, column,
+    i, j, channel)``: the ``k x k`` window of every ``valid`` output position."""
+    h, w, c = shape
+    ho, wo = h - kernel + 1, w - kernel + 1
+    where = placement(like)
+    rows, columns = xp.arange(ho, **where), xp.arange(wo, **where)
+    offsets, channels = xp.arange(kernel, **where), xp.arange(c, **where)
+    row = rows[:, None, None, None, None] + offsets[None, None, :, None, None]
+    column = columns[None, :, None, None, None] + offsets[None, None, None, :, None]
+    return xp.reshape((row * w + column) * c + channels[None, None, None, None, :], (-1,))
+
+
 def _patches(xp, a, kernel: int):
     """im2col: ``(batch * h_out * w_out, k * k * c)``, each row one window of ``a``
     ``(batch, h, w, c)`` (already padded), ordered ``(i, j, channel)`` like a reshaped
-    HWIO kernel. Built from ``k * k`` slices and one ``concat``."""
-    n, h, w, c = a.shape
-    ho, wo = h - kernel + 1, w - kernel + 1
-    columns = [a[:, i:i + ho, j:j + wo, :] for i in range(kernel) for j in range(kernel)]
-    stacked = columns[0] if len(columns) == 1 else xp.concat(columns, axis=3)
-    return xp.reshape(stacked, (-1, kernel * kernel * c)), (ho, wo)
+    HWIO kernel. One ``take`` along each flattened image: XLA runs it at about four
+    times the speed of ``k * k`` slices joined by ``concat`` (docs/cnn.md)."""
+    _, h, w, c = a.shape
+    index = _window_index(xp, (h, w, c), kernel, a)
+    flat = xp.take(xp.reshape(a, (-1, h * w * c)), index, axis=1)
+    return xp.reshape(flat, (-1, kernel * kernel * c)), (h - kernel + 1, w - kernel + 1)
+
+
+def _col2im(xp, d_patches, kernel: int, channels: int):
+    """The transpose of ``_patches``: ``(batch, h_out, w_out, k * k * c)`` window
+    gradients summed back onto ``(batch, h_out + k - 1, w_out + k - 1, c)``, one
+    zero-bordered slice per kernel offset."""
+    total = None
+    for i in range(kernel):
+        for j in range(kernel):
+            start = (i * kernel + j) * channels
+            piece = _pad(xp, d_patches[..., start:start + channels], i, kernel - 1 - i,
+                         j, kernel - 1 - j)
+            total = piece if total is None else total + piece
+    return total
 
 
 def blocked_sum(xp, delta):
@@ -291,16 +323,17 @@ def conv_forward(a, W, b, padding: str):
     a = _as_images(xp, a, channels)
     n, h, w, _ = a.shape
     if padding == "same":
-        a = _pad(xp, a, *_same_padding(kernel))
+        low, high = _same_padding(kernel)
+        a = _pad(xp, a, low, high, low, high)
     patches, (ho, wo) = _patches(xp, a, kernel)
     out = patches @ xp.reshape(W, (-1, out_channels)) + b
     return xp.reshape(out, (-1, ho, wo, out_channels)), (patches, (h, w), padding)
 
 
 def conv_backward(saved, delta, W, *, need_input=True):
-    """The weight gradient is ``patches.T @ delta``; the input's is the "full"
-    correlation of ``delta`` with the kernel turned 180 degrees and its channels
-    swapped, the same im2col product again, cropped back for ``same`` padding."""
+    """The weight gradient is ``patches.T @ delta``; the input's is ``delta @ W.T``
+    (one gradient per window entry) summed back onto the image (``_col2im``), then
+    cropped back for ``same`` padding."""
     xp = array_namespace(delta)
     patches, (h, w), padding = saved
     kernel, _, channels, out_channels = W.shape
@@ -308,11 +341,9 @@ def conv_backward(saved, delta, W, *, need_input=True):
     grads = (xp.reshape(patches.T @ rows, W.shape), blocked_sum(xp, delta))
     if not need_input:
         return None, grads
-    flipped = xp.permute_dims(xp.flip(W, axis=(0, 1)), (0, 1, 3, 2))
-    full, _ = _patches(xp, _pad(xp, delta, kernel - 1, kernel - 1), kernel)
-    d_in = xp.reshape(full @ xp.reshape(flipped, (-1, channels)),
-                      (delta.shape[0], delta.shape[1] + kernel - 1,
-                       delta.shape[2] + kernel - 1, channels))
+    d_patches = xp.reshape(rows @ xp.reshape(W, (-1, out_channels)).T,
+                           (-1, delta.shape[1], delta.shape[2], kernel * kernel * channels))
+    d_in = _col2im(xp, d_patches, kernel, channels)
     if padding == "same":
         low = _same_padding(kernel)[0]
         d_in = d_in[:, low:low + h, low:low + w, :]
