@@ -29,8 +29,12 @@ from multinet.registry import DTYPES
 #: ``multinet.catalog.DATASETS``.
 FEATURES = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 
-CNN_LAYERS = ("conv:16:5x5:same", "relu", "maxpool:2", "conv:32:5x5:valid", "relu",
-              "maxpool:2", "flatten", "dense:128", "relu")
+#: LeNet-5's sizes (LeCun et al. 1998: 6 and 16 feature maps of 5 x 5 kernels, then 120
+#: and 84 units), with ReLU and max-pooling for its tanh and trained subsampling, and a
+#: ``same`` first convolution for its 32 x 32 padded input: 61,706 weights, 99.14% on
+#: MNIST's test set after the preset's 10 epochs (docs/cnn.md).
+CNN_LAYERS = ("conv:6:5x5:same", "relu", "maxpool:2", "conv:16:5x5:valid", "relu",
+              "maxpool:2", "flatten", "dense:120", "relu", "dense:84", "relu")
 
 PRESETS = {
     # The notebook: 784-10-10, uniform(-0.5, 0.5) init, full-batch gradient descent.
@@ -39,8 +43,7 @@ PRESETS = {
     # A stronger MLP: 784-512-256-10, He init, Adam with a cosine-decayed learning rate.
     "mlp": dict(hidden=(512, 256), lr=1e-3, optimizer="adam", batch_size=128, epochs=10,
                 init="he", schedule="cosine", log_every=1),
-    # A LeNet-like convolutional network (LeCun et al. 1998): two 5x5 convolutions with
-    # ReLU and 2x2 max-pooling, then two dense layers; docs/cnn.md says why these sizes.
+    # LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling; He init, Adam, cosine.
     "cnn": dict(hidden=(), layers=CNN_LAYERS, lr=1e-3, optimizer="adam", batch_size=128,
                 epochs=10, init="he", schedule="cosine", log_every=1),
 }
