@@ -17,15 +17,16 @@ The API (each has a docstring: ``help(multinet.fit)``):
     Find (else download), read and check MNIST or Fashion-MNIST: a ``Dataset`` of uint8
     images ``(n, 28, 28)`` and labels ``(n,)``, train and test.
 ``fit(dataset=None, *, preset=None, backend=None, progress=True, **overrides)``
-    Train the ``"notebook"`` preset (or ``preset="mlp"``) with any ``overrides`` of the
-    CLI's options (``iterations``, ``epochs``, ``lr``, ``hidden``, ``batch_size``,
+    Train the ``"notebook"`` preset (or ``preset="mlp"``, ``preset="cnn"``) with any ``overrides`` of the
+    CLI's options (``iterations``, ``epochs``, ``lr``, ``hidden``, ``layers``, ``batch_size``,
     ``optimizer``, ``seed``, ``dtype``, ...), and evaluate; returns a ``Run``.
     ``resume=`` continues a run or a checkpoint.
 ``Run``
     ``.summary`` (what ``multinet train --json`` prints), ``.history``, ``.params`` (on the
     backend), ``.predict(images)``, ``.probabilities(images)``, ``.evaluate(dataset)``,
     ``.save(path)``, and matplotlib figures that show inline in Jupyter:
-    ``.plot_curves()``, ``.plot_predictions(images, labels)``, ``.plot_confusion()``.
+    ``.plot_curves()``, ``.plot_predictions(images, labels)``, ``.plot_confusion()``,
+    ``.plot_weights()``.
 ``load(path=None, backend=None)``
     A ``Run`` from a checkpoint, on any backend; with no path, the pretrained network
     shipped with multinet (784-256-10, trained on MNIST: docs/pretrained.md).

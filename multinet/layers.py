@@ -73,7 +73,7 @@ _FORMS = {"dense": "dense:UNITS", "conv": "conv:CHANNELS:KxK[:valid|same]",
 
 
 def _positive(text: str, what: str, spec: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ValueError(f"layer {spec!r}: {what} must be an integer >= 1, got {text!r}")
     return int(text)
 
@@ -138,7 +138,10 @@ def output_shape(layer: Layer, shape: tuple) -> tuple:
     """The per-sample shape ``layer`` gives for input ``shape`` (``(features,)`` or
     ``(h, w, c)``). Raises ``ValueError`` where the layer cannot take that input."""
     if layer.kind in SPATIAL and len(shape) == 1:
-        shape = image_shape(shape[0], 1)
+        try:
+            shape = image_shape(shape[0], 1)
+        except ValueError as error:
+            raise ValueError(f"layer {str(layer)!r}: {error}") from None
     if layer.kind == "dense":
         if len(shape) != 1:
             raise ValueError(f"layer {str(layer)!r} reads rows but gets images "
@@ -215,23 +218,29 @@ def _as_images(xp, a, channels: int):
     return xp.reshape(a, (-1, *image_shape(a.shape[1], channels)))
 
 
+def _zeros_beside(xp, a, count: int, axis: int) -> list:
+    """``count`` zero slices shaped like one of ``a``'s along ``axis`` (1: a row, 2: a
+    column), for ``concat``. Made from ``a`` (``zeros_like`` of one slice), so the batch
+    size is never read: the standard lets a library leave it unknown (None), as ndonnx
+    does when it traces an export, and an exported graph stores no zero tensors."""
+    edge = xp.zeros_like(a[:, :1, :, :] if axis == 1 else a[:, :, :1, :])
+    return [edge] * count
+
+
 def _pad(xp, a, top: int, bottom: int, left: int, right: int):
     """``a`` ``(batch, h, w, c)`` with zero borders of the given widths (the standard
-    has no ``pad``; ``concat`` with zeros does it)."""
-    n, h, w, c = a.shape
-    where = placement(a)
+    has no ``pad``; ``concat`` with zeros does it). The reshape, a view, states the
+    shape, which ndonnx cannot infer through ``zeros_like``, for the next layer."""
+    _, h, w, c = a.shape
     if top or bottom:
-        parts = [xp.zeros((a.shape[0], top, w, c), dtype=a.dtype, **where)] if top else []
-        parts += [a] + ([xp.zeros((a.shape[0], bottom, w, c), dtype=a.dtype, **where)]
-                        if bottom else [])
-        a = xp.concat(parts, axis=1)
+        a = xp.concat([*_zeros_beside(xp, a, top, 1), a, *_zeros_beside(xp, a, bottom, 1)],
+                      axis=1)
         h = h + top + bottom
     if left or right:
-        parts = [xp.zeros((a.shape[0], h, left, c), dtype=a.dtype, **where)] if left else []
-        parts += [a] + ([xp.zeros((a.shape[0], h, right, c), dtype=a.dtype, **where)]
-                        if right else [])
-        a = xp.concat(parts, axis=2)
-    return a
+        a = xp.concat([*_zeros_beside(xp, a, left, 2), a, *_zeros_beside(xp, a, right, 2)],
+                      axis=2)
+        w = w + left + right
+    return xp.reshape(a, (-1, h, w, c))
 
 
 def _same_padding(kernel: int) -> tuple[int, int]:
@@ -282,7 +291,8 @@ def blocked_sum(xp, delta):
     """The sum of ``delta`` ``(batch, h, w, c)`` over all but the last axis, as sums per
     image first and then over the batch: float32 rounding then grows with ``h * w +
     batch`` additions rather than ``batch * h * w`` (docs/parity.md measures it)."""
-    per_image = xp.sum(xp.reshape(delta, (delta.shape[0], -1, delta.shape[-1])), axis=1)
+    per_image = xp.sum(xp.reshape(delta, (-1, math.prod(delta.shape[1:-1]),
+                                          delta.shape[-1])), axis=1)
     return xp.sum(per_image, axis=0)
 
 
@@ -365,23 +375,19 @@ def _unwindows(xp, d, size: int, shape):
     """The inverse of ``_windows`` for a gradient: ``(batch, h', w', c, size * size)``
     back to ``shape`` ``(batch, h, w, c)``, zeros where ``_windows`` cropped."""
     n, h, w, c = shape
-    ho, wo = d.shape[1], d.shape[2]
+    ho, wo = h // size, w // size
     d = xp.reshape(d, (-1, ho, wo, c, size, size))
     d = xp.reshape(xp.permute_dims(d, (0, 1, 4, 2, 5, 3)), (-1, ho * size, wo * size, c))
-    if ho * size == h and wo * size == w:
-        return d
-    where = placement(d)
-    d = xp.concat([d, xp.zeros((d.shape[0], h - ho * size, wo * size, c), dtype=d.dtype,
-                                **where)], axis=1)
-    return xp.concat([d, xp.zeros((d.shape[0], h, w - wo * size, c), dtype=d.dtype,
-                                  **where)], axis=2)
+    return _pad(xp, d, 0, h - ho * size, 0, w - wo * size)
 
 
 def maxpool_forward(a, size: int):
     xp = array_namespace(a)
     a = _as_images(xp, a, 1) if a.ndim == 2 else a
     windows = _windows(xp, a, size)
-    return xp.max(windows, axis=4), (windows, a.shape)
+    # The reshape, a view, states the shape, which ndonnx loses through its ``max``.
+    return (xp.reshape(xp.max(windows, axis=4), (-1, *windows.shape[1:4])),
+            (windows, a.shape))
 
 
 def maxpool_backward(saved, delta, size: int):
@@ -405,7 +411,8 @@ def avgpool_forward(a, size: int):
 def avgpool_backward(shape, delta, size: int):
     xp = array_namespace(delta)
     share = delta / (size * size)
-    d = xp.broadcast_to(share[..., None], (*share.shape, size * size))
+    # Times ones, not broadcast_to: that needs the batch size, unknown to ndonnx.
+    d = share[..., None] * xp.ones(size * size, dtype=share.dtype, **placement(share))
     return _unwindows(xp, d, size, shape), ()
 
 

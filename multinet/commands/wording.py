@@ -14,6 +14,8 @@ from multinet.errors import NOT_GIVEN, Spelling
 FLAGS = {"name": "--dataset", "source": "--data-source"}
 #: Arguments spelled as a whole, whatever value or placeholder the message gives.
 FIXED = {"mirrors": "--mirror URL"}
+#: Arguments whose list is one value joined by commas (``--layers conv:6:5x5,relu``).
+COMMA_LISTS = ("layers",)
 #: Boolean arguments whose non-default value is a flag of its own.
 SWITCHES = {("verify", False): "--no-verify", ("download", False): "--offline",
             ("progress", False): "--no-progress", ("compile", True): "--compile",
@@ -32,7 +34,8 @@ def flag(name: str, value: object = NOT_GIVEN, meta: str | None = None) -> str:
         return f"{text} {meta}"
     if value is NOT_GIVEN:
         return text
-    shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    joiner = "," if name in COMMA_LISTS else " "
+    shown = joiner.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     return f"{text} {shown}"
 
 

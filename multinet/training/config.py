@@ -183,7 +183,7 @@ class TrainConfig:
                 try:
                     value = tuple(str(layer) for layer in parse_layers(value))
                 except ValueError as error:
-                    raise TypeError(str(error)) from None
+                    raise TypeError(f"layers: {error}") from None
             elif isinstance(default, str):
                 if not isinstance(value, str):
                     raise TypeError(f"{name} must be a string, got {value!r}")
