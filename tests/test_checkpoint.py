@@ -9,6 +9,7 @@ case by case and through hypothesis strategies over the metadata schema and the 
 """
 
 import copy
+import json
 import dataclasses
 import errno
 import os
@@ -476,3 +477,164 @@ def test_sigkill_during_saves_in_a_long_loop(tmp_path):
     assert hits > 0  # the loop did hit saves in progress
     _save(tmp_path / "k.st", *_state(tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == ["k.st"]
+
+
+# --- decode: the bytes of a file --------------------------------------------------------
+
+def test_decode_reads_what_encode_writes_and_load_is_the_file_read_and_decoded(tmp_path):
+    config, state = _state(tmp_path)
+    common = dict(backend=NUMPY, dataset_name="mnist", dataset_sha256={"train_images": "a"})
+    decoded = ckpt.decode(ckpt.encode(config, state, **common))
+    loaded = ckpt.load(ckpt.save(tmp_path / "c.st", config, state, **common))
+    assert decoded.config == loaded.config == config
+    assert list(decoded.params) == list(loaded.params) == ["W1", "b1", "W2", "b2"]
+    for name, value in state.params.items():
+        assert np.array_equal(decoded.params[name], value)
+        assert np.array_equal(loaded.params[name], value)
+    assert decoded.metadata["progress"] == loaded.metadata["progress"]
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (b"not a checkpoint at all", "not a readable safetensors file"),
+    (b"", "not a readable safetensors file"),
+    ("text", "data must be the bytes of a checkpoint file, got str"),
+])
+def test_decode_refuses_what_is_no_checkpoint_in_one_line_without_a_path(data, fragment):
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.decode(data)
+    assert str(info.value).startswith(fragment) and "\n" not in str(info.value)
+
+
+# --- Networks of layers: the schema records them ----------------------------------------
+
+#: Small hidden layers: 28x28x1 -> 26x26x2 -> 13x13x2 -> 338, then the output dense:10.
+LAYERS = ("conv:2:3x3:valid", "relu", "maxpool:2", "flatten")
+
+
+def _split(raw: bytes):
+    """``(tensors, metadata)`` of a checkpoint's bytes."""
+    from safetensors.numpy import load
+
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    return load(raw), json.loads(header["__metadata__"]["multinet"])
+
+
+def layer_parts():
+    """``(tensors, metadata)`` of a valid checkpoint of ``LAYERS``: two steps of five."""
+    config = TrainConfig(hidden=(), layers=LAYERS, optimizer="adam", epochs=5, log_every=1)
+    state = initial_state(config, NUMPY, 784)
+    state.opt_state = {**state.opt_state, "t": np.asarray(2.0, np.float32)}
+    state.epoch = state.step = 2
+    return _split(ckpt.encode(config, state, backend=NUMPY, dataset_name="mnist",
+                              dataset_sha256={}))
+
+
+LT, LM = layer_parts()
+
+
+def test_a_checkpoint_records_its_layers_and_reads_them_back(tmp_path):
+    loaded = ckpt.load(write(tmp_path / "layers.st", LT, LM))
+    assert LM["config"]["layers"] == list(LAYERS) and LM["config"]["hidden"] == []
+    assert loaded.config.layers == LAYERS
+    assert {k: v.shape for k, v in loaded.params.items()} == {
+        "W1": (3, 3, 1, 2), "b1": (2,), "W2": (13 * 13 * 2, 10), "b2": (10,)}
+    assert {k: v.shape for k, v in loaded.opt_state["v"].items()} == {
+        k: v.shape for k, v in loaded.params.items()}
+
+
+# The configuration of ``valid_parts`` as multinet wrote it before there were layers (at
+# commit 5410114): a perceptron's is written unchanged, without a ``layers`` key.
+BEFORE_LAYERS = ('{"preset": "notebook", "hidden": [16], "lr": 0.2, "optimizer": "adam", '
+                 '"momentum": 0.9, "weight_decay": 0.0, "schedule": "constant", '
+                 '"batch_size": 0, "epochs": 5, "seed": 0, "dtype": "float32", '
+                 '"dev_size": 1000, "init": "uniform", "log_every": 1}')
+
+
+def test_a_perceptron_checkpoint_writes_its_configuration_as_before_there_were_layers():
+    assert json.dumps(M["config"]) == BEFORE_LAYERS
+
+
+def test_a_checkpoint_written_before_there_were_layers_loads_as_a_perceptron():
+    """The pretrained network was written by multinet 0.1.0, before layers."""
+    from multinet import pretrained
+
+    loaded = ckpt.load(pretrained.path())
+    assert "layers" not in loaded.metadata["config"]
+    assert loaded.config.hidden == (256,) and loaded.config.layers == ()
+    assert loaded.params["W1"].shape == (784, 256)
+
+
+def _opt_without(tensors, name):
+    return _without(tensors, f"params/{name}", f"opt/m/{name}", f"opt/v/{name}")
+
+
+LAYER_CASES = {
+    "a kernel of the wrong size": (_with(LT, params__W1=np.zeros((5, 5, 1, 2), np.float32)),
+                                   LM, "params/W1 has shape (5, 5, 1, 2), expected (3, 3, 1, 2)"),
+    "more input channels than the images have": (
+        _with(LT, params__W1=np.zeros((3, 3, 2, 2), np.float32)), LM,
+        "params/W1 has shape (3, 3, 2, 2), expected (3, 3, 1, 2)"),
+    "a perceptron's tensors under layers": (T, LM,
+                                            "params/W1 has shape (784, 16), expected (3, 3, 1, 2)"),
+    "layers' tensors under a perceptron": (LT, M, "params/W1 has shape (3, 3, 1, 2), "
+                                                  "expected (784, 16)"),
+    "a dense layer after the convolution of the wrong width": (
+        _with(LT, params__W2=np.zeros((26 * 26 * 2, 10), np.float32)), LM,
+        "params/W2 has shape (1352, 10), expected (338, 10)"),
+    "a missing bias": (_opt_without(LT, "b1"), LM, "for the network conv:2:3x3:valid, relu, "
+                                                   "maxpool:2, flatten, dense:10; missing b1"),
+    "a float64 kernel": (_with(LT, params__W1=LT["params/W1"].astype(np.float64)), LM,
+                         "params/W1 is float64; the configuration says float32"),
+    "a layer that cannot be read": (LT, _meta(LM, ("config", "layers"), ["conv:2:3y3"]),
+                                    "config: layers: layer 'conv:2:3y3'"),
+    "an unknown kind of layer": (LT, _meta(LM, ("config", "layers"), ["lstm:4"]),
+                                 "config: layers: unknown layer 'lstm:4'"),
+    "layers that do not fit together": (
+        LT, _meta(LM, ("config", "layers"), ["conv:2:30x30"]),
+        "config: layers: layer 'conv:2:30x30:valid': a 30x30 kernel does not fit 28x28"),
+    "images where the output layer reads rows": (
+        LT, _meta(LM, ("config", "layers"), ["conv:2:3x3"]),
+        "config: layers: layer 'dense:10' reads rows but gets images 26x26x2"),
+    "layers as one string": (LT, _meta(LM, ("config", "layers"), ",".join(LAYERS)),
+                             "config: layers must be a list of strings"),
+    "layers and hidden widths both": (LT, _meta(LM, ("config", "hidden"), [16]),
+                                      "config: hidden and layers both describe the network"),
+    "neither layers nor hidden widths": (LT, _meta(LM, ("config", "layers"), []),
+                                         "config: give the network as hidden"),
+}
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_a_checkpoint_unlike_its_layers_is_one_error_naming_the_tensor_or_layer(tmp_path,
+                                                                                 case):
+    tensors, metadata, fragment = LAYER_CASES[case]
+    assert_rejected(write(tmp_path / "bad.st", tensors, metadata), fragment)
+
+
+def test_evaluate_refuses_a_kernel_of_the_wrong_size_in_one_line(tmp_path, capsys):
+    tensors, metadata, _ = LAYER_CASES["a kernel of the wrong size"]
+    path = write(tmp_path / "bad.st", tensors, metadata)
+    code = main(["evaluate", str(path)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines == [f"multinet: error: {path}: not a valid multinet "
+                                   "checkpoint: params/W1 has shape (5, 5, 1, 2), expected "
+                                   "(3, 3, 1, 2)"]
+
+
+LAYER_TEXT = st.sampled_from([*LAYERS, "dense:4", "conv:1:5x5:same", "avgpool:2", "conv:0:3x3",
+                              "maxpool:30", "dense:10", "conv:2:3x3:full"]) | st.text(max_size=8)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layers=st.lists(LAYER_TEXT, max_size=5))
+def test_any_layers_in_the_configuration_are_rejected_in_one_line_or_match_the_tensors(
+        tmp_path, layers):
+    path = write(tmp_path / "layers.st", LT, _meta(LM, ("config", "layers"), layers))
+    try:
+        loaded = ckpt.load(path)
+    except ckpt.CheckpointError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert loaded.config.network_layers() == TrainConfig(hidden=(), layers=LAYERS
+                                                         ).network_layers()

@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 
 import helpers
-from helpers import (DATA, LONG, assert_same_run, data_args, one_line_error, records,
-                     run_cli, trained_checkpoint)
+from helpers import (DATA, LONG, assert_one_line_error, assert_same_run, data_args,
+                     one_line_error, records, run_cli, trained_checkpoint)
 import multinet
 from multinet import checkpoint as ckpt
 from multinet.cli import main
 from multinet.locks import OutputBusy
+from multinet.training.config import PRESETS
 
 
 def start(args, cwd, env=None):
@@ -700,3 +701,75 @@ def test_the_summary_counts_in_the_singular_and_names_the_device_in_words(capsys
     assert json.loads(capsys.readouterr().out)["device"] == "cpu"
     assert main(["train", *DATA, "--iterations", "1", "--hidden", "8", "--no-progress"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(", 1 full-batch iteration")
+
+
+# --- Networks of layers (--layers) --------------------------------------------------------
+
+SMALL_LAYERS = "conv:2:3x3,relu,maxpool:2,flatten"
+
+
+def test_layers_train_save_and_are_named_in_the_summary(tmp_path, capsys):
+    """The preset's hyperparameters (cnn: Adam, batches of 128) with small layers of one's
+    own; the checkpoint records them."""
+    path = tmp_path / "c.st"
+    assert main(["train", *DATA, "--preset", "cnn", "--layers", SMALL_LAYERS, "--epochs", "1",
+                 "--save", str(path), "--no-progress"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert ("preset cnn: backend numpy on cpu, float32, layers conv:2:3x3:valid, relu, "
+            "maxpool:2, flatten, dense:10, adam lr 0.001, batch 128, 1 epoch") in first, first
+    assert ckpt.load(path).config.layers == ("conv:2:3x3:valid", "relu", "maxpool:2", "flatten")
+
+
+@pytest.mark.parametrize("layers, fragment", [
+    ("cnv:2", "argument --layers: unknown layer 'cnv:2'; the kinds are dense, conv, maxpool, "
+              "avgpool, flatten, relu"),
+    ("conv:2:5x3", "argument --layers: layer 'conv:2:5x3': the kernel must be square"),
+    ("dense:0", "argument --layers: layer 'dense:0': its size must be an integer >= 1"),
+    ("conv:2:3x3:full", "padding must be valid or same, got 'full'"),
+    ("conv:2:30x30,flatten", "layer 'conv:2:30x30:valid': a 30x30 kernel does not fit 28x28"),
+    ("conv:2:3x3,relu", "layer 'dense:10' reads rows but gets images 26x26x2: put 'flatten' "
+                        "before it; the output layer dense:10 follows the layers given"),
+    (" , ", "argument --layers: no layers given: write them comma-separated, each "
+            "dense:UNITS, conv:CHANNELS:KxK[:valid|same]"),
+])
+def test_bad_layers_are_one_line_when_parsed(layers, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", *DATA, "--layers", layers])
+    one_line_error(info.value.code, capsys.readouterr(), fragment)
+
+
+def test_hidden_and_layers_together_are_one_line():
+    assert_one_line_error(run_cli("train", *DATA, "--hidden", "8", "--layers", SMALL_LAYERS),
+                          "argument --layers: not allowed with argument --hidden")
+
+
+def test_the_help_of_layers_names_the_kinds_and_the_form(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("--layers LAYERS the hidden layers of any network, comma-separated, each "
+            "dense:UNITS, conv:CHANNELS:KxK[:valid|same], maxpool:SIZE, avgpool:SIZE, "
+            "flatten or relu") in text
+    assert "the output layer dense:10 follows them (default: cnn " in text
+    assert f"(default:cnn{','.join(PRESETS['cnn']['layers'])})" in text.replace(" ", "")
+    assert "--hidden N [N ...] a perceptron's hidden layer widths, one number per layer " \
+           "(default: notebook 10, mlp 512 256)" in text
+
+
+def test_layers_too_large_for_memory_are_one_line_naming_layers(capsys, monkeypatch):
+    import multinet.training.memory as memory
+
+    monkeypatch.setattr(memory, "physical_memory", lambda: 2**30)
+    code = main(["train", *DATA, "--layers", "conv:512:5x5:same,relu,flatten"])
+    one_line_error(code, capsys.readouterr(),
+                   "the network conv:512:5x5:same, relu, flatten, dense:10 needs about",
+                   "choose fewer channels and units in --layers, or a smaller --batch-size")
+
+
+@pytest.mark.slow
+def test_the_cnn_preset_trains_from_the_command_line(tmp_path):
+    result = run_cli("train", *DATA, "--preset", "cnn", "--epochs", "1", "--no-progress",
+                     "--save", str(tmp_path / "cnn.st"))
+    assert result.returncode == 0, result.stderr
+    assert "preset cnn" in result.stdout and "layers conv:" in result.stdout
+    assert ckpt.load(tmp_path / "cnn.st").config.layers == PRESETS["cnn"]["layers"]

@@ -6,21 +6,29 @@ A layer over the Python API's ``prepare_fit`` (``multinet.api.fitting``): the op
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
 from multinet.api.fitting import PlotsNotWritten, prepare_fit
+from multinet.catalog import CLASSES
 from multinet.checks import NON_NEGATIVE_INTEGER, POSITIVE, POSITIVE_INTEGER
 from multinet.commands import inputs, options
 from multinet.initializers import SCHEMES
+from multinet.layers import Layer, parse_layers, shapes
 from multinet.optim import OPTIMIZERS, SCHEDULES
 from multinet.registry import DISTRIBUTED_ENV
-from multinet.training.config import HYPERPARAMETERS, PRESETS, RANGES, TrainConfig
+from multinet.training.config import FEATURES, HYPERPARAMETERS, PRESETS, RANGES, TrainConfig
 from multinet.training.progress import BAR, LINE_SECONDS
 
 DESCRIPTION = ("Train from scratch or --resume. --preset notebook (the default) is the "
-               "notebook's full-batch run; --preset mlp is a stronger MLP. Every preset "
-               "value can be overridden.")
+               "notebook's full-batch run; --preset mlp is a stronger MLP; --preset cnn a "
+               "LeNet-like convolutional network. Every preset value can be overridden, "
+               "the network by --hidden (a perceptron) or --layers (any stack of layers).")
+
+#: How ``--layers`` is written, for its help and its errors.
+LAYERS_FORM = ("comma-separated, each dense:UNITS, conv:CHANNELS:KxK[:valid|same], "
+               "maxpool:SIZE, avgpool:SIZE, flatten or relu")
 
 
 def _devices(text):
@@ -29,15 +37,36 @@ def _devices(text):
     return options.in_range(POSITIVE_INTEGER)(text)
 
 
+def _layers(text: str) -> tuple[str, ...]:
+    """An argparse type: the hidden layers of ``--layers`` as canonical text, checked to
+    read and to fit together on 28 x 28 images with the output layer after them."""
+    if not text.strip(" ,"):
+        raise argparse.ArgumentTypeError(f"no layers given: write them {LAYERS_FORM}")
+    try:
+        return TrainConfig(hidden=(), layers=text).layers
+    except (TypeError, ValueError) as exc:
+        reason = str(exc).removeprefix("layers: ")
+    try:  # the layers given fit, so the output layer added after them does not
+        shapes(parse_layers(text), FEATURES)
+        reason += f"; the output layer {Layer('dense', CLASSES)} follows the layers given"
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(reason)
+
+
 def _preset_values(name: str) -> str:
     """``"default: notebook 0.2, mlp 0.001"``: an option's default, which the preset
-    decides."""
+    decides (presets that leave it empty, such as a network given the other way, are
+    not listed)."""
     def shown(value):
-        return " ".join(map(str, value)) if isinstance(value, tuple) else value
+        if not isinstance(value, tuple):
+            return value
+        return ("," if name == "layers" else " ").join(map(str, value))
 
     values = {preset: PRESETS[preset].get(name, getattr(TrainConfig, name))
               for preset in PRESETS}
-    return "default: " + ", ".join(f"{preset} {shown(v)}" for preset, v in values.items())
+    return "default: " + ", ".join(f"{preset} {shown(v)}" for preset, v in values.items()
+                                   if v != ())
 
 
 def add_arguments(parser) -> None:
@@ -47,9 +76,16 @@ def add_arguments(parser) -> None:
     options.add_data_options(parser)
     parser.add_argument("--preset", choices=tuple(PRESETS),
                         help="starting values for every option below (default: notebook)")
-    parser.add_argument("--hidden", type=options.in_range(RANGES["hidden"]), nargs="+", metavar="N",
-                        help=f"hidden layer widths, one number per layer "
-                             f"({_preset_values('hidden')})")
+    network = parser.add_mutually_exclusive_group()
+    network.add_argument("--hidden", type=options.in_range(RANGES["hidden"]), nargs="+",
+                         metavar="N",
+                         help=f"a perceptron's hidden layer widths, one number per layer "
+                              f"({_preset_values('hidden')})")
+    network.add_argument("--layers", type=_layers, metavar="LAYERS",
+                         help=f"the hidden layers of any network, {LAYERS_FORM}, such as "
+                              f"conv:8:5x5:same,relu,maxpool:2,flatten,dense:64,relu; the "
+                              f"output layer dense:10 follows them "
+                              f"({_preset_values('layers')})")
     parser.add_argument("--lr", type=options.in_range(RANGES["lr"]),
                         help=f"learning rate ({_preset_values('lr')})")
     parser.add_argument("--optimizer", choices=OPTIMIZERS,
@@ -159,7 +195,8 @@ def _print_summary(args, config, summary) -> None:
         print(json.dumps(summary))
         return
     print(f"{summary['dataset']}, preset {config.preset}: backend {summary['backend']} on "
-          f"{summary['device']}, {config.dtype}, sizes {'-'.join(map(str, summary['sizes']))}, "
+          f"{summary['device']}, {config.dtype}, "
+          f"{'sizes' if config.hidden else 'layers'} {config.describe_network()}, "
           f"{config.optimizer} lr {config.lr}, "
           + (f"batch {config.batch_size}, {_count(config.epochs, 'epoch')}"
              if config.batch_size

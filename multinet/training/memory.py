@@ -3,11 +3,12 @@ fit is refused with what it needs, before anything is allocated."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-from multinet.catalog import CLASSES
 from multinet.errors import MultinetError, argument
+from multinet.layers import param_shapes, shapes
 from multinet.registry import Backend
 from multinet.training.config import TrainConfig
 
@@ -24,16 +25,33 @@ def memory_needed(config: TrainConfig, features: int, n_train: int) -> tuple[int
     """``(host_bytes, device_bytes)`` a run needs at least: the float64 draw of the weights
     and their cast on the host; parameters, gradients, the updated copy and the optimizer
     state (old and new), activations of one batch and the images on the device. An
-    estimate for the message that refuses a run that cannot fit, not an accounting."""
-    sizes = (features, *config.hidden, CLASSES)
-    count = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    estimate for the message that refuses a run that cannot fit, not an accounting.
+
+    Activations are counted per sample from ``multinet.layers.shapes``: each layer's
+    output, three times (its value, what the next layer makes of it, its gradient),
+    except ReLU's (counted in the layer before it) and flatten's (a reshape); and each
+    convolution's im2col patches, ``k * k * C_in`` values per output position, kept for
+    its weight gradient."""
+    layers = config.network_layers()
+    count = sum(math.prod(shape) for shape in param_shapes(layers, features).values())
+    sizes = shapes(layers, features)
+    outputs = sum(math.prod(shape) for layer, shape in zip(layers, sizes[1:])
+                  if layer.kind not in ("relu", "flatten"))
+    patches = sum(math.prod(after[:2]) * layer.kernel ** 2 * _channels(before)
+                  for layer, before, after in zip(layers, sizes, sizes[1:])
+                  if layer.kind == "conv")
     item = 8 if config.dtype == "float64" else 4
     copies = {"sgd": 0, "momentum": 1, "adam": 2}[config.optimizer]
     rows = n_train if not config.batch_size else min(config.batch_size, n_train)
     host = count * (8 + item)
-    device = (count * item * (3 + 2 * copies) + rows * sum(sizes[1:]) * item * 3
+    device = (count * item * (3 + 2 * copies) + rows * (outputs * 3 + patches) * item
               + n_train * features * (1 + (0 if config.batch_size else 2 * item)))
     return host, device
+
+
+def _channels(shape: tuple) -> int:
+    """The channels of a per-sample shape: flat rows read as images have one."""
+    return shape[2] if len(shape) == 3 else 1
 
 
 def physical_memory() -> int | None:
@@ -54,12 +72,11 @@ def memory_message(config: TrainConfig, features: int, n_train: int, backend: Ba
     the host only), and a sentence saying so for an error message."""
     host, device = memory_needed(config, features, n_train)
     needed = host + device if backend.platform == "cpu" else host
-    sizes = "-".join(map(str, (features, *config.hidden, CLASSES)))
     where = ("" if backend.platform == "cpu"
              else f" on the host, plus {human_size(device)} on the device")
-    return needed, (f"the network {sizes} needs about {human_size(needed)} of memory{where} "
-                    f"(parameters, optimizer state and activations in {config.dtype} with "
-                    f"{config.optimizer})")
+    return needed, (f"the network {config.describe_network()} needs about "
+                    f"{human_size(needed)} of memory{where} (parameters, optimizer state "
+                    f"and activations in {config.dtype} with {config.optimizer})")
 
 
 def check_network_fits(config: TrainConfig, backend: Backend, features: int,
@@ -68,5 +85,8 @@ def check_network_fits(config: TrainConfig, backend: Backend, features: int,
     needed, message = memory_message(config, features, n_train, backend)
     total = physical_memory()
     if total is not None and needed > total:
-        raise MultinetError(f"{message}; this machine has {human_size(total)}: choose smaller "
-                            f"{argument('hidden')} widths")
+        smaller = (f"smaller {argument('hidden')} widths" if config.hidden else
+                   f"fewer channels and units in {argument('layers')}, or a smaller "
+                   f"{argument('batch_size')}")
+        raise MultinetError(f"{message}; this machine has {human_size(total)}: choose "
+                            f"{smaller}")

@@ -29,14 +29,14 @@ from typing import Callable
 import numpy as np
 
 from multinet import checkpoint as ckpt
-from multinet import export, optim
-from multinet._version import __version__
+from multinet import export
 from multinet.backends import onnx as onnx_backend
 from multinet.catalog import CLASSES
 from multinet.data import Dataset, content_sha256s, validate
 from multinet.errors import MultinetError, argument
-from multinet.initializers import draw_params
-from multinet.training.config import TrainConfig
+from multinet.registry import get_backend
+from multinet.training.config import FEATURES, TrainConfig
+from multinet.training.loop import initial_state
 
 #: The script the page loads: onnxruntime-web's WebAssembly-only build (no WebGL or
 #: WebGPU), a classic script that defines the global ``ort``.
@@ -121,7 +121,9 @@ def inference_graph(checkpoint_path) -> bytes:
 
 def fresh_checkpoint(sample: Dataset, iterations: int = ITERATIONS,
                      log_every: int = LOG_EVERY) -> ckpt.Checkpoint:
-    """A notebook-preset float32 network before its first step, as a ``Checkpoint``.
+    """A notebook-preset float32 network before its first step, as a ``Checkpoint``:
+    the state a new run starts from (``multinet.training.loop.initial_state``), encoded
+    and decoded as any checkpoint file is (``multinet.checkpoint``).
 
     Parameters
     ----------
@@ -133,24 +135,17 @@ def fresh_checkpoint(sample: Dataset, iterations: int = ITERATIONS,
     Returns
     -------
     Checkpoint
-        Seed 0, uniform initial weights (``multinet.initializers.draw_params``, rounded
-        once to float32), the optimizer's zeroed state, step 0.
+        Seed 0, uniform initial weights (``multinet.initializers``, rounded once to
+        float32), the optimizer's zeroed state, step 0.
     """
     config = TrainConfig.from_preset("notebook", epochs=iterations, log_every=log_every,
                                      dtype="float32", seed=0)
-    sizes = (ckpt.FEATURES, *config.hidden, CLASSES)
-    params = {name: value.astype(np.float32) for name, value in
-              draw_params(sizes, seed=config.seed, init=config.init).items()}
-    metadata = {"format": ckpt.FORMAT, "multinet_version": __version__,
-                "config": config.to_dict(),
-                "progress": {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0},
-                "dataset": {"name": sample.name, "content_sha256": content_sha256s(sample),
-                            "samples": {"train": len(sample.train_labels),
-                                        "test": len(sample.test_labels)}},
-                "history": []}
-    return ckpt.Checkpoint(config=config, params=params,
-                           opt_state=optim.init_state(config.optimizer_spec(), params),
-                           metadata=metadata)
+    host = get_backend("numpy")
+    state = initial_state(config, host, FEATURES)
+    return ckpt.decode(ckpt.encode(
+        config, state, backend=host, dataset_name=sample.name,
+        dataset_sha256=content_sha256s(sample),
+        dataset_samples={"train": len(sample.train_labels), "test": len(sample.test_labels)}))
 
 
 def _encoded(images: np.ndarray) -> str:
@@ -202,7 +197,7 @@ def training_files(dataset: Dataset | Callable[[], Dataset], count: int = SAMPLE
                         "log_every": config.log_every, "seed": config.seed,
                         "count": len(sample.train_labels),
                         "test_count": len(sample.test_labels),
-                        "sizes": [ckpt.FEATURES, *config.hidden, CLASSES],
+                        "sizes": [FEATURES, *config.hidden, CLASSES],
                         "dtype": config.dtype},
              "state": state,
              "images": _encoded(sample.train_images),
