@@ -18,14 +18,17 @@ def confusion_matrix(predicted: np.ndarray, true: np.ndarray, classes: int = CLA
                        minlength=classes * classes).reshape(classes, classes)
 
 
-def evaluate(params_host: dict, backend: Backend, dataset: Dataset, dtype: str) -> dict:
-    """Test-set predictions on ``backend`` and everything computed from them. Raises
-    ``OutputsNotFinite`` for weights too large for ``dtype`` (``check_finite``)."""
-    check_finite(params_host, dataset.test_images, dtype)
+def evaluate(params_host: dict, backend: Backend, dataset: Dataset, dtype: str,
+             layers=None) -> dict:
+    """Test-set predictions on ``backend`` and everything computed from them. ``layers``:
+    the network's ``Layer`` records (``TrainConfig.network_layers()``; None: the
+    perceptron ``params_host`` holds). Raises ``OutputsNotFinite`` for weights too large
+    for ``dtype`` (``check_finite``)."""
+    check_finite(params_host, dataset.test_images, dtype, layers)
     backend.enable_dtype(dtype)
     params = to_backend(params_host, backend)
     images = backend.asarray(flatten(dataset.test_images))
-    predicted = make_predictor(backend)(params, images)
+    predicted = make_predictor(backend, layers=layers)(params, images)
     return {"backend": backend.name, **report(predicted, dataset)}
 
 
@@ -45,14 +48,16 @@ def report(predicted: np.ndarray, dataset: Dataset) -> dict:
     }
 
 
-def probabilities(params_host: dict, backend: Backend, images_uint8: np.ndarray, dtype: str):
-    """Softmax probabilities ``(n, classes)`` for host ``uint8`` images (n, 28, 28).
-    Raises ``OutputsNotFinite`` for weights too large for ``dtype`` (``check_finite``)."""
-    check_finite(params_host, images_uint8, dtype)
+def probabilities(params_host: dict, backend: Backend, images_uint8: np.ndarray, dtype: str,
+                  layers=None):
+    """Softmax probabilities ``(n, classes)`` for host ``uint8`` images (n, 28, 28);
+    ``layers`` as for ``evaluate``. Raises ``OutputsNotFinite`` for weights too large for
+    ``dtype`` (``check_finite``)."""
+    check_finite(params_host, images_uint8, dtype, layers)
     backend.enable_dtype(dtype)
     params = to_backend(params_host, backend)
     x = scale_images(backend.asarray(flatten(images_uint8)), backend.dtype(dtype))
-    return softmax(backend.to_numpy(network.forward(params, x)))
+    return softmax(backend.to_numpy(network.forward(params, x, layers)))
 
 
 def softmax(logits) -> np.ndarray:

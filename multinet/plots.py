@@ -1,5 +1,5 @@
 """Figures (matplotlib, the optional extra ``plot``): training curves, test images with
-their predictions, the confusion matrix.
+their predictions, the confusion matrix, the weights of the first layer.
 
 Each ``*_figure`` function returns a ``matplotlib.figure.Figure`` made without pyplot:
 nothing global is touched (no backend is chosen, no window opens, nothing accumulates
@@ -14,6 +14,7 @@ figures inline) without leaving the figure open: a returned figure shows once.
 from __future__ import annotations
 
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -142,6 +143,43 @@ def confusion_figure(matrix: np.ndarray, class_names=None):
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
     ax.set_yticklabels(names, fontsize=8)
     fig.colorbar(shown, ax=ax, label="log(1 + count)")
+    return fig
+
+
+def weights_figure(weights: np.ndarray, *, count: int = 64, title: str = ""):
+    """The weights of a network's first layer with weights, one small picture per unit:
+    a convolution's filters (each ``k x k`` kernel) or a dense layer's units (each its
+    weights over the whole image), red positive and blue negative on one scale shared by
+    all, so their strengths compare.
+
+    ``weights``: that layer's ``W1``, ``(k, k, 1, filters)`` or ``(pixels, units)``; what
+    each unit sees must be a square of one channel (as the first layer of any network on
+    28 x 28 images sees it). ``count``: the first so many units are drawn. Raises
+    ``MultinetError`` for weights that are not such pictures."""
+    weights = np.asarray(weights, dtype=np.float64)
+    units = weights.shape[-1]
+    rows = weights.size // units if units else 0
+    side = math.isqrt(rows)
+    if weights.ndim not in (2, 4) or side * side != rows or weights.ndim == 4 and (
+            weights.shape[2] != 1):
+        raise MultinetError(f"weights of shape {weights.shape} are not square pictures of "
+                            "one channel per unit")
+    shown = min(units, count)
+    pictures = weights.reshape(side, side, units)[:, :, :shown]
+    scale = float(np.abs(pictures).max()) or 1.0
+    columns = min(shown, 8)
+    grid = -(-shown // columns)
+    fig = _figure(figsize=(max(1.2 * columns + 1, 4.5), 1.2 * grid + (0.8 if title else 0.2)),
+                  layout="constrained")
+    axes = np.atleast_1d(fig.subplots(grid, columns, squeeze=False)).ravel()
+    for k, ax in enumerate(axes):
+        ax.axis("off")
+        if k < shown:
+            image = ax.imshow(pictures[:, :, k], cmap="RdBu_r", vmin=-scale, vmax=scale)
+            ax.set_title(f"{k}", fontsize=7)
+    fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="weight")
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -173,6 +173,17 @@ def small_checkpoint(tmp_path_factory, mnist):
                           helpers.mnist_slice(mnist, 600, 100))
 
 
+@pytest.fixture(scope="session")
+def cnn_checkpoint(tmp_path_factory, mnist):
+    """Two epochs of a tiny convolutional network (``helpers.TINY_CNN`` with the cnn
+    preset's hyperparameters, batches of 50 at lr 0.01) on 600 images (NumPy), saved:
+    about 60% test accuracy."""
+    config = TrainConfig.from_preset("cnn", layers=helpers.TINY_CNN, batch_size=50, epochs=2,
+                                     lr=0.01, dev_size=100)
+    return train_and_save(tmp_path_factory.mktemp("cnn"), "cnn", config, get_backend("numpy"),
+                          helpers.mnist_slice(mnist, 600, 100))
+
+
 #: Test digits per variant (the ``network`` fixture's test images).
 DIGITS = 200
 

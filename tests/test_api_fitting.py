@@ -15,6 +15,8 @@ from helpers import data_args, is_sample, small
 from multinet import InvalidArgument, MultinetError
 from multinet.cli import main
 from multinet.errors import BackendUnavailable
+from multinet.layers import param_shapes, parse_layer
+from multinet.training.config import PRESETS
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
@@ -306,3 +308,39 @@ def test_results_that_cannot_be_added_to_the_checkpoint_lose_nothing(mnist, tmp_
     again = multinet.load(tmp_path / "a.st")
     assert again.summary["iterations"] == 3 == info.value.run.summary["iterations"]
     assert "test_accuracy" not in again.summary
+
+
+# --- Networks of layers ----------------------------------------------------------------
+
+def test_fit_trains_the_cnn_preset_and_layers_given_from_python(mnist):
+    """``preset="cnn"`` trains the preset's convolutional network (one step here);
+    ``layers=`` (a list, or one string with commas) trains any stack, the output layer
+    added, whatever the preset; the summary describes the network, which has no
+    perceptron's ``sizes``."""
+    data = helpers.mnist_slice(mnist, 250, 20)
+    cnn = multinet.fit(data, preset="cnn", epochs=1, dev_size=100, progress=False)
+    expected = param_shapes(cnn.config.network_layers(), 784)
+    assert {k: tuple(v.shape) for k, v in cnn.params.items()} == expected
+    assert cnn.summary["iterations"] == 1 and cnn.summary["sizes"] is None
+    assert cnn.summary["network"] == ", ".join(
+        [*(str(parse_layer(layer)) for layer in PRESETS["cnn"]["layers"]), "dense:10"])
+    assert f"layers={cnn.summary['network']!r}" in repr(cnn)
+    tiny = multinet.fit(data, layers=", ".join(helpers.TINY_CNN), iterations=2, dev_size=100,
+                        progress=False)
+    assert tiny.config.preset == "notebook" and tiny.config.hidden == ()
+    assert tiny.config.layers == ("conv:2:3x3:valid", "relu", "maxpool:2", "flatten")
+    assert tiny.params["W1"].shape == (3, 3, 1, 2) and tiny.params["W2"].shape == (338, 10)
+    assert tiny.summary["network"].endswith("flatten, dense:10")
+    assert len(tiny.history) == 1 and np.isfinite(tiny.history[-1]["loss"])
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(layers=["conv:0:3x3"]), "layer 'conv:0:3x3': its output channels must be"),
+    (dict(layers=["conv:2:29x29"]), "a 29x29 kernel does not fit 28x28 images"),
+    (dict(layers=["relu"], hidden=[8]), "hidden and layers both describe the network"),
+    (dict(layers=5), "layers must be a sequence of layers"),
+])
+def test_bad_layers_from_python_are_one_invalid_argument_before_any_work(overrides, fragment,
+                                                                          no_work):
+    with pytest.raises(InvalidArgument, match=re.escape(fragment)):
+        multinet.fit("mnist", progress=False, **overrides)

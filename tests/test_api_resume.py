@@ -2,11 +2,16 @@
 from its checkpoint, a resumed run ends where an uninterrupted one ends, and a resume that
 would change the run is refused."""
 
+import re
+
 import pytest
 
+import helpers
 import multinet
-from helpers import small
+from multinet.api.fitting import prepare_fit
+from helpers import host, small
 from multinet import InvalidArgument, MultinetError
+from multinet.errors import BackendUnavailable
 from multinet.parity import max_relative_error, tolerance
 
 
@@ -93,3 +98,43 @@ def test_resume_continues_only_on_the_data_it_was_trained_on(mnist, tmp_path):
                                       test_labels=data.test_labels[:50])
     assert multinet.fit(other_tests, resume=path, iterations=3,
                         progress=False).summary["iterations"] == 3
+
+
+def test_a_cnn_checkpoint_from_numpy_resumes_on_another_backend_where_numpy_ends(
+        mnist, tmp_path):
+    """A convolutional network's checkpoint carries its layers: epoch 1 on NumPy, saved,
+    then epoch 2 on PyTorch is the uninterrupted two epochs on NumPy. (PyTorch: JAX
+    compiles each shape of a step and a prediction anew, seconds for a CNN; a checkpoint
+    that loads on JAX computes there as on NumPy: test_api_run.py.)"""
+    backend = "torch"
+    data = helpers.mnist_slice(mnist, 400, 50)
+    options = dict(preset="cnn", layers=helpers.TINY_CNN, batch_size=50, schedule="constant",
+                   dev_size=100, progress=False)
+    whole = multinet.fit(data, epochs=2, **options)
+    half = multinet.fit(data, epochs=1, **options).save(tmp_path / "half.safetensors")
+    try:
+        resumed = multinet.fit(data, resume=half, epochs=2, backend=backend, progress=False)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    steps = resumed.summary["iterations"]
+    assert resumed.backend.name == backend and resumed.config.layers == whole.config.layers
+    assert steps == whole.summary["iterations"] == 12 and len(resumed.history) == 2
+    assert max_relative_error(host(resumed.params, resumed.backend),
+                              whole.params) <= tolerance("float32", steps)
+
+
+def test_resume_keeps_a_cnns_layers_and_reads_them_as_given(cnn_checkpoint):
+    """Other layers, or widths of a perceptron, cannot resume a convolutional network's
+    checkpoint; its own layers, written another way, are no change."""
+    with pytest.raises(InvalidArgument, match=re.escape(
+            "layers= cannot change (only epochs= / iterations= can); the saved run has "
+            "layers=('conv:2:3x3:valid', 'relu', 'maxpool:2', 'flatten')")):
+        multinet.fit(resume=cnn_checkpoint, layers=["conv:4:3x3", "relu", "maxpool:2",
+                                                    "flatten"])
+    with pytest.raises(InvalidArgument, match=re.escape("hidden= cannot change")):
+        multinet.fit(resume=cnn_checkpoint, hidden=16)
+    plan = prepare_fit(resume=cnn_checkpoint, layers="conv:2:3x3, relu, maxpool:2, flatten",
+                       epochs=3)
+    plan.release()
+    assert plan.config.layers == ("conv:2:3x3:valid", "relu", "maxpool:2", "flatten")
+    assert plan.config.epochs == 3 and plan.resume.step == 20

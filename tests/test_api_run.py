@@ -10,6 +10,7 @@ import pytest
 import helpers
 import multinet
 from multinet import InvalidArgument
+from multinet.errors import BackendUnavailable
 
 #: Figures are drawn off-screen in the tests.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:matplotlib")
@@ -166,3 +167,52 @@ def test_run_save_and_save_plots_check_force_as_fit_does(short_run, tmp_path, fo
     with pytest.raises(InvalidArgument, match=f"force must be True or False, got {force!r}"):
         short_run.save_plots(tmp_path / "figures", force=force)
     assert model.read_bytes() == before and sorted(tmp_path.iterdir()) == [model]
+
+
+# --- A convolutional network -------------------------------------------------------------
+
+def test_a_cnn_run_saved_and_loaded_is_the_same_run(cnn_checkpoint, tmp_path):
+    run = multinet.load(cnn_checkpoint)
+    again = multinet.load(run.save(tmp_path / "again.safetensors"))
+    assert again.config == run.config and again.config.layers == (
+        "conv:2:3x3:valid", "relu", "maxpool:2", "flatten")
+    assert again.params.keys() == run.params.keys() == {"W1", "b1", "W2", "b2"}
+    assert all(np.array_equal(again.params[k], run.params[k]) for k in run.params)
+    assert again.summary["network"] == "conv:2:3x3:valid, relu, maxpool:2, flatten, dense:10"
+    assert again.summary["sizes"] is None and again.history == run.history
+    assert "layers='conv:2:3x3:valid, relu, maxpool:2, flatten, dense:10'" in repr(again)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch", "strict"])
+def test_a_cnn_checkpoint_computes_on_another_backend_as_on_numpy(cnn_checkpoint, mnist,
+                                                                  backend):
+    """Probabilities within float32 rounding of NumPy's, and so the same labels wherever
+    the two largest are not within that rounding of each other."""
+    reference = multinet.load(cnn_checkpoint)
+    try:
+        again = multinet.load(cnn_checkpoint, backend=backend)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    images = mnist.test_images[:200]
+    expected, found = reference.probabilities(images), again.probabilities(images)
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5)
+    top_two = np.sort(expected, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 1e-4
+    assert clear.sum() > 150
+    assert np.array_equal(again.predict(images)[clear], expected.argmax(axis=1)[clear])
+
+
+def test_plot_weights_draws_a_cnns_filters_and_a_perceptrons_units(cnn_checkpoint, short_run):
+    pytest.importorskip("matplotlib.figure")
+
+    def pictures(figure):
+        return [ax.images[0].get_array().shape for ax in figure.axes if ax.images]
+
+    cnn = multinet.load(cnn_checkpoint)
+    filters = cnn.plot_weights()
+    assert pictures(filters) == [(3, 3), (3, 3)]
+    assert "first layer: conv:2:3x3:valid" in filters.texts[0].get_text()
+    assert pictures(short_run.plot_weights(count=3)) == [(28, 28)] * 3
+    for count in (0, 2.0, True):
+        with pytest.raises(InvalidArgument, match="count must be an integer >= 1"):
+            cnn.plot_weights(count=count)

@@ -2,11 +2,14 @@
 model (``evaluate MODEL.onnx``) does with ``--backend``. Agreement with ``--against``
 and the checks of a model file are in test_cli_export.py and test_export.py."""
 
+import json
 import re
 
 import pytest
 
+import multinet
 from helpers import assert_one_line_error, data_args, run_cli
+from multinet.cli import main
 from multinet.commands import evaluate
 
 
@@ -71,3 +74,12 @@ def test_a_checkpoint_named_onnx_is_read_as_the_checkpoint_it_is(small_checkpoin
     assert result.stdout == plain.stdout.replace(str(small_checkpoint), str(named))
     predicted = run_cli("predict", str(named), "--index", "3", *data_args(mnist))
     assert predicted.returncode == 0, predicted.stderr
+
+
+def test_evaluate_a_cnn_checkpoint_reports_what_its_run_measures(cnn_checkpoint, mnist, capsys):
+    assert main(["evaluate", str(cnn_checkpoint), *data_args(mnist), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    measured = multinet.load(cnn_checkpoint).evaluate(mnist)
+    assert printed["test_samples"] == len(mnist.test_labels) > 0
+    assert printed["test_accuracy"] == measured["test_accuracy"] > 0.4  # chance: 0.1
+    assert printed["confusion_matrix"] == measured["confusion_matrix"]

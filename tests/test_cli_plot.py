@@ -6,7 +6,7 @@ file."""
 import os
 import sys
 
-from helpers import DATA, one_line_error
+from helpers import DATA, data_args, one_line_error
 from multinet import files
 from multinet.cli import main
 
@@ -46,3 +46,12 @@ def test_plot_replaces_only_pictures_never_its_checkpoint_and_no_special_file(
     assert all(files.file_kind((out / name).read_bytes()[:64]) == "png"
                for name in files.FIGURES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "out"]  # no lock left
+
+
+def test_plot_a_cnn_checkpoint_writes_its_three_figures(cnn_checkpoint, mnist, tmp_path,
+                                                         capsys):
+    assert main(["plot", str(cnn_checkpoint), *data_args(mnist), "--out",
+                 str(tmp_path / "out")]) == 0
+    written = capsys.readouterr().out.split()
+    assert [os.path.basename(p) for p in written] == list(files.FIGURES)
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in written)

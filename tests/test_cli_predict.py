@@ -19,6 +19,7 @@ from helpers import (assert_one_line_error, black_ink_on_transparent,  # noqa: E
                      dark_ink_on_white_paper, data_args, encoded, float_tiff,
                      phone_jpeg_with_exif_orientation_6, red_ink_palette_gif, run_cli,
                      sixteen_bit_png, trained_checkpoint)
+import multinet  # noqa: E402
 from multinet import pictures  # noqa: E402
 from multinet.evaluation import probabilities  # noqa: E402
 from multinet.registry import get_backend  # noqa: E402
@@ -294,3 +295,23 @@ def test_the_help_says_ckpt_may_be_left_out_and_goes_before_image():
     assert "(default: the pretrained network shipped with multinet" in text
     for command in ("evaluate", "plot"):  # they still need one
         assert_one_line_error(run_cli(command), "required: CKPT")
+
+
+def test_predict_with_a_cnn_checkpoint_answers_as_its_run(cnn_checkpoint, mnist, tmp_path):
+    """A test image by ``--index`` and a picture file by ``--image``, both run through
+    the convolutional network the checkpoint holds."""
+    run = multinet.load(cnn_checkpoint)
+    result = run_cli("predict", str(cnn_checkpoint), *data_args(mnist), "--index", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    expected = run.probabilities(mnist.test_images[3:4])[0]
+    assert answer["label"] == int(mnist.test_labels[3])
+    assert answer["prediction"] == int(expected.argmax())
+    np.testing.assert_allclose(answer["probabilities"], expected, rtol=0, atol=1e-12)
+    picture = pictures.save_png(mnist.test_images[3], tmp_path / "three.png")
+    result = run_cli("predict", str(cnn_checkpoint), "--image", str(picture), "--json")
+    assert result.returncode == 0, result.stderr
+    [seen] = json.loads(result.stdout)
+    digit = pictures.mnist_digit(picture)
+    np.testing.assert_allclose(seen["probabilities"], run.probabilities(digit[None])[0],
+                               rtol=0, atol=1e-12)

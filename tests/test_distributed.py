@@ -195,3 +195,42 @@ def test_bench_scaling_reports_speedup_and_efficiency():
     assert [r["devices"] for r in rows] == [1, 2]
     assert rows[0]["speedup"] == 1.0
     assert rows[1]["efficiency"] == pytest.approx(rows[1]["speedup"] / 2)
+
+
+def test_a_cnn_step_split_over_two_devices_matches_one_device(mnist):
+    """The convolutional network's minibatch step, its batch split over two devices (the
+    gradients' sum an all-reduce that XLA inserts), gives the single device's parameters
+    step after step. (The loop around the step is the MLP's, tested above.)"""
+    found = python(f"""
+        import json
+        import jax
+        import numpy as np
+        from multinet import parity
+        from multinet.data import load_dataset
+        from multinet.registry import get_backend
+        from multinet.training.config import TrainConfig
+        from multinet.training.loop import initial_state
+        from multinet.training.steps import epoch_order, make_minibatch_step
+
+        data = {load_code(mnist)}
+        config = TrainConfig.from_preset("cnn", layers={helpers.TINY_CNN!r}, batch_size=32)
+        images, labels = data.train_images[:256].reshape(-1, 784), data.train_labels[:256]
+        rows = epoch_order(256, 32, 0, 0)[:4]
+        params, all_reduce = [], None
+        for backend in (get_backend("jax"), get_backend("jax").data_parallel(2)):
+            state = initial_state(config, backend, 784)
+            step = jax.jit(make_minibatch_step(config.optimizer_spec(),
+                                               layers=config.network_layers()))
+            p, s = state.params, state.opt_state
+            x, y = backend.asarray(images), backend.asarray(labels, "int32")
+            for row in rows:
+                p, s, _, _ = step(p, s, x, y, backend.batch_asarray(row, "int32"), 1e-3)
+            params.append({{k: np.asarray(backend.to_numpy(v)) for k, v in p.items()}})
+            all_reduce = "all-reduce" in step.lower(
+                state.params, state.opt_state, x, y, backend.batch_asarray(rows[0], "int32"),
+                1e-3).compile().as_text()
+        print(json.dumps({{"error": parity.max_relative_error(params[1], params[0]),
+                          "split": all_reduce}}))
+    """, devices=2)
+    assert found["split"]  # the two-device program sums the gradients across devices
+    assert found["error"] <= parity.tolerance("float32", 4)

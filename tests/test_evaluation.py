@@ -94,3 +94,32 @@ def test_weights_near_the_limit_are_checked_not_refused(mnist):
     assert bound > float(np.finfo(np.float32).max) / 2
     result = evaluate(params, NUMPY, mnist, "float32")
     assert result["test_samples"] == len(result["predictions"]) == len(mnist.test_labels)
+
+
+def test_a_cnn_whose_outputs_overflow_is_refused_and_one_near_the_limit_is_not(mnist):
+    """The cheap bound and the check image by image, for a convolutional network: 1e38
+    in every kernel overflows on every image with ink; kernels of 1e18 and +-1.31e17 out
+    of identical channels (cancelling in the dense layer) put the bound at 4e38, past
+    float32's range, while every output stays finite, so it is evaluated."""
+    import warnings
+
+    from multinet.errors import OutputsNotFinite
+    from multinet.evaluation import evaluate
+    from multinet.training.config import TrainConfig
+    from multinet.training.prediction import check_finite
+
+    layers = TrainConfig(hidden=(), layers=("conv:2:3x3", "relu", "maxpool:2", "flatten")
+                         ).network_layers()
+    signs = np.where(np.arange(338) % 2, -1.31e17, 1.31e17)  # channel 0 +, channel 1 -
+    params = {"W1": np.full((3, 3, 1, 2), 1e18, np.float32), "b1": np.zeros(2, np.float32),
+              "W2": np.repeat(signs[:, None], 10, axis=1).astype(np.float32),
+              "b2": np.zeros(10, np.float32)}
+    assert 338 * 9 * 1e18 * 1.31e17 > float(np.finfo(np.float32).max)
+    images = mnist.test_images[:20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_finite(params, images, "float32", layers)
+        result = evaluate(params, NUMPY, mnist, "float32", layers)
+        assert len(result["predictions"]) == len(mnist.test_labels)
+        with pytest.raises(OutputsNotFinite, match="on 20 of 20 images"):
+            check_finite({**params, "W1": params["W1"] * 1e20}, images, "float32", layers)

@@ -30,3 +30,26 @@ def test_a_plot_written_over_on_a_full_disk_stays_the_previous_picture(tmp_path)
             plots.training_curves(history(400, 1), path)
         assert path.read_bytes() == before
         assert sorted(p.name for p in full.iterdir()) == ["curves.png", "filler"]
+
+
+def test_the_weights_figure_shows_each_unit_as_its_picture_on_one_shared_scale():
+    """A convolution's ``(k, k, 1, filters)`` kernels and a dense layer's ``(pixels,
+    units)`` columns are pictures of what each unit sees, row-major like the images;
+    weights that are no square picture of one channel are one ``MultinetError``."""
+    pytest.importorskip("matplotlib")
+    from multinet import plots
+    from multinet.errors import MultinetError
+
+    kernels = np.arange(3 * 3 * 1 * 4, dtype=np.float32).reshape(3, 3, 1, 4) - 20
+    figure = plots.weights_figure(kernels, count=3)
+    shown = [ax.images[0] for ax in figure.axes if ax.images]
+    assert [image.get_array().tolist() for image in shown] == [
+        kernels[:, :, 0, k].tolist() for k in range(3)]
+    assert {image.get_clim() for image in shown} == {(-20.0, 20.0)}  # one scale, 0 white
+    dense = np.random.default_rng(0).standard_normal((784, 5))
+    pictures = [ax.images[0].get_array() for ax in plots.weights_figure(dense).axes
+                if ax.images]
+    assert len(pictures) == 5 and np.array_equal(pictures[4], dense[:, 4].reshape(28, 28))
+    for weights in (np.ones((3, 3, 2, 4)), np.ones((20, 5)), np.ones(5)):
+        with pytest.raises(MultinetError, match="not square pictures of one channel"):
+            plots.weights_figure(weights)

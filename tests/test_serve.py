@@ -425,3 +425,20 @@ def test_without_waitress_it_names_the_extra():
         sys.exit(main(["serve", "--backend", "numpy"]))
     """, **ENV)
     assert_one_line_error(result, 'pip install "multinet[web]"')
+
+
+def test_a_cnn_checkpoint_answers_on_each_backend_as_its_run_does(cnn_checkpoint, sample):
+    """What the server answers with (``multinet.web.answers``), without a socket: a
+    convolutional network is described by its layers, and answers a picture on every
+    backend as its ``Run`` does."""
+    from multinet.api.run import load
+    from multinet.web.answers import Answers
+
+    answers = Answers.open(cnn_checkpoint, ["numpy", "strict"])
+    info = answers.describe()
+    assert info["sizes"] == "conv:2:3x3:valid, relu, maxpool:2, flatten, dense:10"
+    answer = answers.answer(png(sample.test_images[18]))
+    digit = np.array(answer["input"], dtype=np.uint8)
+    expected = load(cnn_checkpoint).probabilities(digit[None])[0]
+    assert answer["probabilities"] == expected.tolist()
+    assert answer["max_difference"] <= tolerance("float32", 1)

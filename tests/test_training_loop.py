@@ -15,10 +15,10 @@ import helpers
 from helpers import mnist_slice, small_config
 from multinet import checkpoint as ckpt
 from multinet import optim
-from multinet.errors import OutputsNotFinite, TrainingDiverged, TrainingStopped
+from multinet.errors import MultinetError, OutputsNotFinite, TrainingDiverged, TrainingStopped
 from multinet.registry import get_backend
 from multinet.training.config import TrainConfig
-from multinet.training.loop import train
+from multinet.training.loop import initial_state, train
 from multinet.training.prediction import check_finite
 
 
@@ -317,3 +317,37 @@ def test_a_state_to_continue_that_does_not_evaluate_is_refused_before_any_step(s
                        r"network's outputs overflow float32 on \d+ of 200 test images"), \
             np.errstate(all="ignore"):
         train(config, numpy, data, progress=False, state=state)
+
+
+# --- Networks of layers -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_cnn_trains_full_batch_and_in_minibatches(name, sample):
+    """The layers reach every kind of step: full batch, in chunks (NumPy) or whole with no
+    transposed copy of the images (PyTorch), and minibatches. (Every backend computes
+    the CNN's steps as NumPy does: test_parity.py.)"""
+    try:
+        backend = get_backend(name)
+    except MultinetError as exc:
+        pytest.skip(str(exc))
+    data = mnist_slice(sample, 300, 20)
+    for batch_size in (0, 50):
+        config = TrainConfig.from_preset("cnn", layers=helpers.TINY_CNN, epochs=2, lr=0.01,
+                                         batch_size=batch_size, dev_size=100)
+        result = train(config, backend, data, progress=False)
+        losses = [record["loss"] for record in result.history]
+        assert result.state.step == (2 if batch_size == 0 else 8)
+        assert result.params["W1"].shape == (3, 3, 1, 2) and losses[1] < losses[0], losses
+
+
+def test_a_state_of_another_network_is_refused_before_any_step(sample):
+    """A state to continue must be the configured network's: each parameter's shape is
+    checked against the layers."""
+    numpy = get_backend("numpy")
+    cnn = TrainConfig.from_preset("cnn", layers=helpers.TINY_CNN, epochs=1, dev_size=100)
+    mlp_state = initial_state(small_config(), numpy, 784)
+    with pytest.raises(MultinetError, match=re.escape(
+            "the parameters (W1 784x32, b1 32, W2 32x10, b2 10) are not those of the network "
+            "conv:2:3x3:valid, relu, maxpool:2, flatten, dense:10 on 784 pixels (W1 3x3x1x2, "
+            "b1 2, W2 338x10, b2 10)")):
+        train(cnn, numpy, mnist_slice(sample, 300, 20), progress=False, state=mlp_state)

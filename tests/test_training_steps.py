@@ -36,3 +36,33 @@ def test_a_whole_epoch_compiled_as_one_program_matches_step_by_step(rng):
         <= parity.tolerance("float32", 6)
     assert float(loss_sum) == pytest.approx(total, rel=1e-5)
     assert make_epoch_runner(get_backend("numpy"), optimizer, "float32") is None
+
+
+def test_a_cnn_epoch_compiled_as_one_program_matches_step_by_step(rng):
+    """The layers reach the program of ``SCAN_STEPS`` steps as they reach one step."""
+    pytest.importorskip("jax", reason="compile_scan is JAX's")
+    from multinet.training.config import TrainConfig
+    from multinet.training.loop import initial_state
+    from multinet.training.steps import make_epoch_runner, make_minibatch_step
+
+    jax = get_backend("jax")
+    config = TrainConfig.from_preset("cnn", layers=("conv:2:3x3", "relu", "maxpool:2",
+                                                    "flatten"))
+    layers, optimizer = config.network_layers(), config.optimizer_spec()
+    state = initial_state(config, jax, 784)
+    images = jax.asarray(rng.integers(0, 256, (48, 784), dtype=np.uint8))
+    labels = jax.asarray(rng.integers(0, 10, 48), "int32")
+    rows = jax.asarray(rng.permutation(48).reshape(3, 16), "int32")
+    lrs = [1e-2] * 3
+
+    scanned, _, loss_sum, _ = make_epoch_runner(jax, optimizer, "float32", layers)(
+        state.params, state.opt_state, images, labels, rows, lrs)
+    step = jax.compile(make_minibatch_step(optimizer, layers=layers))
+    p, s, total = state.params, state.opt_state, 0.0
+    for i, lr in enumerate(lrs):
+        p, s, loss, _ = step(p, s, images, labels, rows[i, :], lr)
+        total += float(loss)
+    assert scanned["W1"].shape == (3, 3, 1, 2)
+    assert parity.max_relative_error(host(scanned, jax), host(p, jax)) \
+        <= parity.tolerance("float32", 3)
+    assert float(loss_sum) == pytest.approx(total, rel=1e-5)

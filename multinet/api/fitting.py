@@ -47,10 +47,12 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
         dataset's name to load, or None for MNIST (or, with ``resume``, the dataset the
         run was trained on). With ``resume``, its training images and labels must be
         those the run was trained on.
-    preset : {"notebook", "mlp"}, optional
+    preset : {"notebook", "mlp", "cnn"}, optional
         ``"notebook"``: 784-10-10, 500 full-batch gradient-descent iterations at lr 0.2
         (what None means, except with ``resume``, which keeps the saved one). ``"mlp"``:
-        784-512-256-10, Adam, batches of 128, 10 epochs.
+        784-512-256-10, Adam, batches of 128, 10 epochs. ``"cnn"``: a LeNet-like
+        convolutional network (``multinet.training.config.CNN_LAYERS``), Adam, batches of
+        128, 10 epochs.
     backend : Backend, str or None
         A backend's name (``"numpy"``, ``"jax"``, ``"cupy"``, ``"torch"``, ...), a
         ``Backend``, or None for ``$MULTINET_BACKEND``, else numpy.
@@ -84,8 +86,11 @@ def fit(dataset: Dataset | str | None = None, *, preset: str | None = None,
         ``metrics``.
     **overrides
         Any hyperparameter over the preset's value, by the ``multinet train`` options'
-        names: ``hidden`` (an int, or one width per hidden layer), ``lr``, ``optimizer``
-        ("sgd", "momentum", "adam"), ``momentum``, ``weight_decay``, ``schedule``
+        names: ``hidden`` (an int, or one width per hidden layer: a perceptron) or
+        ``layers`` (the hidden layers as text, a list such as ``["conv:8:5x5:same",
+        "relu", "maxpool:2", "flatten"]`` or one string with commas; the output layer
+        ``dense:10`` is added; ``multinet.layers.parse_layer`` reads each), ``lr``,
+        ``optimizer`` ("sgd", "momentum", "adam"), ``momentum``, ``weight_decay``, ``schedule``
         ("constant", "cosine"), ``batch_size`` (0: the whole training set), ``epochs``
         (passes over the training set) or, for full-batch runs, ``iterations`` (the same
         count; give one), ``seed``, ``dtype`` ("float32", "float64"), ``init``

@@ -2,42 +2,39 @@
 
 Everything a user does with a trained network goes through it, from Python and from the
 command line alike (``multinet evaluate``, ``predict`` and ``plot`` load a ``Run``):
-predictions, probabilities, the test-set report, the checkpoint, the figures. Arrays go
-in as ``uint8`` pixel values and come back as NumPy arrays on the host, whatever the
-backend.
+predictions, probabilities, the test-set report, the checkpoint, the figures (those are
+``multinet.api.figures``). Arrays go in as ``uint8`` pixel values and come back as NumPy
+arrays on the host, whatever the backend. Every computation runs the network of the
+run's configuration (``TrainConfig.network_layers()``): a perceptron or any stack of
+layers.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from multinet import checkpoint, locks, plots, pretrained
+from multinet import checkpoint, locks, pretrained
 from multinet.api.arguments import as_dataset, check_devices, check_paths, flat_images
-from multinet.catalog import dataset_spec
+from multinet.api.figures import RunFigures
 from multinet.data import Dataset, check_flags
 from multinet.errors import InvalidArgument, argument
 from multinet.evaluation import evaluate, probabilities
-from multinet.files import FIGURES, check_output, check_output_dir
+from multinet.files import check_output
 from multinet.initializers import to_host
-from multinet.network import layer_sizes
 from multinet.registry import Backend, resolve_backend
-from multinet.training.config import TrainConfig
+from multinet.training.config import FEATURES, TrainConfig
+from multinet.training.loop import network_fields
 from multinet.training.prediction import check_finite, make_predictor
 from multinet.training.state import TrainState
 
-if TYPE_CHECKING:  # matplotlib is an optional extra; figures need it, annotations do not
-    from matplotlib.figure import Figure
-
 
 @dataclass(frozen=True, repr=False, eq=False)
-class Run:
+class Run(RunFigures):
     """A trained network with what it was trained with, from ``fit`` or ``load``.
 
     Attributes
@@ -51,7 +48,8 @@ class Run:
         the configuration.
     summary : dict
         What ``multinet train --json`` prints: ``backend``, ``device``, every
-        hyperparameter, ``iterations``, ``sizes``, ``train_accuracy`` / ``dev_accuracy``
+        hyperparameter, ``iterations``, ``network`` (``TrainConfig.describe_network``),
+        ``sizes`` (a perceptron's widths, else None), ``train_accuracy`` / ``dev_accuracy``
         / ``test_accuracy`` (fractions 0-1), ``final_loss``, ``seconds`` of training,
         ``samples_per_second``, ``dataset``, ``checkpoint``; after ``load``, the results
         the checkpoint recorded when training ended (``evaluate()`` measures them anew).
@@ -66,7 +64,9 @@ class Run:
     dataset_samples : dict or None
         How many ``train`` and ``test`` images it saw (None: not recorded).
     params : dict of str to array
-        The parameters on the backend: ``W1`` ``(784, hidden)``, ``b1`` ``(hidden,)``, ...
+        The parameters on the backend, ``W1``, ``b1``, ... for each dense or convolutional
+        layer in order (``multinet.layers.param_shapes``): a perceptron's ``W1`` is
+        ``(784, hidden)`` and ``b1`` ``(hidden,)``.
     history : list of dict
         One record per log point: ``epoch``, ``step``, ``lr``, ``loss``,
         ``train_accuracy``, ``dev_accuracy``, ``seconds``.
@@ -91,14 +91,17 @@ class Run:
 
     def __repr__(self) -> str:
         accuracy = self.summary.get("test_accuracy")
+        # Named by the field of the configuration that describes the network.
+        network = self.config.describe_network()
+        network = f"sizes={network}" if self.config.hidden else f"layers={network!r}"
         return (f"Run(preset={self.config.preset!r}, backend={self.backend.name!r}, "
-                f"dtype={self.config.dtype!r}, sizes={'-'.join(map(str, self._sizes))}, "
-                f"iterations={self.state.step}"
+                f"dtype={self.config.dtype!r}, {network}, iterations={self.state.step}"
                 + (f", test_accuracy={accuracy:.4f})" if accuracy is not None else ")"))
 
-    @property
-    def _sizes(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in layer_sizes(self.params))
+    @cached_property
+    def _layers(self) -> tuple:
+        """The network's ``Layer`` records, output layer included."""
+        return self.config.network_layers()
 
     @cached_property
     def _host_params(self) -> dict:
@@ -107,7 +110,7 @@ class Run:
     @cached_property
     def _predictor(self):
         self.backend.enable_dtype(self.config.dtype)
-        return make_predictor(self.backend)
+        return make_predictor(self.backend, layers=self._layers)
 
     def predict(self, images) -> np.ndarray:
         """Predicted labels, computed on the run's backend in chunks.
@@ -129,8 +132,8 @@ class Run:
         multinet.errors.OutputsNotFinite
             For weights too large for the dtype (the forward pass overflows).
         """
-        flat = flat_images(images, self._sizes[0])
-        check_finite(self._host_params, flat, self.config.dtype)
+        flat = flat_images(images, FEATURES)
+        check_finite(self._host_params, flat, self.config.dtype, self._layers)
         labels = self._predictor(self.params, self.backend.asarray(flat))
         return np.asarray(labels, dtype=np.int64)
 
@@ -154,8 +157,8 @@ class Run:
         multinet.errors.OutputsNotFinite
             For weights too large for the dtype.
         """
-        return probabilities(self._host_params, self.backend, flat_images(images, self._sizes[0]),
-                             self.config.dtype)
+        return probabilities(self._host_params, self.backend, flat_images(images, FEATURES),
+                             self.config.dtype, self._layers)
 
     def evaluate(self, dataset: Dataset | str | None = None) -> dict:
         """Test-set accuracy, per class, and the confusion matrix, on this run's backend.
@@ -182,7 +185,7 @@ class Run:
             When the dataset cannot be loaded.
         """
         return evaluate(self._host_params, self.backend, self._data(dataset),
-                        self.config.dtype)
+                        self.config.dtype, self._layers)
 
     def _data(self, dataset) -> Dataset:
         if dataset is not None:
@@ -231,154 +234,6 @@ class Run:
                                    dataset_samples=self.dataset_samples,
                                    summary=self.summary)
 
-    def plot_curves(self, title: str | None = None) -> Figure:
-        """The training loss (log scale) and train/dev accuracy against the epoch.
-
-        Parameters
-        ----------
-        title : str, optional
-            The figure's title; None: the preset, backend, dtype and sizes.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-            Shown inline in Jupyter; ``.savefig(path)`` elsewhere.
-
-        Raises
-        ------
-        MultinetError
-            Without matplotlib, or without history.
-        """
-        return plots.curves_figure(
-            self.history, self._title() if title is None else title,
-            xlabel="iteration (full batch)" if self.config.batch_size == 0 else "epoch")
-
-    def _title(self) -> str:
-        return (f"{self.config.preset} preset on {self.backend.name}, {self.config.dtype}, "
-                f"{'-'.join(map(str, self._sizes))}")
-
-    def plot_predictions(self, images=None, labels=None, *, count: int = 8,
-                         columns: int | None = None, title: str | None = None) -> Figure:
-        """Images with the predicted class and its probability.
-
-        Parameters
-        ----------
-        images : array_like of uint8, shape (n, 28, 28) or (n, 784), optional
-            None: the first ``count`` test images of the run's dataset, with their labels.
-        labels : array_like of int, shape (n,), optional
-            The true classes 0-9: a wrong prediction is drawn in red with the true class.
-        count : int
-            How many test images, when ``images`` is None.
-        columns : int, optional
-            Images per row; None: as many as fit a square-ish grid.
-        title : str, optional
-            None: the preset, backend, dtype and sizes.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-
-        Raises
-        ------
-        InvalidArgument
-            For no images, a bad ``count``, or labels of another shape or range.
-        MultinetError
-            Without matplotlib.
-        """
-        if images is None:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise InvalidArgument(f"count must be an integer >= 1, got {count!r}")
-            test = self._data(None)
-            images, labels = test.test_images[:count], test.test_labels[:count]
-        flat = flat_images(images, self._sizes[0])
-        if len(flat) == 0:
-            raise InvalidArgument("images holds no image to plot")
-        classes = self._sizes[-1]
-        if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (len(flat),) or labels.dtype.kind not in "iu":
-                raise InvalidArgument(f"labels must be {len(flat)} integer labels, one per "
-                                      f"image, shape ({len(flat)},); got {labels.dtype} "
-                                      f"{labels.shape}")
-            if labels.min() < 0 or labels.max() >= classes:
-                raise InvalidArgument(f"labels must be classes 0-{classes - 1}, got "
-                                      f"{labels.min()}..{labels.max()}")
-        side = math.isqrt(flat.shape[1])
-        probs = self.probabilities(flat)
-        return plots.predictions_figure(
-            flat.reshape(len(flat), side, side), probs.argmax(axis=1), labels,
-            probabilities=probs, columns=columns,
-            class_names=dataset_spec(self.dataset_name).classes,
-            title=self._title() if title is None else title)
-
-    def plot_confusion(self, dataset: Dataset | str | None = None) -> Figure:
-        """The test set's confusion matrix (``evaluate(dataset)``) as a figure.
-
-        Parameters
-        ----------
-        dataset : Dataset, str or None
-            As for ``evaluate``.
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-
-        Raises
-        ------
-        MultinetError
-            Without matplotlib; as ``evaluate`` for weights too large for the dtype or a
-            dataset that cannot be loaded.
-        """
-        result = self.evaluate(dataset)
-        return plots.confusion_figure(np.asarray(result["confusion_matrix"]),
-                                      dataset_spec(result["dataset"]).classes)
-
-    def save_plots(self, folder: str | os.PathLike, dataset: Dataset | str | None = None,
-                   title: str | None = None, *, force: bool = False) -> list[Path]:
-        """The training curves, a grid of test predictions (mistakes in red) and the
-        confusion matrix as PNG files, as ``multinet train --plots`` and ``multinet
-        plot`` write them.
-
-        Parameters
-        ----------
-        folder : str or os.PathLike
-            Where to write ``training_curves.png``, ``predictions.png`` and
-            ``confusion_matrix.png`` (created if need be).
-        dataset : Dataset, str or None
-            As for ``evaluate``.
-        title : str, optional
-            The curves' title; None: the preset and backend.
-        force : bool
-            Replace files of those names that are not PNG pictures.
-
-        Returns
-        -------
-        list of pathlib.Path
-            The files written.
-
-        Raises
-        ------
-        InvalidArgument
-            For a ``folder`` that is not a path, or a ``force`` that is not a bool.
-        multinet.files.OutputError
-            Before any work, when ``folder`` is a file or cannot be written at all, or
-            (without ``force``) holds a file of those names that is not a PNG picture.
-        multinet.locks.OutputBusy
-            Another multinet run is writing into ``folder``.
-        OSError
-            When a file cannot be written.
-        MultinetError
-            Without matplotlib.
-        """
-        check_paths({"folder": folder}, optional=False)
-        check_flags(force=force)
-        check_output_dir(folder, argument("folder"), figures=FIGURES, force=force)
-        with locks.hold({argument("folder"): folder}):
-            dataset = self._data(dataset)
-            return plots.write_all(folder, self.history, dataset, self.evaluate(dataset),
-                                   title=f"{self.config.preset} preset on "
-                                   f"{self.backend.name}" if title is None else title)
-
 
 def load(path: str | os.PathLike | None = None, backend: Backend | str | None = None, *,
          devices: int | str | None = None) -> Run:
@@ -425,7 +280,7 @@ def load(path: str | os.PathLike | None = None, backend: Backend | str | None = 
     state = loaded.state_on(chosen)
     summary = _Summary({
         "backend": chosen.name, "device": str(chosen.device), **loaded.config.to_dict(),
-        "iterations": state.step, "sizes": list(layer_sizes(loaded.params)), **loaded.results,
+        "iterations": state.step, **network_fields(loaded.config), **loaded.results,
         "final_loss": state.history[-1]["loss"] if state.history else None,
         "seconds": state.seconds, "dataset": loaded.dataset,
         "devices": chosen.device_count, "processes": chosen.process_count,

@@ -83,7 +83,8 @@ def _evaluate_onnx(args) -> int:
     if loaded is not None:
         backend = get_backend(args.backend)
         own = export.multinet_outputs(loaded.params, backend, dataset.test_images,
-                                      loaded.config.dtype)
+                                      loaded.config.dtype,
+                                      layers=loaded.config.network_layers())
         result["against"] = {"checkpoint": args.against, "backend": backend.name,
                              **export.agreement((logits, predictions), own)}
     agrees = loaded is None or result["against"]["agrees"]

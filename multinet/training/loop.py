@@ -24,23 +24,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from multinet import heap, network, optim
+from multinet import heap, optim
 from multinet.catalog import CLASSES
 from multinet.checks import describe_device
 from multinet.data import Dataset
 from multinet.errors import (MultinetError, OutputsNotFinite, TrainingDiverged,
                              TrainingInterrupted, TrainingStopped, argument)
-from multinet.initializers import init_params
+from multinet.initializers import draw_layer_params, to_backend
 from multinet.registry import Backend
-from multinet.training.config import TrainConfig
+from multinet.training.config import FEATURES, TrainConfig
 from multinet.training.memory import check_network_fits, memory_message
 from multinet.training.metrics import append_record, metrics_to_write_first
 from multinet.training.prediction import accuracy_of, make_predictor
 from multinet.training.progress import progress_display
 from multinet.training.signals import StopSignals
 from multinet.training.splits import DeviceSplit, full_batch_inputs, splits_on_device
-from multinet.training.state import (Saved, TrainResult, TrainState, own_copy,
-                                    why_not_kept)
+from multinet.training.state import (Saved, TrainResult, TrainState, check_position,
+                                    own_copy, why_not_kept)
 from multinet.training.steps import (SCAN_STEPS, epoch_order, make_epoch_runner,
                                      make_minibatch_step, make_step)
 
@@ -116,6 +116,7 @@ class _Setup:
 
     config: TrainConfig
     backend: Backend
+    layers: tuple         # the network's Layer records (config.network_layers())
     splits: dict
     full_batch: bool
     batches: int          # steps per epoch
@@ -145,6 +146,7 @@ def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Setup, Tra
         raise MultinetError(str(exc)) from None
     train_split = splits["train"]
     features = train_split.images.shape[1]
+    layers = config.network_layers()
     check_network_fits(config, backend, features, len(train_split))
     if state is None:
         state = initial_state(config, backend, features)
@@ -154,7 +156,7 @@ def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Setup, Tra
             f"splitting batches over {backend.device_count} devices needs minibatches "
             f"({argument('batch_size')}) that divide evenly by {backend.device_count}")
     batches = 1 if full_batch else len(train_split) // config.batch_size
-    check_position(state, batches, features)
+    check_position(state, batches, features, layers)
     pending = metrics_to_write_first(metrics_path, state) if metrics_path else []
     optimizer = config.optimizer_spec()
     if backend.mutable_arrays:
@@ -164,17 +166,19 @@ def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Setup, Tra
     x_all = x_t = run_steps = None
     if full_batch:
         step = backend.compile(make_step(optimizer, backend.fuse_chunk,
-                                         backend.mutable_arrays))
-        x_all, x_t = full_batch_inputs(backend, train_split, config.dtype)
+                                         backend.mutable_arrays, layers))
+        x_all, x_t = full_batch_inputs(backend, train_split, config.dtype, layers)
         if backend.materialize:  # else a lazy library scales the images again every step
             x_all, x_t = backend.materialize((x_all, x_t))
     else:
-        step = backend.compile(make_minibatch_step(optimizer, backend.mutable_arrays))
-        run_steps = make_epoch_runner(backend, optimizer, config.dtype)
-    setup = _Setup(config=config, backend=backend, splits=splits, full_batch=full_batch,
-                   batches=batches, total_steps=config.epochs * batches, step=step,
-                   run_steps=run_steps, x_all=x_all, x_t=x_t,
-                   predict_labels=make_predictor(backend), pending=pending)
+        step = backend.compile(make_minibatch_step(optimizer, backend.mutable_arrays,
+                                                   layers))
+        run_steps = make_epoch_runner(backend, optimizer, config.dtype, layers)
+    setup = _Setup(config=config, backend=backend, layers=layers, splits=splits,
+                   full_batch=full_batch, batches=batches,
+                   total_steps=config.epochs * batches, step=step, run_steps=run_steps,
+                   x_all=x_all, x_t=x_t, predict_labels=make_predictor(backend, layers=layers),
+                   pending=pending)
     return setup, state
 
 
@@ -311,24 +315,13 @@ def _saved(result) -> Saved:
 
 
 def initial_state(config: TrainConfig, backend: Backend, features: int) -> TrainState:
-    """A new run's state: parameters drawn as ``config`` says, a fresh optimizer state."""
-    sizes = (features, *config.hidden, CLASSES)
-    params = init_params(sizes, seed=config.seed, backend=backend, dtype=config.dtype,
-                         init=config.init)
+    """A new run's state: parameters drawn as ``config`` says (on the host, for the
+    network of ``config.network_layers()`` on ``features`` inputs), a fresh optimizer
+    state."""
+    host = draw_layer_params(config.network_layers(), features, seed=config.seed,
+                             init=config.init)
+    params = to_backend(host, backend, config.dtype)
     return TrainState(params=params, opt_state=optim.init_state(config.optimizer_spec(), params))
-
-
-def check_position(state: TrainState, batches: int, features: int) -> None:
-    """A state to continue from must fit the data: its counters this epoch length, its
-    first layer the images' width and its last the classes."""
-    sizes = network.layer_sizes(state.params)
-    if sizes[0] != features or sizes[-1] != CLASSES:
-        raise MultinetError(f"the network takes {sizes[0]} inputs and gives {sizes[-1]} "
-                            f"classes; the data has {features} pixels and {CLASSES} classes")
-    if not 0 <= state.batch < batches or state.step != state.epoch * batches + state.batch:
-        raise MultinetError(
-            f"the saved position (epoch {state.epoch}, batch {state.batch}, step "
-            f"{state.step}) does not fit this data's {batches} batch(es) per epoch")
 
 
 def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
@@ -416,7 +409,7 @@ def summarize(config: TrainConfig, backend: Backend, state: TrainState, splits: 
         "device": describe_device(backend.device, backend.platform),
         **config.to_dict(),
         "iterations": state.step,
-        "sizes": list(network.layer_sizes(state.params)),
+        **network_fields(config),
         "train_samples": len(splits["train"]),
         **accuracies,
         "final_loss": state.history[-1]["loss"] if state.history else None,
@@ -425,9 +418,17 @@ def summarize(config: TrainConfig, backend: Backend, state: TrainState, splits: 
     }
 
 
+def network_fields(config: TrainConfig) -> dict:
+    """What a summary says of the network: ``network``, its description
+    (``TrainConfig.describe_network``), and ``sizes``, a perceptron's widths (inputs to
+    classes), None for any other network."""
+    return {"sizes": [FEATURES, *config.hidden, CLASSES] if config.hidden else None,
+            "network": config.describe_network()}
+
+
 def _why_not_kept(setup: _Setup, state: TrainState) -> str | None:
     """Why ``state`` must not be kept (``state.why_not_kept``), checked on this run's
     images: the test split first (what ``evaluate`` reads), then those it trains on."""
     return why_not_kept(setup.backend, state, setup.config.dtype,
                         {name: setup.splits[name].host_images
-                         for name in ("test", "dev", "train")})
+                         for name in ("test", "dev", "train")}, setup.layers)

@@ -13,12 +13,15 @@ from multinet.registry import Backend
 from multinet.training.config import TrainConfig
 
 
-def full_batch_inputs(backend: Backend, split: DeviceSplit, dtype: str):
+def full_batch_inputs(backend: Backend, split: DeviceSplit, dtype: str, layers=None):
     """``(x, x_t)``: the scaled images, and for backends that do not process full batches
     in chunks a contiguous features-first copy, which makes the gradient's product fast
-    (``network.backprop``); ``x_t`` is None for chunking backends."""
+    (``network.backprop``). ``x_t`` is None for chunking backends, and where the first of
+    ``layers`` (the network's ``Layer`` records; None: a perceptron) is not dense: only
+    a dense layer's weight gradient reads it, so any other would pay for a copy of the
+    images for nothing."""
     x = scale_images(split.images, backend.dtype(dtype))
-    if backend.fuse_chunk:
+    if backend.fuse_chunk or (layers is not None and layers[0].kind != "dense"):
         return x, None
     x_t = scale_images(backend.asarray(np.ascontiguousarray(split.host_images.T)),
                        backend.dtype(dtype))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from multinet.errors import MultinetError
+from multinet.layers import param_shapes
 from multinet.registry import Backend
 from multinet.training.prediction import largest_weight, overflowing
 
@@ -80,22 +82,48 @@ def non_finite(backend: Backend, state: TrainState) -> list[str]:
             if not bool(backend.to_numpy(xp.all(xp.isfinite(value))))]
 
 
-def why_not_kept(backend: Backend, state: TrainState, dtype: str,
-                 images: dict) -> str | None:
+def why_not_kept(backend: Backend, state: TrainState, dtype: str, images: dict,
+                 layers=None) -> str | None:
     """Why ``state`` must not be kept (saved, or trained on), or None where it evaluates:
     every parameter and optimizer-state array finite (``non_finite``), and the network's
     outputs finite in ``dtype``. For ordinary networks a bound from the weights proves
     that for any picture at once (``prediction.overflowing``); past the bound the
     ``uint8`` images of ``images`` (``{"test": ..., ...}``, checked in that order) are
-    run on the host, every layer checked, until one set overflows."""
+    run on the host, every layer checked, until one set overflows. ``layers``: the
+    network's ``Layer`` records (None: the perceptron the parameters hold)."""
     bad = non_finite(backend, state)
     if bad:
         return f"{', '.join(bad[:3])} stopped being finite numbers"
     params = {name: np.asarray(backend.to_numpy(value))
               for name, value in state.params.items()}
     for name, split in images.items():
-        count = overflowing(params, split, dtype)
+        count = overflowing(params, split, dtype, layers)
         if count:
             return (f"the network's outputs overflow {dtype} on {count} of {len(split)} "
                     f"{name} images (largest weight {largest_weight(params):.3g})")
     return None
+
+
+def check_position(state: TrainState, batches: int, features: int, layers) -> None:
+    """A state to continue from must fit the data: its counters this epoch length, its
+    parameters the shapes that ``layers`` (the network's ``Layer`` records) give on
+    images of ``features`` pixels."""
+    try:
+        expected = param_shapes(layers, features)
+    except ValueError as exc:
+        raise MultinetError(f"the network does not fit the data's {features} pixels: "
+                            f"{exc}") from None
+    found = {name: tuple(value.shape) for name, value in state.params.items()}
+    if found != expected:
+        raise MultinetError(f"the parameters ({_shapes(found)}) are not those of the "
+                            f"network {', '.join(map(str, layers))} on {features} pixels "
+                            f"({_shapes(expected)})")
+    if not 0 <= state.batch < batches or state.step != state.epoch * batches + state.batch:
+        raise MultinetError(
+            f"the saved position (epoch {state.epoch}, batch {state.batch}, step "
+            f"{state.step}) does not fit this data's {batches} batch(es) per epoch")
+
+
+def _shapes(params: dict) -> str:
+    """``"W1 784x10, b1 10, ..."``."""
+    return ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in params.items())

@@ -27,8 +27,10 @@ from multinet.registry import Backend
 SCAN_STEPS = 64
 
 
-def chunked_backprop(params, x, y, chunk: int):
-    """``(loss, grads, accuracy)`` of the whole batch, computed ``chunk`` rows at a time.
+def chunked_backprop(params, x, y, chunk: int, layers=None):
+    """``(loss, grads, accuracy)`` of the whole batch, computed ``chunk`` rows at a time;
+    ``layers`` as in ``network.backprop`` (the network's ``Layer`` records, None for the
+    perceptron ``params`` hold).
 
     Each sample's contribution to the mean loss and its gradient depends on that sample
     alone, so the batch splits exactly into weighted chunks. A chunk's images are read by
@@ -43,7 +45,7 @@ def chunked_backprop(params, x, y, chunk: int):
         stop = min(start + chunk, n)
         weight = (stop - start) / n
         part_loss, part_grads, logits = network.backprop(params, x[start:stop, ...],
-                                                         y[start:stop])
+                                                         y[start:stop], layers=layers)
         loss = loss + weight * part_loss
         accuracy = accuracy + weight * network.accuracy(logits, y[start:stop])
         grads = ({k: weight * g for k, g in part_grads.items()} if grads is None
@@ -52,19 +54,21 @@ def chunked_backprop(params, x, y, chunk: int):
 
 
 def make_step(optimizer: optim.Optimizer, chunk: int | None = None,
-              in_place: bool = False):
+              in_place: bool = False, layers=None):
     """``step(params, opt_state, x, y, lr, x_t=None) -> (params, opt_state, loss,
-    accuracy)``; ``x_t`` as in ``network.backprop``; with ``chunk``, the batch is
-    processed ``chunk`` rows at a time (``chunked_backprop``) and ``x_t`` is not used.
-    ``in_place`` (only for ``Backend.mutable_arrays``): the update overwrites the
-    arrays of ``params`` and ``opt_state`` (``optim.update_in_place``)."""
+    accuracy)``; ``x_t`` and ``layers`` as in ``network.backprop`` (``layers``: the
+    network's ``Layer`` records, ``TrainConfig.network_layers()``; None for the
+    perceptron ``params`` hold); with ``chunk``, the batch is processed ``chunk`` rows
+    at a time (``chunked_backprop``) and ``x_t`` is not used. ``in_place`` (only for
+    ``Backend.mutable_arrays``): the update overwrites the arrays of ``params`` and
+    ``opt_state`` (``optim.update_in_place``)."""
     update = optim.update_in_place if in_place else optim.update
 
     def step(params, opt_state, x, y, lr, x_t=None):
         if chunk:
-            loss, grads, accuracy = chunked_backprop(params, x, y, chunk)
+            loss, grads, accuracy = chunked_backprop(params, x, y, chunk, layers)
         else:
-            loss, grads, logits = network.backprop(params, x, y, x_t)
+            loss, grads, logits = network.backprop(params, x, y, x_t, layers)
             accuracy = network.accuracy(logits, y)
         params, opt_state = update(optimizer, params, grads, opt_state, lr)
         return params, opt_state, loss, accuracy
@@ -72,9 +76,9 @@ def make_step(optimizer: optim.Optimizer, chunk: int | None = None,
     return step
 
 
-def make_minibatch_step(optimizer: optim.Optimizer, in_place: bool = False):
+def make_minibatch_step(optimizer: optim.Optimizer, in_place: bool = False, layers=None):
     """Like ``make_step``, gathering and scaling the batch ``index`` on the device."""
-    step = make_step(optimizer, in_place=in_place)
+    step = make_step(optimizer, in_place=in_place, layers=layers)
 
     def minibatch_step(params, opt_state, images, labels, index, lr):
         xp = array_namespace(images)
@@ -84,15 +88,16 @@ def make_minibatch_step(optimizer: optim.Optimizer, in_place: bool = False):
     return minibatch_step
 
 
-def make_epoch_runner(backend: Backend, optimizer: optim.Optimizer, dtype: str):
+def make_epoch_runner(backend: Backend, optimizer: optim.Optimizer, dtype: str,
+                      layers=None):
     """``run(params, opt_state, images, labels, rows, lrs) -> (params, opt_state,
     loss_sum, accuracy_sum)``: one minibatch step per row of ``rows`` (batch indices) at
     the matching learning rate of ``lrs`` (a host array), as one compiled program where
     the backend can (``Backend.compile_scan``), else ``None``: the caller then runs the
-    compiled step batch by batch."""
+    compiled step batch by batch. ``layers`` as for ``make_step``."""
     if backend.compile_scan is None:
         return None
-    minibatch_step = make_minibatch_step(optimizer)
+    minibatch_step = make_minibatch_step(optimizer, layers=layers)
 
     def body(carry, x, images, labels):
         params, opt_state, loss, accuracy = minibatch_step(*carry, images, labels, *x)

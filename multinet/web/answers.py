@@ -163,10 +163,13 @@ class Answers:
         return [network.name for network in self.networks]
 
     def describe(self) -> dict:
-        """What ``/api/info`` says of the checkpoint: ``name`` (the file's), ``sizes``,
+        """What ``/api/info`` says of the checkpoint: ``name`` (the file's), ``sizes``
+        (a perceptron's widths, a list; any other network's layers, as text),
         ``dtype``, ``preset`` and ``test_accuracy`` (None where it records none)."""
         run = self.networks[0].run
-        return {"name": self.checkpoint.name, "sizes": list(run.summary["sizes"]),
+        sizes = run.summary["sizes"]
+        return {"name": self.checkpoint.name,
+                "sizes": run.summary["network"] if sizes is None else list(sizes),
                 "dtype": run.config.dtype, "preset": run.config.preset,
                 "test_accuracy": run.summary.get("test_accuracy")}
 
