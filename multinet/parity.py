@@ -3,91 +3,40 @@
 The reference is this very network code run by NumPy in float64. A backend passes when,
 at every *level* (forward logits and loss, every gradient, one update step, a
 full-batch training run compared along the way, the final predictions), its results
-converted back with ``to_numpy`` lie within ``tolerance(dtype, steps)`` of the reference,
-and every result is an array of the backend's own namespace, shape and dtype (a silent
-fallback to NumPy fails).
+converted back with ``to_numpy`` lie within ``tolerance`` of the reference, and every
+result is an array of the backend's own namespace, shape and dtype (a silent fallback to
+NumPy fails).
 
-Tolerance policy, the only one in multinet
-------------------------------------------
-Errors are measured as ``||actual - reference|| / ||reference||`` per array (Frobenius
-norm, in float64), the largest over the arrays of a level. The bound is::
-
-    tolerance(dtype, steps) = 32 * eps(dtype) * sqrt(1 + steps)
-
-* ``eps(dtype)``: the error unit of the dtype under test (float32: 1.2e-7, float64:
-  2.2e-16). The float64 reference's own error is negligible next to float32's.
-* ``32``: measured single-pass errors on this network are 0.2 to 2 eps (NumPy, JAX and
-  array-api-strict on a CPU); the factor leaves room for other summation orders (GPU
-  BLAS, XLA fusion, blocked reductions), whose error grows like ``sqrt(K) eps`` for
-  K-term sums (K = 784 inputs: ~28), not for mistakes, which give errors of order 1.
-* ``sqrt(1 + steps)``: rounding errors of independent steps add like a random walk. On
-  the notebook's 100-step MNIST run the parameter error measured 0.3, 0.5, 0.9, 1.2 and
-  1.7 eps after 1, 10, 25, 50 and 100 steps: ``0.17 eps * sqrt(steps)`` to two digits.
-  This holds for a stable run only; an unstable one (large init *and* large learning rate
-  on a wide net) amplifies rounding exponentially (measured: 1,000 eps after 100 steps on
-  784-64-32-10 with the notebook's init and lr 0.2), and no backend can match another
-  there to float precision, so parity runs use the stable notebook configuration.
-
-The loss curve is compared as one vector (norm-wise, like everything else): a late loss
-close to 0 is the difference of two numbers of the logits' size, so its own relative
-error measures cancellation, not parity. Logits, the loss and gradients are sums of many signed terms, which can cancel to far
-below the size of the terms (a one-unit layer, a saturated softmax whose ``p - 1`` is
-rounding noise, a tiny loss computed from logits near 1000). A float sum is only ever
-accurate relative to the sum of its terms' *magnitudes* (``|error| <= n eps |x|.|y|`` for
-a dot product), so their errors are divided by the norm of that magnitude, computed from
-the float64 reference by running the network on absolute values (``magnitudes``).
-Without cancellation it is the result's own norm, and the rule above is unchanged.
-Predictions are compared separately: a float32 run may pick another class only where
-the reference's two largest logits are within the logit tolerance of each other.
+The tolerance policy, the only one in multinet, is ``multinet.rounding``'s:
+``tolerance(dtype, steps, length)`` of an error relative to ``magnitudes``' scale, for
+the longest sum behind each level (``reduction_lengths``); docs/parity.md has the
+measurements behind it. The loss curve is compared as one vector (a late loss near 0 is
+the difference of numbers of the logits' size). A float32 run may predict another class
+only where the reference's two largest logits are within the logit tolerance.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 from array_api_compat import array_namespace
 
+from multinet import layers as L
 from multinet import network
 from multinet.checks import describe_device
 from multinet.data import flatten, scale_images
 from multinet.errors import BackendUnavailable
 from multinet.initializers import init_params, to_host
 from multinet.registry import DTYPES, Backend, get_backend
+# The tolerance model, also offered here: ``parity.tolerance`` is what tests and tools use.
+from multinet.rounding import (SAFETY, magnitudes, max_relative_error,  # noqa: F401
+                               reduction_lengths, relative_error, tolerance)
+from multinet.training.config import TrainConfig
 
 #: Levels, in the order they are reported.
 LEVELS = ("forward", "loss", "grads", "step", "train", "curve", "predictions")
-SAFETY = 32
-
-
-def tolerance(dtype: str, steps: int = 0) -> float:
-    """The largest relative error allowed after ``steps`` training steps (see module doc)."""
-    return SAFETY * float(np.finfo(dtype).eps) * math.sqrt(1 + steps)
-
-
-def relative_error(actual, reference, scale=None) -> float:
-    """``||actual - reference|| / ||scale||`` in float64 (``scale`` defaults to the
-    reference); 0 when both are exactly 0."""
-    actual = np.asarray(actual, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    if actual.shape != reference.shape:
-        raise ValueError(f"shape {actual.shape} differs from the reference's {reference.shape}")
-    if not np.all(np.isfinite(actual)):
-        return math.inf
-    scale = np.linalg.norm(reference if scale is None else scale)
-    difference = np.linalg.norm(actual - reference)
-    if scale == 0:
-        return 0.0 if difference == 0 else math.inf
-    return float(difference / scale)
-
-
-def max_relative_error(actual: dict, reference: dict) -> float:
-    """The largest ``relative_error`` over the arrays of two dicts with the same keys."""
-    if actual.keys() != reference.keys():
-        raise ValueError(f"keys {sorted(actual)} differ from the reference's {sorted(reference)}")
-    return max(relative_error(actual[k], reference[k]) for k in reference)
-
 
 class NamespaceMismatch(AssertionError):
     """A backend returned an array of another library, shape or dtype than it should."""
@@ -115,13 +64,28 @@ class Problem:
 
     x: np.ndarray          # (n, features) float64, or uint8 pixels (scaled on the device)
     y: np.ndarray          # (n,) integer labels
-    sizes: tuple[int, ...]
+    #: A perceptron's layer widths, inputs first; ignored where ``layers`` is given.
+    sizes: tuple[int, ...] = ()
     seed: int = 0
     lr: float = 0.2
     steps: int = 100
     checkpoints: tuple[int, ...] = (1, 10, 25, 50, 100)
     #: Multiply the initial last-layer weights and biases by this (to force huge logits).
     logit_scale: float = 1.0
+    #: Any network as ``multinet.layers`` records, output layer included; empty for the
+    #: perceptron of ``sizes``.
+    layers: tuple = ()
+    init: str = "uniform"
+
+    def network(self) -> tuple:
+        """The network's ``Layer`` records, output layer included."""
+        if self.layers:
+            return L.parse_layers(self.layers)
+        return network.mlp_layers(self.sizes[1:-1], self.sizes[-1])
+
+    def lengths(self) -> dict:
+        """``reduction_lengths`` of this network on this batch."""
+        return reduction_lengths(self.network(), self.x.shape[1], self.x.shape[0])
 
 
 @dataclass
@@ -153,7 +117,13 @@ def _host(backend: Backend, array):
 
 
 def _initial_params(backend: Backend, dtype: str, problem: Problem):
-    params = init_params(problem.sizes, seed=problem.seed, backend=backend, dtype=dtype)
+    if problem.layers:
+        params = init_params(layers=problem.network(), features=problem.x.shape[1],
+                             seed=problem.seed, backend=backend, dtype=dtype,
+                             init=problem.init)
+    else:
+        params = init_params(problem.sizes, seed=problem.seed, backend=backend, dtype=dtype,
+                             init=problem.init)
     last = network.layer_count(params)
     for key in (f"W{last}", f"b{last}"):
         params[key] = params[key] * problem.logit_scale
@@ -165,11 +135,15 @@ def run(backend: Backend, dtype: str, problem: Problem) -> Result:
     backend.enable_dtype(dtype)
     x, y = _device_inputs(backend, problem, dtype)
     params = _initial_params(backend, dtype, problem)
-    n, classes = x.shape[0], problem.sizes[-1]
+    layers = problem.network() if problem.layers else None
+    n, classes = x.shape[0], problem.network()[-1].size
 
-    logits = check_array(backend, backend.compile(network.forward)(params, x), (n, classes),
+    def compiled(function):
+        return backend.compile(functools.partial(function, layers=layers))
+
+    logits = check_array(backend, compiled(network.forward)(params, x), (n, classes),
                          dtype, "forward")
-    loss, grads = backend.compile(network.loss_and_grads)(params, x, y)
+    loss, grads = compiled(network.loss_and_grads)(params, x, y)
     check_array(backend, loss, (), dtype, "loss")
     for key, value in grads.items():
         check_array(backend, value, params[key].shape, dtype, f"gradient {key}")
@@ -179,7 +153,7 @@ def run(backend: Backend, dtype: str, problem: Problem) -> Result:
     result = Result(logits=_host(backend, logits), loss=_host(backend, loss),
                  grads=to_host(grads, backend), step=to_host(stepped, backend))
 
-    train_step = backend.compile(network.train_step)
+    train_step = compiled(network.train_step)
     losses = []
     for i in range(1, problem.steps + 1):
         params, step_loss, _ = train_step(params, x, y, problem.lr)
@@ -188,45 +162,8 @@ def run(backend: Backend, dtype: str, problem: Problem) -> Result:
             result.snapshots[i] = to_host(params, backend)
     result.losses = np.array([_host(backend, value) for value in losses])
     result.predictions = np.asarray(backend.to_numpy(
-        check_array(backend, network.predict(params, x), (n,), None, "predict")))
-    result.final_logits = _host(backend, network.forward(params, x))
-    return result
-
-
-def magnitudes(params: dict, x: np.ndarray, y: np.ndarray, lr: float) -> dict:
-    """The scale each result is accurate to: the computation re-run on magnitudes.
-
-    A float sum is accurate relative to the sum of the magnitudes of its terms (for a dot
-    product, ``|error| <= n eps |x|.|y|``), and an error made early travels on through
-    ``|W|``. So: forward on ``|x|``, ``|W|``, ``|b|`` gives each logit's scale; a logit
-    off by ``eps * m`` moves its row's loss by at most that, so the loss's scale is
-    ``|loss| + mean_rows(max m)``; backprop on magnitudes, starting from
-    ``(p + one_hot) / n`` (the two terms of the softmax residual) widened by the logits'
-    own error, gives each gradient's scale, and ``|W| + lr * scale`` each updated
-    parameter's. Without cancellation every scale is about the result's own size.
-    Returns float64 NumPy: ``{"logits", "loss", "W1", "b1", ..., "step W1", ...}``.
-    """
-    count = network.layer_count(params)
-    inputs, scales = [x], [np.abs(x)]
-    for i in range(1, count):
-        inputs.append(np.maximum(inputs[-1] @ params[f"W{i}"] + params[f"b{i}"], 0.0))
-        scales.append(scales[-1] @ np.abs(params[f"W{i}"]) + np.abs(params[f"b{i}"]))
-    logits = inputs[-1] @ params[f"W{count}"] + params[f"b{count}"]
-    logit_scale = scales[-1] @ np.abs(params[f"W{count}"]) + np.abs(params[f"b{count}"])
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    sums = np.exp(shifted).sum(axis=1, keepdims=True)
-    probs = np.exp(shifted) / sums
-    targets = np.eye(logits.shape[1])[y]
-    loss = np.mean(np.log(sums[:, 0]) - shifted[np.arange(len(y)), y])
-    row_scale = logit_scale.max(axis=1, keepdims=True)
-    result = {"logits": logit_scale, "loss": abs(loss) + float(row_scale.mean())}
-    delta = (probs + targets) * (1 + 2 * row_scale) / len(x)
-    for i in range(count, 0, -1):
-        result[f"W{i}"] = scales[i - 1].T @ delta
-        result[f"b{i}"] = delta.sum(axis=0)
-        delta = (delta @ np.abs(params[f"W{i}"]).T) * (inputs[i - 1] > 0)
-    for key in params:
-        result[f"step {key}"] = np.abs(params[key]) + lr * result[key]
+        check_array(backend, network.predict(params, x, layers), (n,), None, "predict")))
+    result.final_logits = _host(backend, network.forward(params, x, layers))
     return result
 
 
@@ -236,42 +173,50 @@ def reference(problem: Problem) -> Result:
     result = run(numpy, "float64", problem)
     x, y = _device_inputs(numpy, problem, "float64")
     result.scales = magnitudes(_initial_params(numpy, "float64", problem), x, np.asarray(y),
-                               problem.lr)
+                               problem.lr, problem.network())
     return result
 
 
-def prediction_mismatches(predictions, ref: Result, dtype: str, steps: int) -> int:
+def prediction_mismatches(predictions, ref: Result, dtype: str, steps: int,
+                          length: int = 0) -> int:
     """Rows whose predicted class differs from the reference's where the reference is
     no near tie. Within tolerance, a row of logits may be off by ``tolerance * ||row||``
     in any entry, so two classes closer than twice that may legitimately swap."""
     logits = ref.final_logits
     top2 = np.sort(logits, axis=1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]
-    near_tie = margin <= 2 * tolerance(dtype, steps) * np.linalg.norm(logits, axis=1)
+    bound = tolerance(dtype, steps, length)
+    near_tie = margin <= 2 * bound * np.linalg.norm(logits, axis=1)
     differs = predictions != np.argmax(logits, axis=1)
     return int(np.sum(differs & ~near_tie))
 
 
 def compare(actual: Result, ref: Result, dtype: str, problem: Problem) -> dict:
-    """Errors and tolerances of every level: ``{level: (error, tolerance)}``."""
+    """Errors and tolerances of every level: ``{level: (error, tolerance)}``, each
+    tolerance for the longest sum behind its level (``Problem.lengths``)."""
+    lengths = problem.lengths()
+    forward, backward = lengths["forward"], lengths["backward"]
     levels = {
         "forward": (relative_error(actual.logits, ref.logits, ref.scales["logits"]),
-                    tolerance(dtype)),
-        "loss": (relative_error(actual.loss, ref.loss, ref.scales["loss"]), tolerance(dtype)),
+                    tolerance(dtype, 0, forward)),
+        "loss": (relative_error(actual.loss, ref.loss, ref.scales["loss"]),
+                 tolerance(dtype, 0, lengths["loss"])),
         "grads": (max(relative_error(actual.grads[k], ref.grads[k], ref.scales[k])
-                      for k in ref.grads), tolerance(dtype)),
+                      for k in ref.grads), tolerance(dtype, 0, backward)),
         "step": (max(relative_error(actual.step[k], ref.step[k], ref.scales[f"step {k}"])
-                     for k in ref.step), tolerance(dtype, 1)),
+                     for k in ref.step), tolerance(dtype, 1, backward)),
     }
     if problem.steps:
         levels["train"] = max(
-            ((max_relative_error(actual.snapshots[s], ref.snapshots[s]), tolerance(dtype, s))
-             for s in actual.snapshots), key=lambda pair: pair[0] / pair[1])
+            ((max_relative_error(actual.snapshots[s], ref.snapshots[s]),
+              tolerance(dtype, s, backward)) for s in actual.snapshots),
+            key=lambda pair: pair[0] / pair[1])
         # The loss curve as one vector: a late loss near 0 is the difference of two
         # numbers of the logits' size, so its own relative error says nothing.
         levels["curve"] = (relative_error(actual.losses, ref.losses),
-                           tolerance(dtype, problem.steps))
-    mismatches = prediction_mismatches(actual.predictions, ref, dtype, problem.steps)
+                           tolerance(dtype, problem.steps, backward))
+    mismatches = prediction_mismatches(actual.predictions, ref, dtype, problem.steps,
+                                       backward)
     levels["predictions"] = (float(mismatches), 0.0)
     return levels
 
@@ -287,6 +232,29 @@ def mnist_problem(dataset, samples: int = 2048, steps: int = 100) -> Problem:
     return Problem(x=flatten(dataset.train_images[:samples]),
                    y=dataset.train_labels[:samples], sizes=(784, 10, 10), steps=steps,
                    checkpoints=checkpoints if steps else ())
+
+
+#: The network of each problem ``multinet parity --preset`` checks, and how it is run.
+CNN_SAMPLES, CNN_STEPS, CNN_LR = 128, 10, 0.05
+
+
+def cnn_problem(dataset, samples: int = CNN_SAMPLES, steps: int = CNN_STEPS,
+                layers=None) -> Problem:
+    """The convolutional parity problem: the ``cnn`` preset's network (or ``layers``,
+    output layer included) with He's initialisation on the first ``samples`` training
+    images, ``steps`` full-batch gradient-descent steps at lr 0.05.
+
+    By default one batch of the preset's size, 128 images, whose first weight gradient
+    sums 100,352 terms (``reduction_lengths``), and a short run: a ReLU unit whose input
+    is within rounding of 0 can switch between dtypes and move its whole gradient, so
+    long runs part for a reason that is no backend's (docs/cnn.md measures it).
+    """
+    if layers is None:
+        layers = TrainConfig.from_preset("cnn").network_layers()
+    checkpoints = tuple(s for s in (1, 5, 10, 25, 50, 100) if s < steps) + (steps,)
+    return Problem(x=flatten(dataset.train_images[:samples]),
+                   y=dataset.train_labels[:samples], layers=L.parse_layers(layers),
+                   init="he", lr=CNN_LR, steps=steps, checkpoints=checkpoints if steps else ())
 
 
 def _placements(name: str) -> list:

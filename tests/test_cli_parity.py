@@ -23,6 +23,27 @@ def test_parity_table_passes_here(mnist, capsys):
     assert max(map(len, out.splitlines())) <= 100, out
 
 
+def test_parity_of_the_cnn_preset_checks_its_layers_with_the_length_aware_tolerance(
+        mnist, capsys):
+    from multinet.training.config import TrainConfig
+
+    layers = ", ".join(map(str, TrainConfig.from_preset("cnn").network_layers()))
+    code = main(["parity", "--preset", "cnn", *data_args(mnist), "--samples", "8",
+                 "--steps", "1", "--backend", "numpy", "--dtype", "float32", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["rows"][0]["verdict"] == "pass", report
+    assert (report["preset"], report["network"], report["samples"], report["steps"]) == (
+        "cnn", layers, 8, 1)
+    row = report["rows"][0]
+    # The first convolution's weight gradient sums 8 images x its output positions.
+    assert row["tolerances"]["grads"] > row["tolerances"]["forward"]
+    code = main(["parity", "--preset", "cnn", *data_args(mnist), "--samples", "4",
+                 "--steps", "0", "--backend", "numpy", "--dtype", "float32"])
+    out = capsys.readouterr().out
+    assert code == 0 and "network: conv:" in out, out
+    assert max(map(len, out.splitlines())) <= 100, out
+
+
 def test_parity_where_every_row_is_skipped_is_one_line_and_exit_2(mnist, monkeypatch, capsys):
     """Nothing compared is no pass: the table of skipped rows, then one error line."""
     from multinet import parity

@@ -1,9 +1,11 @@
 """Every backend matches the NumPy float64 reference, level by level.
 
 The reference and the tolerance policy live in ``multinet.parity``; this file chooses
-the inputs: a fixed 2,048-image MNIST slice trained for 100 full-batch steps, and inputs
+the inputs: a fixed 2,048-image MNIST slice trained for 100 full-batch steps, inputs
 that break naive code (a batch of one, all-zero images, logits near +-1000, a hidden
-layer of width one, one to three hidden layers, odd batch sizes).
+layer of width one, one to three hidden layers, odd batch sizes), and a small
+convolutional network on MNIST images (two convolutions, max- and average pooling; the
+images' zeros tie most pooling windows).
 """
 
 import dataclasses
@@ -34,7 +36,15 @@ EDGE_CASES = {
     "depth-2-odd-batch": _random_problem(6, 101, (50, 16, 8, 10), lr=0.1),
     "depth-3-odd-batch": _random_problem(7, 31, (50, 16, 8, 4, 10), lr=0.05),
 }
-PROBLEMS = ["mnist-2048", *EDGE_CASES]
+#: Small enough for every backend in seconds, and still a sum of 12 x 28 x 28 = 9,408
+#: terms in the first weight gradient: past the tolerance's constant part.
+CNN_LAYERS = ("conv:2:3x3:same, relu, maxpool:2, conv:3:3x3, relu, avgpool:2, flatten, "
+              "dense:10")
+PROBLEMS = ["mnist-2048", *EDGE_CASES, "cnn-mnist-12"]
+
+
+def cnn_problem(mnist, **kwargs):
+    return parity.cnn_problem(mnist, samples=12, steps=2, layers=CNN_LAYERS, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +59,8 @@ def problem(request):
         mnist = request.getfixturevalue("mnist")
         return parity.Problem(x=flatten(mnist.train_images[:2048]),
                               y=mnist.train_labels[:2048], sizes=(784, 10, 10), steps=100)
+    if request.param == "cnn-mnist-12":
+        return cnn_problem(request.getfixturevalue("mnist"))
     return EDGE_CASES[request.param]
 
 
@@ -142,6 +154,15 @@ def test_a_silent_fallback_to_numpy_is_caught():
         parity.run(impostor, "float32", EDGE_CASES["batch-of-1"])
 
 
+def test_the_cnn_problem_is_checked_with_its_reduction_length(mnist):
+    problem = cnn_problem(mnist)
+    assert problem.lengths()["backward"] == 12 * 28 * 28
+    ref = parity.reference(problem)
+    levels = parity.compare(ref, ref, "float32", problem)
+    assert levels["grads"] == (0.0, parity.tolerance("float32", 0, 12 * 28 * 28))
+    assert levels["forward"] == (0.0, parity.tolerance("float32"))
+
+
 def test_tolerance_policy_values():
     assert parity.tolerance("float32") == pytest.approx(32 * 2.0**-23)
     assert parity.tolerance("float64", 99) == pytest.approx(320 * 2.0**-52)
@@ -166,7 +187,16 @@ def test_a_backend_that_loses_float32_precision_is_caught(mnist):
     levels = parity.compare(parity.run(lossy, "float32", problem), parity.reference(problem),
                             "float32", problem)
     failing = {name for name, (error, bound) in levels.items() if error > bound}
-    assert {"forward", "step", "train"} <= failing
+    assert {"forward", "grads", "step", "train"} <= failing
+
+
+def test_a_backend_that_loses_float32_precision_is_caught_on_a_cnn(mnist):
+    lossy = dataclasses.replace(get_backend("numpy"), asarray=round_to_tf32)
+    problem = cnn_problem(mnist)
+    levels = parity.compare(parity.run(lossy, "float32", problem), parity.reference(problem),
+                            "float32", problem)
+    failing = {name for name, (error, bound) in levels.items() if error > bound}
+    assert {"forward", "grads", "step", "train"} <= failing, levels
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])

@@ -1,6 +1,6 @@
 """``multinet parity``: every backend and dtype against the NumPy float64 reference on
-MNIST (forward pass, gradients, a full-batch training run); exit 1 if any is outside
-tolerance."""
+MNIST (forward pass, gradients, a full-batch training run) of the notebook's network or
+the ``cnn`` preset's; exit 1 if any is outside tolerance."""
 
 from __future__ import annotations
 
@@ -19,18 +19,29 @@ DESCRIPTION = ("Run the network on every available backend and dtype and compare
                "pass, gradients and a full-batch training run with NumPy float64. Exits 1 "
                "if any comparison is outside tolerance.")
 
+#: The network each ``--preset`` checks, and its problem's default (images, steps): the
+#: notebook's 784-10-10 at lr 0.2; the cnn preset's layers, He's initialisation, lr 0.05
+#: on one batch of the preset's size (``multinet.parity.cnn_problem``).
+PROBLEMS = {"notebook": (parity.mnist_problem, 2048, 100),
+            "cnn": (parity.cnn_problem, parity.CNN_SAMPLES, parity.CNN_STEPS)}
+
 
 def add_arguments(parser) -> None:
-    """``--backend``, ``--dtype`` (each repeatable), ``--samples``, ``--steps``, the data
-    options and ``--json``."""
+    """``--preset``, ``--backend``, ``--dtype`` (each repeatable), ``--samples``,
+    ``--steps``, the data options and ``--json``."""
     parser.add_argument("--backend", action="append", metavar="NAME",
                         help="backend to check (repeatable; default: all registered)")
     parser.add_argument("--dtype", action="append", choices=DTYPES,
                         help="dtype to check (repeatable; default: both)")
-    parser.add_argument("--samples", type=options.in_range(POSITIVE_INTEGER), default=2048,
-                        help="training images used (default: 2048)")
-    parser.add_argument("--steps", type=options.in_range(NON_NEGATIVE_INTEGER), default=100,
-                        help="full-batch training steps compared (default: 100)")
+    parser.add_argument("--preset", choices=tuple(PROBLEMS), default="notebook",
+                        help="network to check: the notebook's 784-10-10 (default) or the "
+                             "cnn preset's convolutional network")
+    parser.add_argument("--samples", type=options.in_range(POSITIVE_INTEGER),
+                        help="training images used (default: notebook 2048, cnn "
+                             f"{parity.CNN_SAMPLES})")
+    parser.add_argument("--steps", type=options.in_range(NON_NEGATIVE_INTEGER),
+                        help="full-batch training steps compared (default: notebook 100, "
+                             f"cnn {parity.CNN_STEPS})")
     options.add_data_options(parser)
     options.add_json_option(parser)
 
@@ -48,16 +59,20 @@ def _compare(args) -> int:
         # Named on the command line: one that cannot run here is an error, as for train,
         # not a skipped row (those are for the registered ones nobody asked for).
         get_backend(name)
+    make_problem, samples, steps = PROBLEMS[args.preset]
+    samples = samples if args.samples is None else args.samples
+    steps = steps if args.steps is None else args.steps
     dataset = inputs.load_data(args)
-    if args.samples > len(dataset.train_labels):
-        raise MultinetError(f"--samples {args.samples} exceeds the "
+    if samples > len(dataset.train_labels):
+        raise MultinetError(f"--samples {samples} exceeds the "
                             f"{len(dataset.train_labels)} training images")
-    problem = parity.mnist_problem(dataset, args.samples, args.steps)
+    problem = make_problem(dataset, samples, steps)
     rows = parity.report(problem, args.backend or backend_names(), args.dtype or DTYPES)
     if args.json:
-        print(json.dumps({"samples": args.samples, "steps": args.steps, "rows": rows}))
+        print(json.dumps({"preset": args.preset, "network": describe(problem),
+                          "samples": samples, "steps": steps, "rows": rows}))
     else:
-        print_table(rows, args.steps)
+        print_table(rows, steps, f"{describe(problem)}; {samples} images")
     if all(row["verdict"] == "skipped" for row in rows):
         reasons = dict.fromkeys(f"{row['backend']} {row['dtype']}: {row['reason']}"
                                 for row in rows)
@@ -66,11 +81,19 @@ def _compare(args) -> int:
     return 1 if any(row["verdict"] == "fail" for row in rows) else 0
 
 
-def print_table(rows: list[dict], steps: int) -> None:
+def describe(problem: parity.Problem) -> str:
+    """The network of ``problem`` as ``multinet train`` describes it: ``784-10-10``, or
+    its layers as text."""
+    if problem.layers:
+        return ", ".join(map(str, problem.network()))
+    return "-".join(map(str, problem.sizes))
+
+
+def print_table(rows: list[dict], steps: int, network: str | None = None) -> None:
     """The rows of ``multinet.parity.report`` as the table ``multinet parity`` prints
     (``scripts/gpu-check.sh`` prints a saved ``--json`` report with it too): each level's
     error over its tolerance, in under 100 columns (the errors and tolerances themselves
-    are in the JSON)."""
+    are in the JSON). ``network``: a line saying what was checked, if given."""
     columns = ("forward", "loss", "grads", "step", "train", "curve")
     headings = [name if name != "train" else f"{steps} steps" for name in columns]
     widths = [max(7, len(h)) for h in headings]
@@ -79,6 +102,8 @@ def print_table(rows: list[dict], steps: int) -> None:
     print(f"{headings[4]}: the parameters along {steps} full-batch steps on MNIST; curve: "
           "their losses")
     print("the errors and tolerances themselves: --json; the tolerance policy: docs/parity.md")
+    for line in textwrap.wrap(f"network: {network}", WIDTH) if network else ():
+        print(line)
     width = max([7, *(len(row["backend"]) for row in rows)])
     print(f"{'backend':<{width}} {'device':<6} {'dtype':<7}"
           + "".join(f" {h:>{w}}" for h, w in zip(headings, widths)) + "  verdict")
