@@ -304,22 +304,30 @@ def check_signature(model: Model, inputs: dict, outputs: dict) -> None:
 
 
 def check_values(model: Model, shapes: list, dtype: str) -> None:
-    """``ModelError`` unless every floating-point value the model stores is finite and
-    those with an axis have exactly ``shapes`` (in any order) and ``dtype``: the weights of
-    a network, when the graph stores nothing else but 0-d constants."""
+    """``ModelError`` unless the floating-point values the model stores with an axis are
+    finite and have exactly ``shapes`` (in any order) and ``dtype``: the weights of a
+    network, when the graph stores nothing else but 0-d constants. Those may be NaN or
+    infinite: ndonnx's ``max`` (a max-pooling layer's) stores NaN, its answer where the
+    input holds one, and -inf, the maximum of no values. Shapes are compared as matrices
+    ``(everything before the last axis, last axis)``: constant folding may store a
+    convolution's kernel ``(k, k, C_in, C_out)`` as the ``(k * k * C_in, C_out)`` matrix
+    of its im2col product, the same values in the same order."""
     found = []
     for name, value in model.tensors:
-        if value.dtype.kind not in "fc":
+        if value.dtype.kind not in "fc" or not value.ndim:
             continue
         if not np.all(np.isfinite(value)):
             raise ModelError(f"{model.name}: not a valid multinet model: {shown(name)} holds "
                              "NaN or infinite values")
-        if value.ndim:
-            if value.dtype != np.dtype(dtype):
-                raise ModelError(f"{model.name}: not a valid multinet model: {shown(name)} "
-                                 f"is {value.dtype}; its configuration says {dtype}")
-            found.append(tuple(value.shape))
-    if sorted(found) != sorted(map(tuple, shapes)):
+        if value.dtype != np.dtype(dtype):
+            raise ModelError(f"{model.name}: not a valid multinet model: {shown(name)} "
+                             f"is {value.dtype}; its configuration says {dtype}")
+        found.append(tuple(value.shape))
+
+    def as_matrices(many):
+        return sorted(s if len(s) < 2 else (int(np.prod(s[:-1])), s[-1]) for s in many)
+
+    if as_matrices(found) != as_matrices(map(tuple, shapes)):
         raise ModelError(f"{model.name}: not a valid multinet model: it stores weights "
                          f"shaped {', '.join(map(str, sorted(found))) or 'nothing'}; its "
                          f"network has {', '.join(map(str, sorted(map(tuple, shapes))))}")
