@@ -8,6 +8,11 @@ Workloads, on synthetic data of MNIST's shape (uint8 pixels, seeded):
   784-10-10 network (forward, backprop, update), images resident and scaled.
 * ``mlp-epoch``: one epoch of ``--preset mlp`` (784-512-256-10, Adam, batches of 128:
   460 compiled steps, each gathering and scaling its batch on the device).
+* ``cnn-epoch``: the first ``cnn_batches`` batches of an epoch of ``--preset cnn`` (its
+  layers, Adam, batches of 128), through the same compiled step or scan as ``mlp-epoch``;
+  a whole epoch of 460 batches costs minutes on two cores, so the row names the batches
+  it ran (``batches``) and the epoch's (``epoch_batches``), and ``epoch_seconds`` scales
+  the median to the whole epoch.
 * ``inference``: predictions for the 10,000 test images (uint8 in, labels out).
 
 Each backend runs in its own process (so one library's threads and memory do not
@@ -50,16 +55,18 @@ from multinet.checks import describe_device
 from multinet.data import scale_images
 from multinet.errors import MultinetError
 from multinet.heap import retain_freed_memory
-from multinet.initializers import init_params
+from multinet.initializers import draw_layer_params, init_params, to_backend
 from multinet.machine import thread_pools
 from multinet.registry import get_backend
+from multinet.training.config import FEATURES, PRESETS, TrainConfig
 from multinet.training.memory import physical_memory
 from multinet.training.prediction import make_predictor
 from multinet.training.splits import DeviceSplit, full_batch_inputs
 from multinet.training.state import own_copy
 from multinet.training.steps import make_epoch_runner, make_minibatch_step, make_step
 
-WORKLOADS = ("floor", "notebook-float32", "notebook-float64", "mlp-epoch", "inference")
+WORKLOADS = ("floor", "notebook-float32", "notebook-float64", "mlp-epoch", "cnn-epoch",
+             "inference")
 
 
 @dataclass
@@ -74,6 +81,10 @@ class BenchConfig:
     mlp_sizes: tuple = (784, 512, 256, 10)
     batch_size: int = 128
     notebook_sizes: tuple = (784, 10, 10)
+    #: The hidden layers of the cnn epoch (the output ``dense:10`` is added), as text.
+    cnn_layers: tuple = PRESETS["cnn"]["layers"]
+    #: Batches per timed cnn "epoch": 20 of 460 keep a bench run within minutes.
+    cnn_batches: int = 20
     extra: dict = field(default_factory=dict)
 
 
@@ -88,6 +99,51 @@ def synthetic_data(config: BenchConfig):
                                                  * config.batch_size]
                   .reshape(-1, config.batch_size).astype(np.int32),
     }
+
+
+def cnn_network(config: BenchConfig):
+    """The cnn epoch's network and its starting parameters, the same for every backend
+    and peer.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        ``cnn_layers`` (the hidden layers as text; the output ``dense:10`` is added, as
+        ``--preset cnn`` adds it) and ``seed``.
+
+    Returns
+    -------
+    tuple
+        ``(layers, params)``: the whole network as ``Layer`` records, and float64 NumPy
+        parameters in multinet's layout (conv ``W`` ``(k, k, C_in, C_out)``, dense ``W``
+        ``(fan_in, units)``), He-initialised as ``--preset cnn`` is
+        (``initializers.draw_layer_params``).
+
+    Raises
+    ------
+    ValueError
+        For layers that cannot be read or do not fit 28 x 28 images.
+    """
+    layers = TrainConfig.from_preset("cnn", layers=tuple(config.cnn_layers)).network_layers()
+    return layers, draw_layer_params(layers, FEATURES, seed=config.seed, init="he")
+
+
+def cnn_batches(config: BenchConfig) -> tuple[int, int]:
+    """The batches of the timed cnn epoch.
+
+    Parameters
+    ----------
+    config : BenchConfig
+        ``cnn_batches``, ``samples`` and ``batch_size``.
+
+    Returns
+    -------
+    tuple of int
+        ``(timed, whole)``: the batches a timed cnn epoch runs (``cnn_batches``, at most
+        the whole epoch) and the whole epoch's (``samples // batch_size``).
+    """
+    whole = config.samples // config.batch_size
+    return min(config.cnn_batches, whole), whole
 
 
 def images_bytes(config: BenchConfig) -> int:
@@ -157,14 +213,40 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     images, labels = split.images, split.labels
     rows = []
 
-    def row(workload, samples, timing, dtype="float32"):
+    def row(workload, samples, timing, dtype="float32", **extra):
         rows.append({"backend": name, "version": backend.version,
                      "device": describe_device(backend.device, backend.platform),
                      "devices": backend.device_count,
                      "platform": backend.platform, "workload": workload,
                      "dtype": dtype, "samples": samples, **timing,
                      "samples_per_second": samples / timing["median_seconds"],
-                     "peak_device_bytes": backend.peak_memory(), "heap": heap_status})
+                     "peak_device_bytes": backend.peak_memory(), "heap": heap_status,
+                     **extra})
+
+    def epoch_timing(params, order, layers=None):
+        """The step or program `multinet train` runs, over the batches of ``order``.
+        Where the backend compiles runs of steps, train runs them SCAN_STEPS at a time
+        (to answer signals) and the bench as one: the same time within the noise
+        (docs/performance.md)."""
+        optimizer = optim.Optimizer("adam")
+        state = optim.init_state(optimizer, params)
+        order = backend.batch_asarray(order, "int32")
+        run_epoch = make_epoch_runner(backend, optimizer, "float32", layers=layers)
+        in_place = config.extra.get("in_place", backend.mutable_arrays)
+        step = backend.compile(make_minibatch_step(optimizer, in_place, layers=layers))
+
+        def epoch():
+            if run_epoch is not None:
+                return run_epoch(params, state, images, labels, order,
+                                 [1e-3] * order.shape[0])[0]
+            p, s = params, state
+            if in_place:  # as `multinet train` does: on arrays of the run's own
+                p, s = own_copy(backend, p), own_copy(backend, s)
+            for i in range(order.shape[0]):
+                p, s, loss, _ = step(p, s, images, labels, order[i, :], 1e-3)
+            return p
+
+        return measure(epoch, synchronize, config.epoch_repeats)
 
     for workload in config.workloads:
         if workload == "floor":
@@ -191,31 +273,16 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                         config.repeats), dtype)
             del x, x_t
         elif workload == "mlp-epoch":
-            optimizer = optim.Optimizer("adam")
             params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
                                  init="he")
-            state = optim.init_state(optimizer, params)
-            # The step or program `multinet train` runs. Where the backend compiles runs of
-            # steps, train runs them SCAN_STEPS at a time (to answer signals) and the bench
-            # as one: the same time within the noise (docs/performance.md).
-            order = backend.batch_asarray(data["order"], "int32")
-            run_epoch = make_epoch_runner(backend, optimizer, "float32")
-            in_place = config.extra.get("in_place", backend.mutable_arrays)
-            step = backend.compile(make_minibatch_step(optimizer, in_place))
-
-            def epoch():
-                if run_epoch is not None:
-                    return run_epoch(params, state, images, labels, order,
-                                     [1e-3] * order.shape[0])[0]
-                p, s = params, state
-                if in_place:  # as `multinet train` does: on arrays of the run's own
-                    p, s = own_copy(backend, p), own_copy(backend, s)
-                for i in range(order.shape[0]):
-                    p, s, loss, _ = step(p, s, images, labels, order[i, :], 1e-3)
-                return p
-
-            row("mlp-epoch", order.shape[0] * config.batch_size,
-                measure(epoch, synchronize, config.epoch_repeats))
+            row("mlp-epoch", data["order"].size, epoch_timing(params, data["order"]))
+        elif workload == "cnn-epoch":
+            layers, host = cnn_network(config)
+            timed, whole = cnn_batches(config)
+            timing = epoch_timing(to_backend(host, backend, "float32"), data["order"][:timed],
+                                  layers)
+            row("cnn-epoch", timed * config.batch_size, timing, batches=timed,
+                epoch_batches=whole, epoch_seconds=timing["median_seconds"] * whole / timed)
         elif workload == "inference":
             params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
                                  init="he")

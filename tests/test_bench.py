@@ -124,3 +124,69 @@ def test_bad_bench_heap_options_are_one_line(args, fragment):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench-heap.py"), *args],
                             capture_output=True, text=True, timeout=120)
     assert_one_line_error(result, fragment)
+
+
+#: A cnn small enough for the suite: 2 channels, 3x3 kernels, 2 batches of 128.
+TINY_CNN = dict(samples=256, workloads=("cnn-epoch",), epoch_repeats=1, cnn_batches=1,
+                cnn_layers=("conv:2:3x3:same", "relu", "maxpool:2", "flatten"))
+
+
+def test_a_cnn_epoch_row_names_the_batches_it_timed_and_scales_them_to_the_epoch():
+    from multinet.bench import bench_backend
+
+    [row] = bench_backend("numpy", BenchConfig(**TINY_CNN))
+    assert (row["workload"], row["batches"], row["epoch_batches"]) == ("cnn-epoch", 1, 2)
+    assert row["samples"] == 128
+    assert row["epoch_seconds"] == pytest.approx(2 * row["median_seconds"])
+
+
+def test_the_cnn_epoch_defaults_to_the_cnn_presets_layers_and_stops_at_the_epoch():
+    from multinet.bench import cnn_batches, cnn_network
+    from multinet.training.config import PRESETS
+
+    config = BenchConfig(samples=512, cnn_batches=99)
+    assert tuple(config.cnn_layers) == tuple(PRESETS["cnn"]["layers"])
+    assert cnn_batches(config) == (4, 4)
+    layers, params = cnn_network(config)
+    assert [str(layer) for layer in layers] == [*PRESETS["cnn"]["layers"], "dense:10"]
+    assert params["W1"].shape[:2] == (layers[0].kernel, layers[0].kernel)
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+def test_each_native_peer_times_the_cnn_epoch(peer):
+    pytest.importorskip(peer, reason=f"{peer} is not installed (the peer is optional)")
+    module = importlib.import_module(f"multinet.peers.{peer}")
+    [row] = module.bench(BenchConfig(**TINY_CNN))
+    assert (row["peer"], row["workload"], row["batches"], row["samples"]) == (
+        peer, "cnn-epoch", 1, 128)
+    assert row["median_seconds"] > 0
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note
+def test_the_native_peers_cnn_is_multinets_from_the_same_start(peer):
+    # Same layers, same starting numbers in each library's layout (channels-first and
+    # the dense rows after a flatten reordered for PyTorch): the same loss.
+    library = pytest.importorskip(peer, reason=f"{peer} is not installed")
+    import numpy as np
+
+    from multinet import network
+    from multinet.bench import cnn_network
+    from multinet.peers import jax as jax_peer, torch as torch_peer
+
+    config = BenchConfig(cnn_layers=("conv:3:3x3:valid", "relu", "maxpool:2", "conv:2:2x2:same",
+                                     "avgpool:2", "flatten", "dense:5", "relu"))
+    layers, host = cnn_network(config)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((4, 784)), rng.integers(0, 10, 4)
+    expected = float(network.loss(host, x, y, layers))
+    if peer == "torch":
+        start, logits_of = torch_peer._cnn_model(library, library.device("cpu"), layers, host)
+        with library.no_grad():
+            logits = logits_of(start(), library.tensor(x, dtype=library.float32))
+            got = float(library.nn.functional.cross_entropy(logits, library.tensor(y)))
+    else:
+        params = {k: library.numpy.asarray(v, "float32") for k, v in host.items()}
+        got = float(jax_peer._cnn_loss(library, layers)(params, library.numpy.asarray(
+            x, "float32"), library.numpy.asarray(y)))
+    assert got == pytest.approx(expected, rel=1e-5)

@@ -51,6 +51,13 @@ def test_bench_table_and_unavailable_backends_are_noted():
         assert "cupy: skipped" in out.stdout
 
 
+def test_bench_table_says_how_many_batches_of_the_cnn_epoch_it_timed():
+    out = bench("--backend", "numpy", "--workload", "cnn-epoch", "--cnn-batches", "1",
+                "--samples", "256")
+    assert "cnn-epoch" in out.stdout
+    assert "cnn-epoch: the first 1 of an epoch's 2 batches (--cnn-batches)" in out.stdout
+
+
 def test_bench_times_a_name_given_twice_once():
     out = bench("--backend", "numpy", "--backend", "numpy", "--workload", "floor",
                 "--workload", "floor", "--json")
@@ -122,6 +129,9 @@ def test_bench_refuses_what_it_cannot_time(capsys):
     with pytest.raises(SystemExit) as info:
         main(["bench", "--samples", "1"])
     assert info.value.code == 2 and "--samples: must be an integer >= 128" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--cnn-batches", "0"])
+    assert info.value.code == 2 and "--cnn-batches: must be an integer >= 1" in capsys.readouterr().err
     one_line_error(main(["bench", "--backend", "bogus", "--workload", "floor"]),
                    capsys.readouterr(), "unknown backend 'bogus'")
 

@@ -26,9 +26,10 @@ from multinet.machine import WIDTH, describe_machine, describe_threads, machine
 from multinet.peers import PEERS
 from multinet.registry import backend_names, get_backend
 
-DESCRIPTION = ("Times a notebook iteration (float32, float64), an epoch of the mlp preset "
-               "and inference over 10,000 images on synthetic data of MNIST's shape, each "
-               "backend in its own process, after a warm-up run.")
+DESCRIPTION = ("Times a notebook iteration (float32, float64), an epoch of the mlp preset, "
+               "the first batches of an epoch of the cnn preset and inference over 10,000 "
+               "images on synthetic data of MNIST's shape, each backend in its own "
+               "process, after a warm-up run.")
 
 
 #: The module each worker runs: ``multinet.bench``'s worker, its messages worded for the
@@ -53,7 +54,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=options.in_range(POSITIVE_INTEGER), default=5,
                         help="timed runs per workload (default: 5)")
     parser.add_argument("--epoch-repeats", type=options.in_range(POSITIVE_INTEGER), default=3,
-                        help="timed runs of the mlp epoch (default: 3)")
+                        help="timed runs of the mlp and cnn epochs (default: 3)")
+    parser.add_argument("--cnn-batches", type=options.in_range(POSITIVE_INTEGER),
+                        default=bench.BenchConfig.cnn_batches, metavar="N",
+                        help="batches of 128 in a timed cnn epoch (default: "
+                             f"{bench.BenchConfig.cnn_batches}; a whole epoch is 460, at "
+                             "most all that --samples holds); the row states both and "
+                             "the time scaled to the whole epoch")
     parser.add_argument("--devices", type=options.in_range(POSITIVE_INTEGER), metavar="N",
                         help="instead: scaling of the mlp epoch over 1, 2, 4 ... N "
                              "devices (JAX; virtual CPU devices where there is no GPU)")
@@ -114,7 +121,8 @@ def _bench_table(args) -> int:
     # A name given twice is timed once (dict: first-seen order).
     workloads = tuple(dict.fromkeys(args.workload or bench.WORKLOADS))
     config = bench.BenchConfig(repeats=args.repeats, epoch_repeats=args.epoch_repeats,
-                               workloads=workloads, samples=args.samples)
+                               workloads=workloads, samples=args.samples,
+                               cnn_batches=args.cnn_batches)
     bench.check_images_fit(config)
     if args.devices:
         if args.peer:
@@ -211,7 +219,8 @@ def _print_wrapped(text: str, indent: str = "  ") -> None:
 
 def _legend(config, rows, heaps) -> list[str]:
     """What each column of the table is, in lines under 100 characters."""
-    epochs = f" ({config.epoch_repeats} of an epoch)" if "mlp-epoch" in config.workloads else ""
+    epochs = (f" ({config.epoch_repeats} of an epoch)"
+              if {"mlp-epoch", "cnn-epoch"} & set(config.workloads) else "")
     best = {}
     for r in rows:
         if r.get("best_peer"):
@@ -231,6 +240,11 @@ def _legend(config, rows, heaps) -> list[str]:
         "first ms: the warm-up run, compilation included; host MB: the process's peak "
         "resident memory",
     ]
+    cnn = next((r for r in rows if r.get("workload") == "cnn-epoch" and "batches" in r), None)
+    if cnn:
+        lines.append(f"cnn-epoch: the first {cnn['batches']} of an epoch's "
+                     f"{cnn['epoch_batches']} batches (--cnn-batches); a whole epoch takes "
+                     f"{cnn['epoch_batches'] / cnn['batches']:.3g}x the time shown")
     if best:
         lines.append("fastest peer: " + "; ".join(
             f"{peer} ({', '.join(dict.fromkeys(workloads))})" for peer, workloads in best.items()))

@@ -1,5 +1,9 @@
-"""The bench workloads written directly in PyTorch (eager, no autograd), the way a PyTorch
-user would write the same math: ``multinet bench --peer torch``.
+"""The bench workloads written directly in PyTorch (eager), the way a PyTorch user would
+write the same math: ``multinet bench --peer torch``. The perceptron's gradients are
+written out (as multinet's are, with no autograd); the cnn epoch is what a PyTorch user
+trains a convolutional network with: ``torch.nn.functional`` (``conv2d``, oneDNN's
+convolution on a CPU; ``max_pool2d``), images channels-first (NCHW, weights OIHW),
+``loss.backward()`` and ``torch.optim.Adam`` (the same update as multinet's Adam).
 
 Beside the torch *backend* (multinet's own network, through the array API, on PyTorch)
 the ratio of the two is what writing to the standard costs. The peer runs on the device
@@ -15,8 +19,10 @@ contiguous copy for the gradient's product, and the parameters updated in place.
 
 from __future__ import annotations
 
-from multinet.bench import measure, synthetic_data
+from multinet.bench import cnn_batches, cnn_network, measure, synthetic_data
 from multinet.initializers import draw_params
+from multinet.layers import SPATIAL, image_shape, shapes
+from multinet.training.config import FEATURES
 
 
 def _device(torch):
@@ -42,7 +48,7 @@ def bench(config) -> list[dict]:
         elif device.type == "mps":
             torch.mps.synchronize()
 
-    def row(workload, samples, timing, dtype="float32", variant=None):
+    def row(workload, samples, timing, dtype="float32", variant=None, **extra):
         rows.append({"backend": f"torch ({variant or 'native'})", "peer": "torch",
                      **({"variant": variant} if variant else {}),
                      "version": torch.__version__, "device": str(device),
@@ -50,7 +56,7 @@ def bench(config) -> list[dict]:
                      "workload": workload, "dtype": dtype, "samples": samples, **timing,
                      "samples_per_second": samples / timing["median_seconds"],
                      "peak_device_bytes": (torch.cuda.max_memory_allocated(device)
-                                           if device.type == "cuda" else None)})
+                                           if device.type == "cuda" else None), **extra})
 
     def init(sizes, dtype, he=False):
         # multinet's own draw (the same numbers as its backends start from), flattened.
@@ -129,6 +135,14 @@ def bench(config) -> list[dict]:
                 return params
 
             row("mlp-epoch", order.numel(), measure(epoch, synchronize, config.epoch_repeats))
+        elif workload == "cnn-epoch":
+            timed, whole = cnn_batches(config)
+            order = torch.from_numpy(data["order"][:timed]).long().to(device)
+            layers, host = cnn_network(config)
+            epoch = _cnn_epoch(torch, device, layers, host, images_u8, labels, order)
+            timing = measure(epoch, synchronize, config.epoch_repeats)
+            row("cnn-epoch", order.numel(), timing, batches=timed, epoch_batches=whole,
+                epoch_seconds=timing["median_seconds"] * whole / timed)
         elif workload == "inference":
             params = init(config.mlp_sizes, torch.float32, he=True)
             test = torch.from_numpy(data["test_images"]).to(device)
@@ -142,3 +156,78 @@ def bench(config) -> list[dict]:
             row("inference", config.test_samples,
                 measure(predict, lambda result: None, config.repeats))
     return rows
+
+
+def _cnn_model(torch, device, layers, host):
+    """``(start, logits_of)`` of the network ``layers`` (multinet's ``Layer`` records):
+    ``start()``, new leaf tensors of the starting parameters ``host`` (multinet's layout,
+    ``multinet.bench.cnn_network``) in PyTorch's; ``logits_of(params, x)`` for flat rows
+    ``x``."""
+    import torch.nn.functional as F
+
+    def start():
+        # Channels-first: conv weights HWIO -> OIHW; a dense layer after a flatten reads
+        # (c, h, w) where multinet's reads (h, w, c), so its rows are reordered once here
+        # and both compute the same function.
+        params, number, image = {}, 0, None
+        for layer, shape in zip(layers, shapes(layers, FEATURES)):
+            if layer.kind == "flatten" and len(shape) == 3:
+                image = shape
+            if not layer.has_params:
+                continue
+            number += 1
+            W = host[f"W{number}"]
+            if layer.kind == "conv":
+                W = W.transpose(3, 2, 0, 1)
+            elif image is not None:
+                W = W.reshape(*image, -1).transpose(2, 0, 1, 3).reshape(W.shape)
+                image = None
+            for name, value in ((f"W{number}", W), (f"b{number}", host[f"b{number}"])):
+                params[name] = torch.tensor(value, dtype=torch.float32, device=device,
+                                            requires_grad=True)
+        return params
+
+    def logits_of(params, x):
+        a, number = x, 0
+        for layer in layers:
+            if layer.kind in SPATIAL and a.ndim == 2:  # flat rows, as multinet reads them
+                h, w, c = image_shape(a.shape[1])
+                a = a.view(-1, c, h, w)
+            if layer.has_params:
+                number += 1
+                W, b = params[f"W{number}"], params[f"b{number}"]
+                a = (F.conv2d(a, W, b, padding=layer.padding) if layer.kind == "conv"
+                     else a @ W + b)
+            elif layer.kind == "relu":
+                a = F.relu(a)
+            elif layer.kind == "maxpool":
+                a = F.max_pool2d(a, layer.size)
+            elif layer.kind == "avgpool":
+                a = F.avg_pool2d(a, layer.size)
+            else:
+                a = a.flatten(1)
+        return a
+
+    return start, logits_of
+
+
+def _cnn_epoch(torch, device, layers, host, images_u8, labels, order):
+    """``epoch()``: Adam steps over the batches of ``order`` from the starting parameters
+    ``host``, for ``layers`` (as ``_cnn_model``)."""
+    import torch.nn.functional as F
+
+    start, logits_of = _cnn_model(torch, device, layers, host)
+
+    def epoch():
+        params = start()
+        optimizer = torch.optim.Adam(params.values(), lr=1e-3)
+        for index in order:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(logits_of(params, images_u8[index].float() / 255),
+                                   labels[index])
+            loss.backward()
+            optimizer.step()
+        return params
+
+    return epoch
+
