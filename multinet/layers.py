@@ -169,7 +169,14 @@ def shapes(layers, features: int) -> list[tuple]:
     """The per-sample shape after each layer, the input's first: ``len(layers) + 1``
     shapes. Raises ``ValueError`` for a stack that does not fit together."""
     out = [(features,)]
+    rows_from = None  # the layer that last turned images into rows, if any
     for layer in layers:
+        if layer.kind in SPATIAL and len(out[-1]) == 1 and rows_from is not None:
+            raise ValueError(f"layer {str(layer)!r} reads images, but {str(rows_from)!r} "
+                             f"before it gives rows: only the network's input is read as "
+                             f"images (put convolutions and pools before flatten and dense)")
+        if layer.kind in ("dense", "flatten"):
+            rows_from = layer
         out.append(output_shape(layer, out[-1]))
     return out
 
@@ -225,6 +232,12 @@ def _zeros_beside(xp, a, count: int, axis: int) -> list:
     does when it traces an export, and an exported graph stores no zero tensors."""
     edge = xp.zeros_like(a[:, :1, :, :] if axis == 1 else a[:, :, :1, :])
     return [edge] * count
+
+
+def _as_given(xp, d, flat: bool):
+    """A gradient ``d`` ``(batch, h, w, c)`` shaped like the layer's input: back to rows
+    where the layer was given flat rows."""
+    return xp.reshape(d, (-1, math.prod(d.shape[1:]))) if flat else d
 
 
 def _pad(xp, a, top: int, bottom: int, left: int, right: int):
@@ -330,6 +343,7 @@ def conv_forward(a, W, b, padding: str):
     ``(batch, h_out, w_out, C_out)``; saves the patches for the weight gradient."""
     xp = array_namespace(a)
     kernel, _, channels, out_channels = W.shape
+    flat = a.ndim == 2
     a = _as_images(xp, a, channels)
     n, h, w, _ = a.shape
     if padding == "same":
@@ -337,7 +351,7 @@ def conv_forward(a, W, b, padding: str):
         a = _pad(xp, a, low, high, low, high)
     patches, (ho, wo) = _patches(xp, a, kernel)
     out = patches @ xp.reshape(W, (-1, out_channels)) + b
-    return xp.reshape(out, (-1, ho, wo, out_channels)), (patches, (h, w), padding)
+    return xp.reshape(out, (-1, ho, wo, out_channels)), (patches, (h, w), padding, flat)
 
 
 def conv_backward(saved, delta, W, *, need_input=True):
@@ -345,7 +359,7 @@ def conv_backward(saved, delta, W, *, need_input=True):
     (one gradient per window entry) summed back onto the image (``_col2im``), then
     cropped back for ``same`` padding."""
     xp = array_namespace(delta)
-    patches, (h, w), padding = saved
+    patches, (h, w), padding, flat = saved
     kernel, _, channels, out_channels = W.shape
     rows = xp.reshape(delta, (-1, out_channels))
     grads = (xp.reshape(patches.T @ rows, W.shape), blocked_sum(xp, delta))
@@ -357,7 +371,7 @@ def conv_backward(saved, delta, W, *, need_input=True):
     if padding == "same":
         low = _same_padding(kernel)[0]
         d_in = d_in[:, low:low + h, low:low + w, :]
-    return d_in, grads
+    return _as_given(xp, d_in, flat), grads
 
 
 def _windows(xp, a, size: int):
@@ -383,37 +397,40 @@ def _unwindows(xp, d, size: int, shape):
 
 def maxpool_forward(a, size: int):
     xp = array_namespace(a)
-    a = _as_images(xp, a, 1) if a.ndim == 2 else a
+    flat = a.ndim == 2
+    a = _as_images(xp, a, 1)
     windows = _windows(xp, a, size)
     # The reshape, a view, states the shape, which ndonnx loses through its ``max``.
     return (xp.reshape(xp.max(windows, axis=4), (-1, *windows.shape[1:4])),
-            (windows, a.shape))
+            (windows, a.shape, flat))
 
 
 def maxpool_backward(saved, delta, size: int):
     """Each window's gradient goes to its first maximum in row-major order (``argmax``
     returns the first occurrence), every other entry gets zero."""
     xp = array_namespace(delta)
-    windows, shape = saved
+    windows, shape, flat = saved
     first = xp.argmax(windows, axis=4)
     positions = xp.arange(size * size, dtype=first.dtype, **placement(first))
     chosen = first[..., None] == positions
     d = xp.where(chosen, delta[..., None], zero(xp, delta))
-    return _unwindows(xp, d, size, shape), ()
+    return _as_given(xp, _unwindows(xp, d, size, shape), flat), ()
 
 
 def avgpool_forward(a, size: int):
     xp = array_namespace(a)
-    a = _as_images(xp, a, 1) if a.ndim == 2 else a
-    return xp.mean(_windows(xp, a, size), axis=4), a.shape
+    flat = a.ndim == 2
+    a = _as_images(xp, a, 1)
+    return xp.mean(_windows(xp, a, size), axis=4), (a.shape, flat)
 
 
-def avgpool_backward(shape, delta, size: int):
+def avgpool_backward(saved, delta, size: int):
     xp = array_namespace(delta)
+    shape, flat = saved
     share = delta / (size * size)
     # Times ones, not broadcast_to: that needs the batch size, unknown to ndonnx.
     d = share[..., None] * xp.ones(size * size, dtype=share.dtype, **placement(share))
-    return _unwindows(xp, d, size, shape), ()
+    return _as_given(xp, _unwindows(xp, d, size, shape), flat), ()
 
 
 def flatten_forward(a):

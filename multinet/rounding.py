@@ -11,9 +11,11 @@ and a level of ``multinet.parity`` passes when its largest is within::
 * ``32``: room for other summation orders (GPU BLAS, XLA fusion), not for mistakes,
   which err by O(1); measured single-pass errors are below 1 eps of the scale below.
 * ``sqrt(length) / 2``: ``length`` is the longest sum behind the level
-  (``reduction_lengths``). L terms of one sign added one after another (the worst order,
-  NumPy's along an axis that is not contiguous) err by ``eps * sqrt(L) / 6`` (one
-  standard deviation; measured 0.08-0.14 ``sqrt(L)`` eps), so this is three of them. It
+  (``reduction_lengths``). Independent rounding errors of L terms added one after another
+  grow like a random walk (measured 0.09-0.27 ``sqrt(L)`` eps for uniform terms of one
+  sign), so this leaves room; it is not a bound (``L * eps`` is, and sums of nearly equal
+  terms approach it): it holds because the network keeps its long sums short
+  (``layers.blocked_sum``) or leaves them to the libraries' blocked matrix products. It
   passes 32 only beyond L = 4,096 terms: a convolution's weight gradient over a batch.
 * ``sqrt(1 + steps)``: rounding errors of independent steps add like a random walk (in a
   stable run: an unstable one amplifies rounding exponentially).

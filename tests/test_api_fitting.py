@@ -338,7 +338,7 @@ def test_fit_trains_the_cnn_preset_and_layers_given_from_python(mnist):
     (dict(layers=["conv:0:3x3"]), "layer 'conv:0:3x3': its output channels must be"),
     (dict(layers=["conv:2:29x29"]), "a 29x29 kernel does not fit 28x28 images"),
     (dict(layers=["relu"], hidden=[8]), "hidden and layers both describe the network"),
-    (dict(layers=5), "layers must be a sequence of layers"),
+    (dict(layers=5), "layers must be a list of layer texts"),
 ])
 def test_bad_layers_from_python_are_one_invalid_argument_before_any_work(overrides, fragment,
                                                                           no_work):

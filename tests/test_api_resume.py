@@ -131,7 +131,9 @@ def test_resume_keeps_a_cnns_layers_and_reads_them_as_given(cnn_checkpoint):
             "layers=('conv:2:3x3:valid', 'relu', 'maxpool:2', 'flatten')")):
         multinet.fit(resume=cnn_checkpoint, layers=["conv:4:3x3", "relu", "maxpool:2",
                                                     "flatten"])
-    with pytest.raises(InvalidArgument, match=re.escape("hidden= cannot change")):
+    with pytest.raises(InvalidArgument, match=re.escape(
+            "hidden= cannot change (only epochs= / iterations= can); the saved run has "
+            "layers=('conv:2:3x3:valid',")):
         multinet.fit(resume=cnn_checkpoint, hidden=16)
     plan = prepare_fit(resume=cnn_checkpoint, layers="conv:2:3x3, relu, maxpool:2, flatten",
                        epochs=3)

@@ -729,6 +729,8 @@ def test_layers_train_save_and_are_named_in_the_summary(tmp_path, capsys):
     ("conv:2:30x30,flatten", "layer 'conv:2:30x30:valid': a 30x30 kernel does not fit 28x28"),
     ("conv:2:3x3,relu", "layer 'dense:10' reads rows but gets images 26x26x2: put 'flatten' "
                         "before it; the output layer dense:10 follows the layers given"),
+    ("dense:64,relu,conv:4:3x3,flatten", "argument --layers: layer 'conv:4:3x3:valid' reads "
+                                         "images, but 'dense:64' before it gives rows"),
     (" , ", "argument --layers: no layers given: write them comma-separated, each "
             "dense:UNITS, conv:CHANNELS:KxK[:valid|same]"),
 ])

@@ -94,11 +94,32 @@ def test_param_shapes_number_the_dense_and_conv_layers_in_order():
     ("conv:2:7x7", 36, "does not fit 6x6"),
     ("maxpool:5", 16, "does not fit 4x4"),
     ("conv:2:3x3:same", 785, "not square"),
-    ("flatten, conv:2:3x3", 783, "not square"),
+    ("flatten, conv:2:3x3", 784, "'flatten' before it gives rows"),
+    ("dense:64, relu, conv:4:3x3, flatten", 784, "'dense:64' before it gives rows"),
+    ("conv:4:3x3, flatten, maxpool:2, flatten", 784, "'flatten' before it gives rows"),
+    ("dense:36, relu, avgpool:2, flatten", 784, "only the network's input is read as images"),
 ])
 def test_a_stack_that_does_not_fit_is_one_value_error(stack, features, fragment):
     with pytest.raises(ValueError, match=fragment):
         shapes(parse_layers(stack), features)
+
+
+@pytest.mark.parametrize("stack", ["conv:2:3x3:same", "maxpool:2", "avgpool:3"])
+def test_a_spatial_layer_given_rows_passes_back_a_gradient_shaped_like_its_rows(stack, rng):
+    """A convolution or pool reads the network's flat input as images; the gradient it
+    passes back has the input's shape, rows, whatever layer is below."""
+    layer = parse_layers(stack)[0]
+    x = rng.random((3, 36))
+    params = (rng.standard_normal((3, 3, 1, 2)), np.zeros(2)) if layer.kind == "conv" else ()
+    forward, backward = (getattr(L, f"{layer.kind}_forward"),
+                         getattr(L, f"{layer.kind}_backward"))
+    if layer.kind == "conv":
+        out, saved = forward(x, *params, layer.padding)
+        d_in, _ = backward(saved, np.ones_like(out), params[0])
+    else:
+        out, saved = forward(x, layer.size)
+        d_in, _ = backward(saved, np.ones_like(out), layer.size)
+    assert out.ndim == 4 and d_in.shape == x.shape
 
 
 # --- The tie rule, on every backend --------------------------------------------------------
@@ -162,8 +183,8 @@ def test_all_zero_windows_after_relu_pass_no_gradient_below_on_every_backend(bac
 
 def test_average_pooling_shares_each_gradient_and_gives_left_over_entries_none(backend):
     delta = np.arange(1.0, 5.0).reshape(1, 2, 2, 1)
-    _, shape = L.avgpool_forward(backend.asarray(np.ones((1, 5, 5, 1)), "float32"), 2)
-    gradient = backend.to_numpy(L.avgpool_backward(shape, backend.asarray(delta, "float32"),
+    _, saved = L.avgpool_forward(backend.asarray(np.ones((1, 5, 5, 1)), "float32"), 2)
+    gradient = backend.to_numpy(L.avgpool_backward(saved, backend.asarray(delta, "float32"),
                                                     2)[0])
     expected = np.zeros((1, 5, 5, 1))
     expected[0, :4, :4, 0] = np.kron(delta[0, :, :, 0], np.ones((2, 2))) / 4

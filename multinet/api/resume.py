@@ -79,7 +79,7 @@ def resumed_config(source: Resumable, preset: str | None, overrides: dict) -> Tr
             f"{argument('resume')} continues the saved configuration; "
             f"{', '.join(argument(name) for name in changed)} cannot change (only "
             f"{argument('epochs')} / {argument('iterations')} can); the saved run has "
-            + ", ".join(argument(name, getattr(config, name)) for name in changed))
+            + ", ".join(_saved(config, name) for name in changed))
     dtype = overrides.get("dtype")
     if dtype is not None and dtype != config.dtype:
         raise InvalidArgument(f"the checkpoint was trained in {config.dtype}; "
@@ -93,6 +93,14 @@ def resumed_config(source: Resumable, preset: str | None, overrides: dict) -> Tr
                               f"{source.step}); {argument(count, config.epochs)} ends "
                               "before it")
     return config
+
+
+def _saved(config: TrainConfig, name: str) -> str:
+    """The saved setting ``name`` as the user would pass it; for the network, whichever
+    of ``hidden`` and ``layers`` describes it (the other one is empty)."""
+    if name in ("hidden", "layers") and not getattr(config, name):
+        name = "layers" if name == "hidden" else "hidden"
+    return argument(name, getattr(config, name))
 
 
 def _changes(config: TrainConfig, name: str, value) -> bool:
