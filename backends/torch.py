@@ -13,6 +13,12 @@ Three settings matter for the numbers:
   ``--compile`` turns on. Its first compilation of a training step takes about a
   minute on two CPU cores (measured: 62 s, then 17 s once more when the learning rate
   changes and it makes the rate an input), more than a notebook run takes eagerly.
+* ``capture_step``, on CUDA devices only: a training step captured once as a CUDA graph
+  (``torch.cuda.CUDAGraph`` under ``torch.cuda.graph``, after a warm-up on a side stream,
+  as PyTorch's "CUDA Graphs" notes do it) over static buffers and replayed
+  (``backends.graphs``). ``torch.compile(mode="reduce-overhead")`` would capture graphs
+  too, but only after the compilation ``compile`` avoids; the bench can time it against
+  this (``--compile``).
 """
 
 import functools
@@ -20,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from multinet.backends import graphs
 from multinet.errors import BackendUnavailable
 from multinet.registry import Backend
 
@@ -73,6 +80,31 @@ def _compile(torch, fn):
     return run
 
 
+def _record(torch, device, call):
+    """``backends.graphs``'s ``record`` through ``torch.cuda.CUDAGraph``."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(graphs.WARMUP_CALLS):
+            call()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # torch.cuda.graph captures on a stream of its own, into a memory pool of the
+    # graph's: a buffer each replay writes is never handed to another tensor.
+    with torch.cuda.device(device), torch.cuda.graph(graph):
+        outputs = call()
+    return outputs, graph.replay
+
+
+def _copy_into(destination, source):
+    destination.copy_(source)
+
+
+def _capture_step(torch, device, fn, args):
+    return graphs.capture(fn, args, clone=torch.clone, copy_into=_copy_into,
+                          record=functools.partial(_record, torch, device))
+
+
 def _on(torch, xp, name, kinds) -> Backend:
     device = _device(torch, name, kinds)
 
@@ -115,6 +147,8 @@ def _on(torch, xp, name, kinds) -> Backend:
         on_device=lambda other: _on(torch, xp, other, kinds),
         optional_compile=functools.partial(_compile, torch),
         mutable_arrays=True,
+        capture_step=(functools.partial(_capture_step, torch, device)
+                      if device.type == "cuda" else None),
         # No chunks (fuse_chunk None), even on the CPU: a full-batch notebook step on
         # 59,000 images took 0.39-0.80 s in one pass (with the transposed copy x_t) and
         # 2.1-2.9 s in chunks of 4,096 rows, whose many small operations each pay

@@ -15,6 +15,10 @@ Workloads, on synthetic data of MNIST's shape (uint8 pixels, seeded):
   the median to the whole epoch.
 * ``inference``: predictions for the 10,000 test images (uint8 in, labels out).
 
+Where a backend captures steps as CUDA graphs (``Backend.capture_step``), the notebook
+iteration, the ``mlp`` epoch and inference get a row ``NAME (captured)`` too: the same
+function captured once and replayed (``multinet.captured``).
+
 Each backend runs in its own process (so one library's threads and memory do not
 disturb another's, and its peak host memory is its own). Every workload is run once to
 warm up (that first run, compilation included, is reported on its own), then
@@ -51,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from multinet import optim
+from multinet.captured import captured_call, captured_epoch, captured_predict, flatten
 from multinet.checks import describe_device
 from multinet.data import scale_images
 from multinet.errors import MultinetError
@@ -181,20 +186,7 @@ def measure(run, synchronize, repeats: int) -> dict:
 
 
 def _sync_for(backend):
-    def synchronize(result):
-        leaves = []
-        stack = [result]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, (tuple, list)):
-                stack.extend(item)
-            elif item is not None:
-                leaves.append(item)
-        backend.synchronize(*leaves)
-
-    return synchronize
+    return lambda result: backend.synchronize(*flatten(result)[0])
 
 
 def bench_backend(name: str, config: BenchConfig) -> list[dict]:
@@ -214,7 +206,9 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
     rows = []
 
     def row(workload, samples, timing, dtype="float32", **extra):
-        rows.append({"backend": name, "version": backend.version,
+        variant = extra.get("variant")
+        rows.append({"backend": f"{name} ({variant})" if variant else name,
+                     "version": backend.version,
                      "device": describe_device(backend.device, backend.platform),
                      "devices": backend.device_count,
                      "platform": backend.platform, "workload": workload,
@@ -223,7 +217,16 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
                      "peak_device_bytes": backend.peak_memory(), "heap": heap_status,
                      **extra})
 
-    def epoch_timing(params, order, layers=None):
+    def captured(workload, samples, timing, dtype="float32"):
+        """``workload`` again, its step captured (``timing()``), where the backend can."""
+        if backend.capture_step is not None:
+            row(workload, samples, timing(), dtype, variant="captured")
+        elif backend.platform == "gpu" and backend.compile_scan is None:
+            rows.append({"backend": f"{name} (captured)", "variant": "captured",
+                         "workload": workload, "dtype": dtype, "heap": heap_status,
+                         "skipped": f"{name} {backend.version} captures no steps here"})
+
+    def epoch_timing(params, order, layers=None, capture=False):
         """The step or program `multinet train` runs, over the batches of ``order``.
         Where the backend compiles runs of steps, train runs them SCAN_STEPS at a time
         (to answer signals) and the bench as one: the same time within the noise
@@ -234,6 +237,10 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
         run_epoch = make_epoch_runner(backend, optimizer, "float32", layers=layers)
         in_place = config.extra.get("in_place", backend.mutable_arrays)
         step = backend.compile(make_minibatch_step(optimizer, in_place, layers=layers))
+        if capture:  # the same step, captured (each epoch from the same state, as below)
+            return measure(captured_epoch(backend, step, params, state, images, labels, order,
+                                          backend.asarray(np.asarray(1e-3), "float32")),
+                           synchronize, config.epoch_repeats)
 
         def epoch():
             if run_epoch is not None:
@@ -271,11 +278,17 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             row(workload, config.samples,
                 measure(lambda: step(params, opt_state, x, labels, 0.2, x_t), synchronize,
                         config.repeats), dtype)
+            lr = backend.asarray(np.asarray(0.2), dtype)
+            captured(workload, config.samples, lambda: measure(captured_call(
+                backend, step, params, opt_state, x, labels, lr, x_t), synchronize,
+                config.repeats), dtype)
             del x, x_t
         elif workload == "mlp-epoch":
             params = init_params(config.mlp_sizes, seed=0, backend=backend, dtype="float32",
                                  init="he")
             row("mlp-epoch", data["order"].size, epoch_timing(params, data["order"]))
+            captured("mlp-epoch", data["order"].size,
+                     lambda: epoch_timing(params, data["order"], capture=True))
         elif workload == "cnn-epoch":
             layers, host = cnn_network(config)
             timed, whole = cnn_batches(config)
@@ -290,6 +303,8 @@ def bench_backend(name: str, config: BenchConfig) -> list[dict]:
             predict = make_predictor(backend)
             row("inference", config.test_samples,
                 measure(lambda: predict(params, test), lambda result: None, config.repeats))
+            captured("inference", config.test_samples, lambda: measure(
+                captured_predict(backend, params, test), lambda result: None, config.repeats))
     return rows
 
 

@@ -215,7 +215,7 @@ def placement(x) -> dict:
 def zero(xp, like):
     """A 0-d zero of ``like``'s dtype, on its device, for ``where``: a 0-d array
     broadcasts like the Python scalar that only the 2024.12 standard allows there."""
-    return xp.asarray(0.0, dtype=like.dtype, **placement(like))
+    return xp.zeros((), dtype=like.dtype, **placement(like))
 
 
 def _as_images(xp, a, channels: int):

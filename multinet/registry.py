@@ -103,61 +103,61 @@ class Backend:
         ``compile_scan(fn)``: ``run(carry, xs, *args) -> (carry, ys)`` applying
         ``fn(carry, x, *args) -> (carry, y)`` to each slice of ``xs`` (a tuple of arrays)
         along its first axis, compiled as one program (``jax.lax.scan`` under
-        ``jax.jit``). None where calling the compiled step once per slice is as good
-        (eager libraries).
+        ``jax.jit``). None where one compiled call per slice is as good (eager libraries).
+    scan_full_batch : bool
+        Run a full-batch run's steps as one ``compile_scan`` program per stretch between
+        log points (at most ``SCAN_STEPS``): where faster (JAX on a GPU; not the CPU).
+    capture_step : callable or None
+        ``capture_step(fn, args) -> replay``: ``fn`` (a step on a flat tuple of arrays,
+        returning one) captured once as a CUDA graph; ``replay(*args)`` copies in the
+        arguments not already in its buffers and returns its outputs, which the next
+        replay overwrites (``backends/graphs.py``). None: no capture.
     enable_dtype : callable
-        ``enable_dtype(name)``: make a dtype usable, or raise ``BackendUnavailable``. It
-        may change the library's process-wide settings (JAX's 64-bit mode), which is why
-        it is an explicit call and never a side effect of importing multinet.
+        ``enable_dtype(name)``: make a dtype usable, or raise ``BackendUnavailable``; it
+        may change process-wide settings (JAX's 64-bit mode), so importing never calls it.
     devices : tuple of str
         Every device the library can see, as text, for ``multinet backends``.
     platform : {"cpu", "gpu"}
         What kind of device ``device`` is (for reports and test ids).
     fuse_chunk : int or None
-        Rows per chunk for full-batch steps (``multinet.training.steps.chunked_backprop``)
-        for libraries that run operation by operation: each chunk's images stay in cache
-        from the forward product to the gradient's. None for compilers (XLA) that do
-        better with one large product each (measured in docs/performance.md).
+        Rows per chunk for full-batch steps (``training.steps.chunked_backprop``) for
+        libraries that run operation by operation: each chunk's images stay in cache from
+        the forward product to the gradient's. None for compilers (XLA), better with one
+        large product each (docs/performance.md).
     shard : callable or None
-        ``shard(numpy_array, dtype=None)``: like ``asarray`` for an array whose *last*
-        axis runs over the samples of a batch; a data-parallel backend splits that axis
-        over its devices. None: ``asarray``.
+        ``shard(numpy_array, dtype=None)``: ``asarray`` for an array whose *last* axis runs
+        over a batch's samples, split over the devices (data parallel). None: ``asarray``.
     device_count : int
         Devices a batch is split over.
     process_index, process_count : int
-        This process's index among the processes of a multi-host run, and how many there
-        are; only process 0 writes files and prints results.
+        This process's index in a multi-host run, and how many; only 0 writes and prints.
     data_parallel : callable or None
-        ``data_parallel(devices)`` -> a ``Backend`` that splits every batch over
-        ``devices`` devices (an int or ``"all"``), across the processes of a multi-host
-        run when ``registry.DISTRIBUTED_ENV`` names a coordinator. None: not supported.
+        ``data_parallel(devices)`` -> a ``Backend`` splitting every batch over ``devices``
+        devices (an int or ``"all"``), across the processes of a multi-host run where
+        ``DISTRIBUTED_ENV`` names a coordinator; None: not supported.
     peak_memory : callable
-        ``peak_memory()``: peak bytes allocated on the device so far, or None where the
-        library does not track it (host memory is measured by the process instead).
+        ``peak_memory()``: peak bytes allocated on the device so far; None: not tracked.
     device_choices : tuple of str
         Kinds of device ``on_device`` accepts, the default first (``("cuda", "cpu")``),
-        for ``--device`` and for the parity suite, which checks each. Empty: ``device``
-        only.
+        for ``--device`` and the parity suite, which checks each. Empty: ``device`` only.
     on_device : callable or None
         ``on_device(name)`` -> this backend placing arrays on device ``name`` (a kind from
         ``device_choices`` or a precise name such as ``"cuda:1"``); raises
         ``BackendUnavailable`` where it cannot. None: one device only.
     optional_compile : callable or None
-        A compiler used only on request (``--compile``), because its first compilation
-        costs more than a short run saves (``torch.compile``: about a minute for a
-        training step on two cores); ``compile`` stays eager. None: ``compile`` is all
-        there is.
+        A compiler used only on request (``--compile``): its first compilation costs more
+        than a short run saves (``torch.compile``: a minute for a step on two cores).
+        None: ``compile`` is all there is.
     mutable_arrays : bool
-        Whether the library's arrays can be changed in place (the array API's in-place
-        operators, ``x -= y``): True for NumPy, CuPy, PyTorch and array-api-strict, whose
-        optimizers then update parameters and state in place (``multinet.optim``)
-        instead of allocating new arrays every step; False for JAX and MLX, whose arrays
-        are immutable (XLA reuses their buffers inside a compiled program instead).
+        Whether arrays can be changed in place (``x -= y``): True for NumPy, CuPy,
+        PyTorch and array-api-strict, whose optimizers then update parameters and state
+        in place (``multinet.optim``); False for JAX and MLX (immutable arrays, whose
+        buffers XLA reuses inside a compiled program instead).
     materialize : callable or None
         ``materialize(tree) -> tree``, for a lazy library (Dask): the arrays of a nest of
-        tuples and dicts computed together, as arrays holding values, not graphs. Its
-        ``compile`` materialises what it returns, so each training step starts from
-        values, not from every step before it. None: arrays hold values once made.
+        tuples and dicts computed together, as values, not graphs. Its ``compile``
+        materialises what it returns, so each step starts from values, not from every
+        step before it. None: arrays hold values once made.
     """
 
     name: str
@@ -169,6 +169,8 @@ class Backend:
     synchronize: Callable[..., None] = _nothing_to_wait_for
     compile: Callable[[Callable], Callable] = _no_compilation
     compile_scan: Callable[[Callable], Callable] | None = None
+    scan_full_batch: bool = False
+    capture_step: Callable[[Callable, tuple], Callable] | None = None
     enable_dtype: Callable[[str], None] = _any_dtype_works
     devices: tuple[str, ...] = field(default=())
     platform: str = "cpu"

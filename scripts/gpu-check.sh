@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check: which devices and backends there are, the parity suites of every
 # backend that runs here (CuPy, JAX and PyTorch on the GPU where there is one), the
-# torchvision comparison, `multinet parity` and `multinet bench`. It runs anywhere: on a
-# machine without a GPU the CuPy parts skip with their reason and JAX runs on the CPU, so
-# CI runs it (`--quick`) on every submission and it cannot rot unnoticed.
+# parity of captured steps (CUDA graphs) against eager ones (tests/test_capture.py), the
+# torchvision comparison, `multinet parity` and `multinet bench` (eager and captured rows
+# beside both native peers). It runs anywhere: on a machine without a GPU the CuPy and
+# captured parts skip with their reason and JAX runs on the CPU, so CI runs it
+# (`--quick`) on every submission and it cannot rot unnoticed.
 #
 #   bash scripts/gpu-check.sh [--quick]
 #
@@ -12,8 +14,8 @@
 # The data come from $MULTINET_DATA or multinet's normal search order; without the full
 # files, the committed sample (tests/data/mnist-sample) is used and the results say so.
 # Exits non-zero if any step failed (a skip is not a failure). Reads the GPU's state and
-# changes nothing. On an H200 the full check should take about 4 minutes; --quick takes
-# about 2 on a 2-core CPU.
+# changes nothing. On an H200 the full check should take about 5 minutes; --quick took
+# 3.6 on a 2-core CPU shared with other work (2026-12-06).
 #
 # Where multinet is not installed (the lent GPU machine), it is installed first into
 # /tmp/multinet-site, with the wheels in .whl/ that scripts/gpu-prepare.sh fetched.
@@ -85,7 +87,8 @@ PY
 step backends "$PY" -m multinet backends | tee "$OUT/backends.txt"
 
 if [ "$quick" -eq 1 ]; then
-    tests=(tests/test_parity.py -k "test_one_update_step and float32")
+    tests=(tests/test_parity.py tests/test_capture.py
+           -k "(test_one_update_step and float32) or test_capture")
     parity=(--samples 256 --steps 10)
     bench=(--repeats 1 --epoch-repeats 1 --samples 2048 --workload notebook-float32
            --workload inference)
@@ -97,7 +100,7 @@ else
     selection="jax or torch"
     command -v nvidia-smi >/dev/null && selection="gpu or torchvision"
     tests=(tests/test_parity.py tests/test_network.py tests/test_oracles.py
-           tests/test_data.py -k "$selection")
+           tests/test_data.py tests/test_capture.py -k "$selection")
     parity=()
     bench=()
     limit="${PYTEST_LIMIT:-270}"
@@ -132,10 +135,10 @@ except (OSError, ValueError) as exc:
 for r in report["rows"]:
     if "median_seconds" in r:
         ratios = "  ".join(f"{k} {r[k]:.2f}" for k in r if k.startswith("x_"))
-        print(f"{r['backend'][:14]:<14} {r['workload']:<17} {r['dtype']:<8} "
+        print(f"{r['backend'][:16]:<16} {r['workload']:<17} {r['dtype']:<8} "
               f"{r['median_seconds'] * 1e3:9.3f} ms  {ratios}")
     else:
-        print(f"{r['backend'][:14]:<14} {r['workload']:<17} skipped: {r.get('skipped')}")
+        print(f"{r['backend'][:16]:<16} {r['workload']:<17} skipped: {r.get('skipped')}")
 print(*report.get("notes", []), sep="\n")
 PY
     echo "== failed steps: ${failed[*]:-none}"

@@ -190,3 +190,50 @@ def test_the_native_peers_cnn_is_multinets_from_the_same_start(peer):
         got = float(jax_peer._cnn_loss(library, layers)(params, library.numpy.asarray(
             x, "float32"), library.numpy.asarray(y)))
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_backend_that_captures_steps_gets_a_captured_row_beside_each_eager_one(monkeypatch):
+    import dataclasses
+
+    import numpy as np
+
+    from multinet import bench, registry
+    from multinet.backends import graphs
+    from multinet.bench import bench_backend
+
+    captures = []
+
+    def record(call):  # a graph's stand-in on the CPU: launching runs the step again
+        outputs = tuple(np.asarray(o) for o in call())
+        captures.append(outputs)
+        return outputs, lambda: [np.copyto(b, v) for b, v in zip(outputs, call())]
+
+    def capture_step(fn, args):
+        return graphs.capture(fn, args, clone=np.copy, copy_into=np.copyto, record=record)
+
+    numpy = registry.get_backend("numpy")
+    monkeypatch.setattr(bench, "get_backend",
+                        lambda name: dataclasses.replace(numpy, capture_step=capture_step))
+    rows = bench_backend("numpy", BenchConfig(
+        samples=256, repeats=1, epoch_repeats=1, mlp_sizes=(784, 8, 10),
+        workloads=("notebook-float32", "mlp-epoch", "inference")))
+    assert [(r["backend"], r["workload"]) for r in rows] == [
+        (name, workload) for workload in ("notebook-float32", "mlp-epoch", "inference")
+        for name in ("numpy", "numpy (captured)")]
+    assert all(r["variant"] == "captured" for r in rows[1::2])
+    assert len(captures) == 3  # once per workload, however often it is run
+
+
+def test_an_eager_gpu_backend_that_cannot_capture_says_so_in_its_captured_row(monkeypatch):
+    import dataclasses
+
+    from multinet import bench, registry
+    from multinet.bench import bench_backend
+
+    numpy = registry.get_backend("numpy")
+    monkeypatch.setattr(bench, "get_backend",
+                        lambda name: dataclasses.replace(numpy, platform="gpu"))
+    rows = bench_backend("numpy", BenchConfig(samples=128, repeats=1,
+                                              workloads=("notebook-float32",)))
+    assert rows[1]["backend"] == "numpy (captured)"
+    assert rows[1]["skipped"] == f"numpy {numpy.version} captures no steps here"

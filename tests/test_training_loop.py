@@ -14,7 +14,7 @@ import pytest
 import helpers
 from helpers import mnist_slice, small_config
 from multinet import checkpoint as ckpt
-from multinet import optim
+from multinet import optim, parity
 from multinet.errors import MultinetError, OutputsNotFinite, TrainingDiverged, TrainingStopped
 from multinet.registry import get_backend
 from multinet.training.config import TrainConfig
@@ -351,3 +351,115 @@ def test_a_state_of_another_network_is_refused_before_any_step(sample):
             "conv:2:3x3:valid, relu, maxpool:2, flatten, dense:10 on 784 pixels (W1 3x3x1x2, "
             "b1 2, W2 338x10, b2 10)")):
         train(cnn, numpy, mnist_slice(sample, 300, 20), progress=False, state=mlp_state)
+
+
+# --- Full-batch runs in compiled chunks; captured steps -----------------------------------
+
+def counting_scans(backend, lengths):
+    """``backend`` running full-batch runs in chunks, each program's step count appended
+    to ``lengths``."""
+    def compile_scan(fn):
+        run = backend.compile_scan(fn)
+
+        def counted(carry, xs, *args):
+            lengths.append(xs[0].shape[0])
+            return run(carry, xs, *args)
+
+        return counted
+
+    return dataclasses.replace(backend, scan_full_batch=True, compile_scan=compile_scan)
+
+
+def test_a_full_batch_run_in_chunks_between_log_points_ends_as_step_by_step(sample, tmp_path):
+    """A chunk runs the steps up to the next log point as one program: the log points,
+    their metrics and the checkpoint at the end are the step-by-step run's, within the
+    float32 tolerance; a run resumed off a log point first catches up to the next one."""
+    pytest.importorskip("jax", reason="compile_scan is JAX's")
+    jax = get_backend("jax")
+    data = mnist_slice(sample, 1200, 200)
+    config = TrainConfig(epochs=25, log_every=10, dev_size=200)
+    runs, lengths = {}, []
+    for name, backend in (("steps", dataclasses.replace(jax, scan_full_batch=False)),
+                          ("chunks", counting_scans(jax, lengths))):
+        path = tmp_path / f"{name}.safetensors"
+        train(config, backend, data, progress=False,
+              checkpoint=lambda state, path=path, backend=backend: ckpt.save(
+                  path, config, state, backend=backend, dataset_name="mnist",
+                  dataset_sha256={}))
+        runs[name] = ckpt.load(path)
+    assert lengths == [10, 10, 5]
+    steps, chunks = runs["steps"], runs["chunks"]
+    position = [{k: v for k, v in run.metadata["progress"].items() if k != "seconds"}
+                for run in (chunks, steps)]
+    assert position[0] == position[1] and position[0]["step"] == 25
+    assert [r["step"] for r in chunks.metadata["history"]] == [10, 20, 25]
+    for mine, theirs in zip(chunks.metadata["history"], steps.metadata["history"], strict=True):
+        assert mine["lr"] == theirs["lr"] and mine["epoch"] == theirs["epoch"]
+        assert parity.relative_error(mine["loss"], theirs["loss"]) <= parity.tolerance(
+            "float32", mine["step"])
+    helpers.assert_same_run(chunks.params, steps.params, "float32", 25)
+
+    del lengths[:]
+    early = train(dataclasses.replace(config, epochs=7), jax, data, progress=False).state
+    resumed = train(config, counting_scans(jax, lengths), data, progress=False, state=early)
+    assert lengths == [3, 10, 5]
+    helpers.assert_same_run(helpers.host(resumed.params, jax), steps.params, "float32", 25)
+
+
+def test_jax_runs_full_batch_steps_one_at_a_time_on_the_cpu_and_in_chunks_on_a_gpu():
+    """The faster path where it was measured (backends/jax.py): equal on the CPU, where
+    one step at a time answers a signal sooner."""
+    pytest.importorskip("jax", reason="the choice is JAX's")
+    jax = get_backend("jax")
+    assert jax.scan_full_batch == (jax.platform != "cpu")
+    assert get_backend("numpy").scan_full_batch is False
+
+
+def graph_like_capture(captures, replays):
+    """A ``capture_step`` that acts as a CUDA graph does, on NumPy: the step runs on
+    static copies of the first call's arguments, each replay copies the new arguments in
+    and its results into the first call's output buffers, which it returns."""
+    def capture_step(fn, args):
+        captures.append(len(args))
+        # A graph reads arrays only: a number (the learning rate) would be baked in.
+        assert all(isinstance(a, np.ndarray) for a in args), [type(a) for a in args]
+        static = tuple(np.array(a, copy=True) for a in args)
+        outputs = tuple(o if isinstance(o, np.ndarray) else np.array(o) for o in fn(*static))
+
+        def replay(*new):
+            replays.append(len(new))
+            for buffer, value in zip(static, new, strict=True):
+                if value is not buffer:
+                    np.copyto(buffer, value)
+            for buffer, value in zip(outputs, fn(*static), strict=True):
+                if value is not buffer:
+                    np.copyto(buffer, value)
+            return outputs
+
+        return replay
+
+    return capture_step
+
+
+@pytest.mark.parametrize("preset, steps, arrays", [
+    ("notebook", 3, 4 + 1 + 3),       # W1 b1 W2 b2, SGD's t; images, labels, lr
+    ("mlp", 3 * 15, 4 + 9 + 4),       # the same, Adam's m and v; images, labels, index, lr
+])
+def test_a_backend_that_captures_steps_trains_through_replays_to_the_eager_result(
+        preset, steps, arrays, sample):
+    """Where ``capture_step`` is set the loop captures its step once and replays it every
+    step, and the run ends where the eager one does (the learning rate travels as a 0-d
+    array the graph reads)."""
+    numpy = get_backend("numpy")
+    captures, replays = [], []
+    backend = dataclasses.replace(numpy, capture_step=graph_like_capture(captures, replays))
+    data = mnist_slice(sample, 1200, 200)
+    config = TrainConfig.from_preset(preset, hidden=(16,), batch_size=64 if preset == "mlp"
+                                     else 0, epochs=3, dev_size=200, log_every=1)
+    captured = train(config, backend, data, progress=False)
+    eager = train(config, numpy, data, progress=False)
+    assert captures == [arrays] and len(replays) == captured.state.step == steps
+    helpers.assert_same_run(captured.params, eager.params, "float32", steps)
+    for mine, theirs in zip(captured.history, eager.history, strict=True):
+        assert parity.relative_error(mine["loss"], theirs["loss"]) <= parity.tolerance(
+            "float32", mine["step"])

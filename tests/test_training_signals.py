@@ -4,6 +4,7 @@ uninterrupted one ends, with the same history. Signals sent to real ``multinet t
 processes, their exit statuses and the line that says how to go on are in
 test_cli_train.py."""
 
+import dataclasses
 import signal
 
 import numpy as np
@@ -124,3 +125,34 @@ def test_a_scanned_jax_epoch_stops_within_one_program_and_resumes_exactly(sample
     assert parity.max_relative_error(params, expected) <= bound
     assert parity.relative_error(resumed.history[-1]["loss"],
                                  reference.history[-1]["loss"]) <= bound
+
+
+def test_a_full_batch_run_in_chunks_stops_at_the_end_of_a_chunk_and_resumes_exactly(
+        sample, monkeypatch):
+    """Where full-batch steps run in chunks up to the next log point (JAX on a GPU,
+    forced here), a signal while a chunk is being started stops the run at that chunk's
+    end, which is logged as always; the resumed run ends as the uninterrupted one."""
+    pytest.importorskip("jax", reason="compiled chunks are JAX's")
+    jax = dataclasses.replace(get_backend("jax"), scan_full_batch=True)
+    data = helpers.mnist_slice(sample, 1200, 200)
+    config = TrainConfig(epochs=30, log_every=10, dev_size=200)
+    reference = train(config, jax, data, progress=False)
+    real = optim.learning_rate
+
+    def sigint_at(base, schedule, step, total):
+        if step == 12:  # while the learning rates of the chunk of steps 10..19 are made
+            signal.raise_signal(signal.SIGINT)
+        return real(base, schedule, step, total)
+
+    monkeypatch.setattr(optim, "learning_rate", sigint_at)
+    saved = []
+    with pytest.raises(TrainingInterrupted, match="SIGINT") as info:
+        train(config, jax, data, progress=False, on_interrupt=lambda s: saved.append(s) or "x")
+    monkeypatch.setattr(optim, "learning_rate", real)
+    state = saved[0]
+    assert state.step == state.epoch == 20 and info.value.signum == signal.SIGINT
+    assert [record["step"] for record in state.history] == [10, 20]
+    resumed = train(config, jax, data, progress=False, state=state)
+    assert_same_run(host(resumed.params, jax), host(reference.params, jax), "float32", 30)
+    assert [r["loss"] for r in resumed.history] == pytest.approx(
+        [r["loss"] for r in reference.history], rel=parity.tolerance("float32", 30))

@@ -245,6 +245,9 @@ def _legend(config, rows, heaps) -> list[str]:
         lines.append(f"cnn-epoch: the first {cnn['batches']} of an epoch's "
                      f"{cnn['epoch_batches']} batches (--cnn-batches); a whole epoch takes "
                      f"{cnn['epoch_batches'] / cnn['batches']:.3g}x the time shown")
+    if any(r.get("variant") == "captured" for r in rows):
+        lines.append("NAME (captured): the same step captured once as a CUDA graph and "
+                     "replayed; first ms: with the capture")
     if best:
         lines.append("fastest peer: " + "; ".join(
             f"{peer} ({', '.join(dict.fromkeys(workloads))})" for peer, workloads in best.items()))

@@ -12,8 +12,11 @@ The order of the images in epoch ``e`` is ``default_rng([seed, e]).permutation``
 run resumed from a checkpoint (epoch, batch within it, parameters, optimizer state)
 continues exactly as the uninterrupted run would. The loop reads values back to the host
 only at log points, for the progress bar and the metrics; after starting a step (or a
-compiled run of ``SCAN_STEPS`` steps) it waits for the previous one, so no more than one
-is ever queued and a signal is acted on within two (docs/reliability.md).
+compiled run of ``SCAN_STEPS`` minibatch steps, or of the full-batch steps up to the next
+log point, at most ``SCAN_STEPS``, where ``Backend.scan_full_batch`` says so) it waits for
+the previous one, so no more than one is ever queued and a signal is acted on within two
+(docs/reliability.md). Where the backend captures steps (``Backend.capture_step``), each
+step is a replay of one captured graph (``multinet.training.setup``).
 """
 
 from __future__ import annotations
@@ -21,28 +24,28 @@ from __future__ import annotations
 import math
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from multinet import heap, optim
+from multinet import optim
 from multinet.catalog import CLASSES
 from multinet.checks import describe_device
 from multinet.data import Dataset
 from multinet.errors import (MultinetError, OutputsNotFinite, TrainingDiverged,
                              TrainingInterrupted, TrainingStopped, argument)
-from multinet.initializers import draw_layer_params, to_backend
 from multinet.registry import Backend
 from multinet.training.config import FEATURES, TrainConfig
-from multinet.training.memory import check_network_fits, memory_message
-from multinet.training.metrics import append_record, metrics_to_write_first
-from multinet.training.prediction import accuracy_of, make_predictor
+from multinet.training.memory import memory_message
+from multinet.training.metrics import append_record
+from multinet.training.prediction import accuracy_of
 from multinet.training.progress import progress_display
+from multinet.training.setup import Setup, initial_state, prepare
 from multinet.training.signals import StopSignals
-from multinet.training.splits import DeviceSplit, full_batch_inputs, splits_on_device
-from multinet.training.state import (Saved, TrainResult, TrainState, check_position,
-                                    own_copy, why_not_kept)
-from multinet.training.steps import (SCAN_STEPS, epoch_order, make_epoch_runner,
-                                     make_minibatch_step, make_step)
+from multinet.training.state import Saved, TrainResult, TrainState, why_not_kept
+from multinet.training.steps import SCAN_STEPS, epoch_order
+
+#: What callers import from here: ``initial_state`` is defined with the rest of a run's
+#: preparation (``multinet.training.setup``).
+__all__ = ["initial_state", "network_fields", "summarize", "train"]
 
 
 def train(config: TrainConfig, backend: Backend, dataset: Dataset, *,
@@ -66,7 +69,8 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *,
     ``"bar"``, always the bar; False, nothing (``multinet.training.progress``).
 
     SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the loop between two steps (within two
-    programs of ``SCAN_STEPS`` steps where the backend compiles runs of steps); the state
+    programs of at most ``SCAN_STEPS`` steps where the backend compiles runs of steps:
+    minibatches, and full-batch chunks between log points); the state
     is passed to ``on_interrupt`` (default: ``checkpoint``), which returns the path (or a
     ``Saved``), and ``TrainingInterrupted`` raised. A checkpoint or metrics write that
     fails (``OSError``), or memory running out, also stops the run: the state is passed to
@@ -74,7 +78,7 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *,
     state that does not evaluate is not passed on: the error says what was kept instead.
     """
     resumed = state is not None
-    setup, state = _prepare(config, backend, dataset, state, metrics_path)
+    setup, state = prepare(config, backend, dataset, state, metrics_path)
     if resumed:
         # The state saved at the end of a run with nothing left to train is this one.
         why = _why_not_kept(setup, state)
@@ -109,85 +113,19 @@ def train(config: TrainConfig, backend: Backend, dataset: Dataset, *,
                                                       setup.predict_labels))
 
 
-@dataclass(frozen=True)
-class _Setup:
-    """What the loop works with, prepared once: the data on the device, the compiled
-    step (and program of ``SCAN_STEPS`` steps, where the backend compiles loops)."""
-
-    config: TrainConfig
-    backend: Backend
-    layers: tuple         # the network's Layer records (config.network_layers())
-    splits: dict
-    full_batch: bool
-    batches: int          # steps per epoch
-    total_steps: int
-    step: object          # the compiled step
-    run_steps: object     # SCAN_STEPS minibatch steps as one program, or None
-    x_all: object         # full batch: the scaled images (and their transpose, x_t)
-    x_t: object
-    predict_labels: object
-    pending: list         # metrics records saved but never logged, to write first
-
-    @property
-    def train_split(self) -> DeviceSplit:
-        return self.splits["train"]
-
-
-def _prepare(config, backend, dataset, state, metrics_path) -> tuple[_Setup, TrainState]:
-    """The data on the device and the compiled steps; the state to start from, checked
-    against the data."""
-    backend.enable_dtype(config.dtype)
-    # An eager step's temporaries reused, not re-faulted; multinet.fit trims the heap
-    # once the run is over (heap.release_free_memory).
-    heap.retain_freed_memory()
-    try:
-        splits = splits_on_device(backend, config, dataset)
-    except ValueError as exc:  # a dev split larger than the data
-        raise MultinetError(str(exc)) from None
-    train_split = splits["train"]
-    features = train_split.images.shape[1]
-    layers = config.network_layers()
-    check_network_fits(config, backend, features, len(train_split))
-    if state is None:
-        state = initial_state(config, backend, features)
-    full_batch = config.batch_size == 0 or config.batch_size >= len(train_split)
-    if backend.device_count > 1 and (full_batch or config.batch_size % backend.device_count):
-        raise MultinetError(
-            f"splitting batches over {backend.device_count} devices needs minibatches "
-            f"({argument('batch_size')}) that divide evenly by {backend.device_count}")
-    batches = 1 if full_batch else len(train_split) // config.batch_size
-    check_position(state, batches, features, layers)
-    pending = metrics_to_write_first(metrics_path, state) if metrics_path else []
-    optimizer = config.optimizer_spec()
-    if backend.mutable_arrays:
-        # The steps update in place: on arrays of this run's own, never the caller's.
-        state.params = own_copy(backend, state.params)
-        state.opt_state = own_copy(backend, state.opt_state)
-    x_all = x_t = run_steps = None
-    if full_batch:
-        step = backend.compile(make_step(optimizer, backend.fuse_chunk,
-                                         backend.mutable_arrays, layers))
-        x_all, x_t = full_batch_inputs(backend, train_split, config.dtype, layers)
-        if backend.materialize:  # else a lazy library scales the images again every step
-            x_all, x_t = backend.materialize((x_all, x_t))
-    else:
-        step = backend.compile(make_minibatch_step(optimizer, backend.mutable_arrays,
-                                                   layers))
-        run_steps = make_epoch_runner(backend, optimizer, config.dtype, layers)
-    setup = _Setup(config=config, backend=backend, layers=layers, splits=splits,
-                   full_batch=full_batch, batches=batches,
-                   total_steps=config.epochs * batches, step=step, run_steps=run_steps,
-                   x_all=x_all, x_t=x_t, predict_labels=make_predictor(backend, layers=layers),
-                   pending=pending)
-    return setup, state
-
-
-def _train_epoch(setup: _Setup, state: TrainState, stop: StopSignals, bar):
+def _train_epoch(setup: Setup, state: TrainState, stop: StopSignals, bar):
     """The steps of epoch ``state.epoch`` from batch ``state.batch`` on, until the epoch
     ends or a signal stops it. Returns ``(loss_sum, accuracy_sum, batches, lr)`` of the
     epoch when it ended (the sums over ``batches`` batches; ``lr`` the last step's), else
     None, leaving the state mid-epoch."""
     config, backend = setup.config, setup.backend
+    if setup.full_batch and setup.run_steps is not None:
+        steps = min(config.log_every - state.epoch % config.log_every,
+                    config.epochs - state.epoch, SCAN_STEPS)
+        if steps > 1:
+            sums = _run_chunk(setup, state, steps)
+            bar.update(steps)
+            return sums
     index = None if setup.full_batch else backend.batch_asarray(
         epoch_order(len(setup.train_split), config.batch_size, config.seed, state.epoch),
         "int32")
@@ -212,7 +150,7 @@ def _train_epoch(setup: _Setup, state: TrainState, stop: StopSignals, bar):
     return sums
 
 
-def _run_program(setup: _Setup, state: TrainState, index) -> float:
+def _run_program(setup: Setup, state: TrainState, index) -> float:
     """``SCAN_STEPS`` minibatch steps as one compiled program; the last step's lr."""
     config, split = setup.config, setup.train_split
     lrs = [optim.learning_rate(config.lr, config.schedule, s, setup.total_steps)
@@ -226,7 +164,23 @@ def _run_program(setup: _Setup, state: TrainState, index) -> float:
     return lrs[-1]
 
 
-def _run_step(setup: _Setup, state: TrainState, index) -> float:
+def _run_chunk(setup: Setup, state: TrainState, steps: int):
+    """``steps`` full-batch steps (epochs) as one compiled program, ending at a log point
+    or sooner; the last epoch's ``(loss, accuracy, 1, lr)``, as ``_train_epoch`` returns."""
+    config = setup.config
+    lrs = [optim.learning_rate(config.lr, config.schedule, s, setup.total_steps)
+           for s in range(state.step, state.step + steps)]
+    params, opt_state, loss, accuracy = setup.run_steps(
+        state.params, state.opt_state, setup.x_all, setup.train_split.labels, setup.x_t, lrs)
+    # The previous program's result: at most one more program is queued.
+    setup.backend.synchronize(*state.params.values())
+    state.params, state.opt_state = params, opt_state
+    state.epoch, state.step = state.epoch + steps, state.step + steps
+    state.loss_sum = state.accuracy_sum = 0.0
+    return loss, accuracy, 1, lrs[-1]
+
+
+def _run_step(setup: Setup, state: TrainState, index) -> float:
     """One step (the whole training set, or batch ``state.batch``); its lr."""
     config, split = setup.config, setup.train_split
     lr = optim.learning_rate(config.lr, config.schedule, state.step, setup.total_steps)
@@ -249,7 +203,7 @@ def _advance(state: TrainState, params, opt_state, loss, accuracy, steps: int) -
     state.batch, state.step = state.batch + steps, state.step + steps
 
 
-def _log_point(setup: _Setup, state: TrainState, epoch, seconds: float, saves: _Saves,
+def _log_point(setup: Setup, state: TrainState, epoch, seconds: float, saves: _Saves,
                metrics_path, bar) -> None:
     """At the end of a logged epoch: the record, checked finite, then the checkpoint,
     then the metrics line."""
@@ -314,16 +268,6 @@ def _saved(result) -> Saved:
     return result if isinstance(result, Saved) else Saved(Path(result))
 
 
-def initial_state(config: TrainConfig, backend: Backend, features: int) -> TrainState:
-    """A new run's state: parameters drawn as ``config`` says (on the host, for the
-    network of ``config.network_layers()`` on ``features`` inputs), a fresh optimizer
-    state."""
-    host = draw_layer_params(config.network_layers(), features, seed=config.seed,
-                             init=config.init)
-    params = to_backend(host, backend, config.dtype)
-    return TrainState(params=params, opt_state=optim.init_state(config.optimizer_spec(), params))
-
-
 def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
     advice = f"a smaller {argument('lr')}" + (f" or {argument('momentum')}"
                                               if config.optimizer == "momentum" else "")
@@ -337,7 +281,7 @@ def _diverged(config: TrainConfig, state: TrainState, what: str, saves: _Saves):
                             f"{kept}")
 
 
-def _interrupted(setup: _Setup, state: TrainState, signum: int, saves: _Saves,
+def _interrupted(setup: Setup, state: TrainState, signum: int, saves: _Saves,
                  rescue) -> MultinetError:
     """The error for a run a signal stopped, after saving its state (unless the last
     log point saved this very state already)."""
@@ -356,7 +300,7 @@ def _interrupted(setup: _Setup, state: TrainState, signum: int, saves: _Saves,
         saved and saved.path, signum)
 
 
-def _stopped(exc, setup: _Setup, state: TrainState, saves: _Saves,
+def _stopped(exc, setup: Setup, state: TrainState, saves: _Saves,
              rescue) -> TrainingStopped:
     """The error for a run that cannot go on, after saving its state through ``rescue``
     where it evaluates."""
@@ -426,7 +370,7 @@ def network_fields(config: TrainConfig) -> dict:
             "network": config.describe_network()}
 
 
-def _why_not_kept(setup: _Setup, state: TrainState) -> str | None:
+def _why_not_kept(setup: Setup, state: TrainState) -> str | None:
     """Why ``state`` must not be kept (``state.why_not_kept``), checked on this run's
     images: the test split first (what ``evaluate`` reads), then those it trains on."""
     return why_not_kept(setup.backend, state, setup.config.dtype,

@@ -6,12 +6,21 @@ function the backend compiles (``Backend.compile``), in three shapes:
 * ``make_minibatch_step``: the same, gathering and scaling batch ``index`` of the
   ``uint8`` images on the device first;
 * ``make_epoch_runner``: ``SCAN_STEPS`` minibatch steps as one compiled program, where
-  the backend can compile a loop (``Backend.compile_scan``).
+  the backend can compile a loop (``Backend.compile_scan``);
+* ``make_full_batch_runner``: the same for full-batch steps (a chunk of iterations between
+  two log points), where the backend says so (``Backend.scan_full_batch``).
+
+``capture`` runs any of the single steps as replays of one captured graph, where the
+backend captures (``Backend.capture_step``); ``flatten`` takes the nests of arrays the
+steps take and return apart, as a capture needs them.
 
 ``epoch_order`` is the order of the images in an epoch, the same on every backend.
 """
 
 from __future__ import annotations
+
+import numbers
+from typing import Callable
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -113,6 +122,103 @@ def make_epoch_runner(backend: Backend, optimizer: optim.Optimizer, dtype: str,
         return params, opt_state, xp.sum(losses), xp.sum(accuracies)
 
     return run
+
+
+def make_full_batch_runner(backend: Backend, optimizer: optim.Optimizer, dtype: str,
+                           layers=None):
+    """``run(params, opt_state, x, y, x_t, lrs) -> (params, opt_state, loss, accuracy)``:
+    one full-batch step (``make_step``) per learning rate of ``lrs`` (a host array), as
+    one compiled program (``Backend.compile_scan``); ``loss`` and ``accuracy`` are the last
+    step's. None where the backend runs full-batch steps one at a time (no
+    ``compile_scan``, or ``Backend.scan_full_batch`` unset)."""
+    if backend.compile_scan is None or not backend.scan_full_batch:
+        return None
+    step = make_step(optimizer, backend.fuse_chunk, layers=layers)
+
+    def body(carry, x, images, labels, images_t):
+        params, opt_state, loss, accuracy = step(*carry, images, labels, *x, images_t)
+        return (params, opt_state), (loss, accuracy)
+
+    scan = backend.compile_scan(body)
+
+    def run(params, opt_state, x, y, x_t, lrs):
+        lrs = backend.asarray(np.asarray(lrs), dtype)
+        (params, opt_state), (losses, accuracies) = scan((params, opt_state), (lrs,),
+                                                         x, y, x_t)
+        return params, opt_state, losses[-1], accuracies[-1]
+
+    return run
+
+
+def flatten(tree) -> tuple[list, Callable]:
+    """The arrays of a nest of dicts, tuples and lists, and how to rebuild it.
+
+    Parameters
+    ----------
+    tree : array, dict, tuple, list or None
+        Dicts are read in the order of their sorted keys; None holds no array.
+
+    Returns
+    -------
+    tuple
+        ``(leaves, rebuild)``: the arrays in order, and ``rebuild(leaves)``, the nest
+        again (lists as tuples) with those arrays in their places.
+    """
+    if tree is None:
+        return [], lambda leaves: None
+    if isinstance(tree, (dict, tuple, list)):
+        keys = sorted(tree) if isinstance(tree, dict) else range(len(tree))
+        parts = [flatten(tree[k]) for k in keys]
+
+        def rebuild(leaves):
+            values, start = [], 0
+            for part, part_rebuild in parts:
+                values.append(part_rebuild(leaves[start:start + len(part)]))
+                start += len(part)
+            return dict(zip(keys, values)) if isinstance(tree, dict) else tuple(values)
+
+        return [leaf for part, _ in parts for leaf in part], rebuild
+    return [tree], lambda leaves: leaves[0]
+
+
+def capture(backend: Backend, step: Callable, dtype: str) -> Callable:
+    """``step`` (``make_step``'s or ``make_minibatch_step``'s), each call a replay of one
+    capture of it (``Backend.capture_step``), made by the first call.
+
+    Parameters
+    ----------
+    backend : Backend
+        One whose ``capture_step`` is set.
+    step : callable
+        ``step(params, opt_state, ...) -> (params, opt_state, loss, accuracy)``.
+    dtype : str
+        The learning rate's dtype: a number argument becomes a 0-d array of it, so that
+        the graph reads each step's value instead of keeping the first one's.
+
+    Returns
+    -------
+    callable
+        The same signature and results; the arrays it returns are the graph's, which the
+        next call overwrites (an in-place step's parameters are updated there anyway).
+    """
+    replay = rebuild_args = rebuild_outputs = None
+
+    def flat_step(*leaves):
+        nonlocal rebuild_outputs
+        outputs, rebuild_outputs = flatten(step(*rebuild_args(leaves)))
+        return tuple(outputs)
+
+    def captured(*args):
+        nonlocal replay, rebuild_args
+        leaves, rebuild = flatten(tuple(
+            backend.asarray(np.asarray(a), dtype) if isinstance(a, numbers.Number) else a
+            for a in args))
+        if replay is None:
+            rebuild_args = rebuild
+            replay = backend.capture_step(flat_step, tuple(leaves))
+        return rebuild_outputs(list(replay(*leaves)))
+
+    return captured
 
 
 def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
